@@ -1,0 +1,613 @@
+"""PoolCore: the state machine that owns every pool decision.
+
+Everything that decides who gets which connection, when one is opened,
+checked, reset, replaced or closed, lives in this module.  It never performs
+IO, never reads a clock and never takes a lock: each method is an event
+("a caller wants a connection", "this connect failed", "this lease came
+back") stamped with the caller's ``now``, and its effect is written into
+plain data the shell reads afterwards.
+
+How a shell drives it
+---------------------
+*Checkout.*  ``checkout(now)`` pops the most recently used idle entry (a
+stack: hot connections stay hot and cold ones age out) and returns it leased,
+or returns it in ``CHECKING`` when it sat idle longer than ``check_window``:
+the borrower pings it and reports with ``check_done()``.  Entries past their
+lifetime or from an old generation are retired on the way.  ``None`` means
+"nothing to hand out now": the shell then calls ``enqueue(waiter, now)``,
+which either refuses (closed, ``max_waiting``, fail fast) or queues the
+waiter and decides whether to open connections for it.
+
+*Hand-off.*  Whenever a usable entry appears (a lease comes back, a connect
+succeeds, a ping succeeds) the core offers it to the waiters in strict FIFO
+order through the ``wake(waiter, entry)`` callable the shell supplied.  The
+shell answers ``False`` when that waiter already gave up (timed out,
+cancelled); the core then drops that waiter and offers the entry to the
+next.  Only when no live waiter is left does the entry go idle.  So a
+connection is never parked while somebody waits for one, and a waiter that
+left never swallows one.
+
+*Work.*  Decisions that need IO are appended to ``pending`` as entries whose
+state says what to do: ``CONNECTING`` (open it), ``CLOSING`` (close it),
+``PINGING`` (ping it for housekeeping).  The shell drains ``pending`` after
+each call, outside any lock, and reports back with ``connect_succeeded`` /
+``connect_failed``, ``closed``, ``ping_done``.
+
+*Outages.*  A failed connect records the error and returns a retry delay
+(exponential backoff with jitter, starting at ``backoff_initial`` so that a
+restarted server is noticed within tens of milliseconds, capped at
+``backoff_max``).  While failing, at most one connect is in flight, so an
+outage never turns into a connect storm.  Waiters keep waiting up to their
+own timeout and are served as soon as a connect succeeds; once the pool has
+been failing for ``fail_fast_after``, new callers that would have to wait are
+refused at once with the last connect error instead of piling up.
+
+Counters
+--------
+Only two counts steer decisions and are kept incrementally: ``size``
+(entries not closing or closed, connecting ones included) and
+``connecting``.  Everything else ``stats()`` counts by walking the entries,
+which keeps the hot path (checkout/checkin of a healthy connection) down to
+a list pop, a few comparisons and a list push.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Generic, TypeVar
+
+from ..errors import IllegalTransition, PoolClosed, PoolConnectError, TooManyWaiters
+from .config import PoolConfig
+from .entry import ALLOWED, Entry, EntryState
+from .stats import PoolStats
+
+__all__ = ["PoolCore"]
+
+W = TypeVar("W")
+
+CONNECTING = EntryState.CONNECTING
+IDLE = EntryState.IDLE
+CHECKING = EntryState.CHECKING
+IN_USE = EntryState.IN_USE
+RESETTING = EntryState.RESETTING
+PINGING = EntryState.PINGING
+CLOSING = EntryState.CLOSING
+CLOSED = EntryState.CLOSED
+_BUSY = frozenset({CHECKING, IN_USE, RESETTING})
+_GONE = frozenset({CLOSING, CLOSED})
+
+
+class PoolCore(Generic[W]):
+    """Sizing, waiters, lifetimes, backoff and housekeeping for one pool.
+
+    Args:
+        config: The pool's settings.
+        wake: ``wake(waiter, entry) -> bool`` hands ``entry`` (already leased)
+            to ``waiter``; it returns ``False`` if that waiter is gone, and
+            must not call back into the core.
+        rand: Source of jitter in ``[0, 1)``; tests pass a fixed one.
+
+    Attributes (read by shells, written only here):
+        idle: Idle entries, least recently used first.
+        waiters: Queued waiters, oldest first.
+        pending: Entries whose state asks the shell for IO (see module doc).
+        size: Entries that are neither closing nor closed.
+        connecting: Entries whose connect is under way (or backing off).
+        closing: ``close()`` was called; nothing more is handed out.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        wake: Callable[[W, Entry], bool],
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self._wake = wake
+        self._rand = rand
+        self.idle: list[Entry] = []
+        self.waiters: deque[W] = deque()
+        self.pending: list[Entry] = []
+        self.entries: set[Entry] = set()
+        self.generation = 0
+        self.opened = False
+        self.closing = False
+        self.size = 0
+        self.connecting = 0
+        self._next_id = 0
+        self._apply_config(config)
+        # connect failures
+        self.failing_since: float | None = None
+        self.last_connect_error: BaseException | None = None
+        self._attempt = 0
+        self._reconnect_failed_told = False
+        # counters
+        self.acquires = 0
+        self.waited_acquires = 0
+        self.timeouts = 0
+        self.too_many_waiters = 0
+        self.connections_opened = 0
+        self.connections_closed = 0
+        self.connections_lost = 0
+        self.connections_failed = 0
+        self.resets = 0
+        self.checks_failed = 0
+        self.wait_time_total = 0.0
+        self.usage_time_total = 0.0
+
+    def _apply_config(self, config: PoolConfig) -> None:
+        # Hot-path settings are copied to plain attributes: one lookup each.
+        self.config = config
+        self._check_window = config.check_window
+        self._max_uses = config.max_uses
+
+    # ------------------------------------------------------------------
+    # transitions
+
+    def _move(self, entry: Entry, new: EntryState) -> None:
+        """Move ``entry`` to ``new``, keeping ``size`` and ``connecting`` true.
+
+        The hot paths (IDLE <-> IN_USE) set ``entry.state`` directly because
+        those moves change neither count; everything else comes through here.
+        """
+        old = entry.state
+        if new not in ALLOWED[old]:
+            raise IllegalTransition(f"{entry!r} cannot go from {old.value} to {new.value}")
+        if old is CONNECTING:
+            self.connecting -= 1
+        if new in _GONE and old not in _GONE:
+            self.size -= 1
+        entry.state = new
+
+    def _new_entry(self) -> Entry:
+        self._next_id += 1
+        entry = Entry(self._next_id, self.generation)
+        self.entries.add(entry)
+        self.size += 1
+        self.connecting += 1
+        return entry
+
+    def _retire(self, entry: Entry, now: float) -> None:
+        """Send ``entry`` to be closed (caller took it off the idle stack)."""
+        self._move(entry, CLOSING)
+        self.pending.append(entry)
+        self._grow(now)
+
+    def _lease(self, entry: Entry, now: float) -> None:
+        entry.state = IN_USE
+        entry.uses += 1
+        entry.acquired_at = now
+        self.acquires += 1
+
+    def _give(self, entry: Entry, now: float) -> None:
+        """Offer a usable entry to the oldest live waiter, else make it idle.
+
+        ``entry`` is counted in ``size`` and not in ``connecting``.
+        """
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            self._lease(entry, now)
+            if self._wake(waiter, entry):
+                return
+            self.acquires -= 1
+            entry.uses -= 1
+        entry.state = IDLE
+        entry.idle_since = now
+        self.idle.append(entry)
+
+    def _expired(self, entry: Entry, now: float) -> bool:
+        return entry.expires_at <= now or entry.generation != self.generation
+
+    # ------------------------------------------------------------------
+    # lifecycle
+
+    def open(self, now: float) -> None:
+        """Start filling the pool up to ``min_size``."""
+        if self.closing:
+            raise PoolClosed("the pool is closed and cannot be reopened")
+        if not self.opened:
+            self.opened = True
+            self._grow(now)
+
+    def close(self, now: float) -> list[W]:
+        """Stop handing out; retire idle entries; return the waiters to fail.
+
+        Leased entries are retired as they come back; connecting ones when
+        their connect ends (the shell may also cancel those connects and report
+        them with ``connect_aborted``).
+        """
+        self.closing = True
+        waiters = list(self.waiters)
+        self.waiters.clear()
+        idle, self.idle = self.idle, []
+        for entry in idle:
+            self._move(entry, CLOSING)
+            self.pending.append(entry)
+        return waiters
+
+    def terminate(self, now: float) -> list[Entry]:
+        """``close()``, then take back every entry still out or being worked on.
+
+        Returns the entries whose connections the shell must close at once
+        (leased, checking, resetting, pinging).  Their later check-in is ignored.
+        """
+        self.close(now)
+        taken = []
+        for entry in list(self.entries):
+            if entry.state not in _GONE and entry.state is not CONNECTING:
+                self._move(entry, CLOSING)
+                taken.append(entry)
+        return taken
+
+    @property
+    def drained(self) -> bool:
+        """No entry is leased, being checked, reset or pinged."""
+        return not any(e.state in _BUSY or e.state is PINGING for e in self.entries)
+
+    # ------------------------------------------------------------------
+    # checkout
+
+    def checkout(self, now: float) -> Entry | None:
+        """Hand out an idle entry, or ``None`` when the caller must queue.
+
+        Returns the entry in ``IN_USE`` (ready) or in ``CHECKING`` (sat idle
+        past ``check_window``: check it, then report ``check_done``).  While
+        anyone is queued, newcomers queue behind them: strict FIFO.
+        """
+        if self.waiters:
+            return None
+        idle = self.idle
+        while idle:
+            entry = idle.pop()
+            if entry.expires_at <= now or entry.generation != self.generation:
+                self._retire(entry, now)
+                continue
+            window = self._check_window
+            if window is not None and now - entry.alive_at > window:
+                entry.state = CHECKING
+                return entry
+            entry.state = IN_USE
+            entry.uses += 1
+            entry.acquired_at = now
+            self.acquires += 1
+            return entry
+        return None
+
+    def check_done(self, entry: Entry, ok: bool, now: float) -> bool:
+        """Report a checkout health check; ``True`` means the lease stands."""
+        if entry.state is not CHECKING:
+            raise IllegalTransition(f"{entry!r} was not being checked")
+        if ok:
+            entry.alive_at = now
+            self._lease(entry, now)
+            return True
+        self.checks_failed += 1
+        self.connections_lost += 1
+        self._retire(entry, now)
+        return False
+
+    def enqueue(self, waiter: W, now: float) -> None:
+        """Queue ``waiter``, or refuse it at once.
+
+        Raises:
+            PoolClosed: the pool is closing.
+            TooManyWaiters: ``max_waiting`` callers already wait.
+            PoolConnectError: the pool has failed to connect for longer than
+                ``fail_fast_after`` and is still trying.
+        """
+        if self.closing:
+            raise PoolClosed("the pool is closed")
+        config = self.config
+        if config.max_waiting and len(self.waiters) >= config.max_waiting:
+            self.too_many_waiters += 1
+            raise TooManyWaiters(
+                f"{len(self.waiters)} callers already wait for a connection "
+                f"(max_waiting={config.max_waiting})"
+            )
+        since = self.failing_since
+        if (
+            since is not None
+            and self.connecting
+            and config.fail_fast_after is not None
+            and now - since >= config.fail_fast_after
+        ):
+            raise PoolConnectError(
+                f"cannot connect to the server: failing for {now - since:.1f}s; "
+                f"last error: {_describe(self.last_connect_error)}"
+            ) from self.last_connect_error
+        self.waiters.append(waiter)
+        self.waited_acquires += 1
+        self._grow(now)
+
+    def forget_waiter(self, waiter: W, *, timed_out: bool = False) -> None:
+        """Take a waiter that gave up out of the queue (no-op if already out)."""
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
+        if timed_out:
+            self.timeouts += 1
+
+    def timeout_message(self, waited: float) -> str:
+        """Words for a ``PoolTimeout``: how long, and why nothing came."""
+        msg = f"no connection available after waiting {waited:.3g}s"
+        if self.failing_since is not None:
+            msg += f"; the pool cannot connect: {_describe(self.last_connect_error)}"
+        else:
+            msg += f" (size={self.size}, max_size={self.config.max_size}, all in use)"
+        return msg
+
+    def record_wait(self, seconds: float) -> None:
+        """Add a served waiter's queueing time to the totals."""
+        self.wait_time_total += seconds
+
+    # ------------------------------------------------------------------
+    # check-in
+
+    def checkin(self, entry: Entry, now: float) -> None:
+        """A lease came back clean: reuse the entry or retire it.
+
+        An entry that was taken back by ``terminate()`` is ignored.
+        """
+        state = entry.state
+        if state is not IN_USE and state is not RESETTING:
+            if state in _GONE:
+                return
+            raise IllegalTransition(f"{entry!r} was not leased")
+        self.usage_time_total += now - entry.acquired_at
+        entry.alive_at = now
+        max_uses = self._max_uses
+        if (
+            entry.expires_at <= now
+            or entry.generation != self.generation
+            or self.closing
+            or (max_uses and entry.uses >= max_uses)
+            or self.size > self.config.max_size
+        ):
+            self._retire(entry, now)
+            return
+        if self.waiters:
+            self._give(entry, now)
+        else:
+            entry.state = IDLE
+            entry.idle_since = now
+            self.idle.append(entry)
+
+    def begin_reset(self, entry: Entry) -> None:
+        """A lease came back and needs a reset round trip first."""
+        self._move(entry, RESETTING)
+        self.resets += 1
+
+    def discard(self, entry: Entry, now: float, *, lost: bool = True) -> None:
+        """Retire an entry whose connection is broken or in an unknown state.
+
+        Works from any state the shell can hold an entry in; ignored for an
+        entry already retired.
+        """
+        if entry.state in _GONE:
+            return
+        if entry.state is IDLE:
+            self.idle.remove(entry)
+        if entry.state in _BUSY:
+            self.usage_time_total += max(0.0, now - entry.acquired_at)
+        if lost:
+            self.connections_lost += 1
+        self._retire(entry, now)
+
+    # ------------------------------------------------------------------
+    # connects
+
+    def _grow(self, now: float) -> None:
+        """Open connections for ``min_size`` and for waiters, within bounds."""
+        if self.closing or not self.opened:
+            return
+        config = self.config
+        want = max(config.min_size - self.size, len(self.waiters) - self.connecting)
+        if want <= 0:
+            return
+        room = min(config.max_size - self.size, config.max_connecting - self.connecting)
+        if self.failing_since is not None:
+            # One probe at a time while the server is unreachable.
+            room = min(room, 1 - self.connecting)
+        for _ in range(min(want, room)):
+            self.pending.append(self._new_entry())
+
+    def connect_succeeded(self, entry: Entry, conn: object, now: float) -> None:
+        """A connect (and ``configure``) finished; the entry joins the pool."""
+        if entry.state is not CONNECTING:
+            raise IllegalTransition(f"{entry!r} was not connecting")
+        self.failing_since = None
+        self._attempt = 0
+        self._reconnect_failed_told = False
+        self.connecting -= 1
+        self.connections_opened += 1
+        entry.conn = conn
+        entry.created_at = entry.alive_at = now
+        lifetime = self.config.max_lifetime
+        if lifetime is not None:
+            entry.expires_at = now + lifetime * (1.0 - self.config.lifetime_jitter * self._rand())
+        if self.closing:
+            self._move_from_fresh(entry)
+            return
+        self._give(entry, now)
+        self._grow(now)
+
+    def _move_from_fresh(self, entry: Entry) -> None:
+        # connecting was already decremented; go straight to CLOSING.
+        entry.state = CLOSING
+        self.size -= 1
+        self.pending.append(entry)
+
+    def _wanted(self) -> bool:
+        """Would the pool still open a connection, counting one in flight?"""
+        return not self.closing and (
+            len(self.waiters) >= self.connecting or self.size <= self.config.min_size
+        )
+
+    def connect_failed(self, entry: Entry, error: BaseException, now: float) -> float | None:
+        """A connect failed.  Returns the delay before retrying, or ``None``.
+
+        On ``None`` the entry is gone (no one needs it any more); otherwise it
+        stays ``CONNECTING`` and the shell calls ``retry_due`` after the delay.
+        """
+        if entry.state is not CONNECTING:
+            raise IllegalTransition(f"{entry!r} was not connecting")
+        self.connections_failed += 1
+        self.last_connect_error = error
+        if self.failing_since is None:
+            self.failing_since = now
+        config = self.config
+        delay = min(config.backoff_max, config.backoff_initial * 2.0**self._attempt)
+        self._attempt = min(self._attempt + 1, 60)
+        delay *= 0.5 + 0.5 * self._rand()
+        if not self._wanted() or self.connecting > 1:
+            # Another connect is already probing; keep just one.
+            self._drop(entry)
+            return None
+        return delay
+
+    def retry_due(self, entry: Entry, now: float) -> bool:
+        """After the backoff delay: ``True`` to try again, ``False`` if not needed."""
+        if entry.state is not CONNECTING:
+            return False
+        if self._wanted():
+            return True
+        self._drop(entry)
+        return False
+
+    def connect_aborted(self, entry: Entry) -> None:
+        """The shell gave up on a connect (pool closing, task cancelled)."""
+        if entry.state is CONNECTING:
+            self._drop(entry)
+
+    def _drop(self, entry: Entry) -> None:
+        self._move(entry, CLOSED)
+        self.entries.discard(entry)
+
+    def reconnect_failed_due(self, now: float) -> bool:
+        """``True`` once per outage, when it has lasted ``reconnect_timeout``."""
+        since = self.failing_since
+        if since is None or self._reconnect_failed_told:
+            return False
+        if now - since >= self.config.reconnect_timeout:
+            self._reconnect_failed_told = True
+            return True
+        return False
+
+    def closed(self, entry: Entry) -> None:
+        """The shell finished closing a retired entry."""
+        if entry.state is CLOSED:
+            return
+        self._move(entry, CLOSED)
+        self.entries.discard(entry)
+        self.connections_closed += 1
+
+    # ------------------------------------------------------------------
+    # housekeeping and administration
+
+    def housekeeping(self, now: float) -> None:
+        """The periodic tick: expire, shrink, ping, and refill to ``min_size``."""
+        if self.closing or not self.opened:
+            return
+        config = self.config
+        keep: list[Entry] = []
+        excess = self.size - config.min_size
+        for entry in self.idle:  # least recently used first
+            if self._expired(entry, now) or (
+                excess > 0
+                and config.max_idle is not None
+                and now - entry.idle_since >= config.max_idle
+            ):
+                self._move(entry, CLOSING)
+                self.pending.append(entry)
+                excess -= 1
+            elif config.keepalive is not None and now - entry.alive_at >= config.keepalive:
+                entry.state = PINGING
+                self.pending.append(entry)
+            else:
+                keep.append(entry)
+        self.idle[:] = keep
+        self._grow(now)
+
+    def ping_done(self, entry: Entry, ok: bool, now: float) -> None:
+        """Report a housekeeping (or ``check_idle``) ping."""
+        if entry.state is not PINGING:
+            if entry.state in _GONE:
+                return
+            raise IllegalTransition(f"{entry!r} was not being pinged")
+        if not ok:
+            self.checks_failed += 1
+            self.connections_lost += 1
+            self._retire(entry, now)
+        elif self.closing or self._expired(entry, now):
+            self._retire(entry, now)
+        else:
+            entry.alive_at = now
+            self._give(entry, now)
+
+    def check_idle(self, now: float) -> list[Entry]:
+        """Move every idle entry to ``PINGING`` and return them (``pool.check()``)."""
+        taken, self.idle = self.idle, []
+        for entry in taken:
+            entry.state = PINGING
+        return taken
+
+    def expire(self, now: float) -> None:
+        """Start a new generation: every connection is replaced as it comes back."""
+        self.generation += 1
+        idle, self.idle = self.idle, []
+        for entry in idle:
+            self._move(entry, CLOSING)
+            self.pending.append(entry)
+        self._grow(now)
+
+    def resize(self, min_size: int, max_size: int, now: float) -> None:
+        """Change the bounds; extra idle connections go now, leased ones on return."""
+        self._apply_config(replace(self.config, min_size=min_size, max_size=max_size))
+        while self.size > max_size and self.idle:
+            self._retire(self.idle.pop(0), now)
+        self._grow(now)
+
+    # ------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot of sizes and counters."""
+        in_use = connecting = 0
+        for entry in self.entries:
+            state = entry.state
+            if state in _BUSY:
+                in_use += 1
+            elif state is CONNECTING:
+                connecting += 1
+        return PoolStats(
+            min_size=self.config.min_size,
+            max_size=self.config.max_size,
+            size=self.size,
+            idle=len(self.idle),
+            in_use=in_use,
+            waiting=len(self.waiters),
+            connecting=connecting,
+            acquires=self.acquires,
+            waited_acquires=self.waited_acquires,
+            timeouts=self.timeouts,
+            too_many_waiters=self.too_many_waiters,
+            connections_opened=self.connections_opened,
+            connections_closed=self.connections_closed,
+            connections_lost=self.connections_lost,
+            connections_failed=self.connections_failed,
+            resets=self.resets,
+            checks_failed=self.checks_failed,
+            wait_time_total=self.wait_time_total,
+            usage_time_total=self.usage_time_total,
+        )
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")

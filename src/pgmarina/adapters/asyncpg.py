@@ -1,0 +1,116 @@
+"""asyncpg adapter.
+
+asyncpg tracks the transaction status from every ReadyForQuery message and
+knows when a cancelled query's cancellation is still in flight, so the
+release path can decide locally whether a round trip is needed at all.
+Listeners a borrower adds are noted by :class:`AsyncpgLease` and removed on
+release, because a callback left behind would fire in the next borrower's
+program.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from .._lease import Lease
+from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - checked by adapters.resolve
+    asyncpg = None
+
+__all__ = ["AsyncpgAdapter", "AsyncpgLease"]
+
+
+class AsyncpgLease(Lease):
+    """Lease of an ``asyncpg.Connection`` that remembers listeners to remove."""
+
+    __slots__ = ()
+
+    async def add_listener(self, channel: str, callback: Any) -> None:
+        await self._con.add_listener(channel, callback)
+        self._note(("listener", channel, callback))
+
+    def add_log_listener(self, callback: Any) -> None:
+        self._con.add_log_listener(callback)
+        self._note(("log", callback))
+
+    def add_termination_listener(self, callback: Any) -> None:
+        self._con.add_termination_listener(callback)
+        self._note(("termination", callback))
+
+    def add_query_logger(self, callback: Any) -> None:
+        self._con.add_query_logger(callback)
+        self._note(("query", callback))
+
+
+def _status(conn: Any) -> int:
+    proto = conn._protocol
+    if proto is None or conn._aborted or not proto.is_connected():
+        return BROKEN
+    if proto._is_cancelling():
+        return BUSY
+    if proto.is_in_transaction() or conn._top_xact is not None:
+        return IN_TRANSACTION
+    return CLEAN
+
+
+class AsyncpgAdapter(AsyncAdapter):
+    """Connects with ``asyncpg.connect(dsn, **kwargs)``."""
+
+    name = "asyncpg"
+    lease_class = AsyncpgLease
+    status = staticmethod(_status)
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        try:
+            inspect.signature(asyncpg.connect).bind(dsn, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"connect keyword not accepted by asyncpg.connect(): {exc}") from None
+
+    async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        return await asyncpg.connect(dsn, **kwargs)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.is_closed())
+
+    def terminate(self, conn: Any) -> None:
+        conn.terminate()
+
+    async def close(self, conn: Any) -> None:
+        await conn.close()
+
+    async def settle(self, conn: Any, timeout: float) -> bool:
+        try:
+            await conn._protocol._wait_for_cancellation(timeout)
+        except TimeoutError:
+            return False
+        return not conn.is_closed()
+
+    async def rollback(self, conn: Any) -> None:
+        # The Transaction object a borrower abandoned is dead either way.
+        conn._top_xact = None
+        await conn.execute("ROLLBACK")
+
+    async def full_reset(self, conn: Any) -> None:
+        if _status(conn) == IN_TRANSACTION:
+            await self.rollback(conn)
+        await conn.reset()
+
+    async def ping(self, conn: Any) -> None:
+        await conn.execute("SELECT 1")
+
+    async def undo(self, conn: Any, undo: list[Any]) -> None:
+        for item in reversed(undo):
+            kind = item[0]
+            if kind == "listener":
+                await conn.remove_listener(item[1], item[2])
+            elif kind == "log":
+                conn.remove_log_listener(item[1])
+            elif kind == "termination":
+                conn.remove_termination_listener(item[1])
+            else:
+                conn.remove_query_logger(item[1])

@@ -1,0 +1,104 @@
+"""What a driver adapter does for the pool, and the local status codes.
+
+An adapter is the one place where a driver's quirks live.  The shells call it
+for IO (connect, close, rollback, ping) and for *local* inspection that costs
+no round trip: ``is_closed`` and ``status``, which reads the transaction
+state the driver already tracks from the server's ReadyForQuery messages.
+Adapters hold no per-pool state; the pool passes the DSN and keywords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from .._lease import Lease
+
+__all__ = ["BROKEN", "BUSY", "CLEAN", "IN_TRANSACTION", "AsyncAdapter", "SyncAdapter"]
+
+#: ``status()`` codes, from "hand it on as is" to "throw it away".
+CLEAN = 0  #: idle, no transaction: nothing to undo
+IN_TRANSACTION = 1  #: in a transaction (open or failed): needs ROLLBACK
+BUSY = 2  #: a query or its cancellation is still in flight
+BROKEN = 3  #: closed or lost: discard
+
+
+class _AdapterBase:
+    #: Name used in ``driver=`` and in ``repr``.
+    name: ClassVar[str] = "?"
+    #: The lease class handed to borrowers.
+    lease_class: ClassVar[type[Lease]] = Lease
+    #: ``pool.connection()`` commits on success and rolls back on error
+    #: (psycopg's convention), instead of leaving that to the reset.
+    transactional_context: ClassVar[bool] = False
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        """Raise ``TypeError``/``ValueError`` for connect arguments the driver rejects."""
+
+    def is_closed(self, conn: Any) -> bool:
+        """``True`` when the driver already knows the connection is gone."""
+        raise NotImplementedError
+
+    def status(self, conn: Any) -> int:
+        """One of the status codes, read locally (no round trip)."""
+        raise NotImplementedError
+
+    def terminate(self, conn: Any) -> None:
+        """Close at once, without talking to the server."""
+        raise NotImplementedError
+
+    def undo(self, conn: Any, undo: list[Any]) -> Any:
+        """Revert what a lease noted; may return an awaitable (async adapters)."""
+        return None
+
+
+class AsyncAdapter(_AdapterBase):
+    """Adapter for :class:`~pgmarina.AsyncPool`; IO methods are coroutines."""
+
+    async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    async def close(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    async def settle(self, conn: Any, timeout: float) -> bool:
+        """Wait for an in-flight query to end; ``False`` if it would not."""
+        return False
+
+    async def rollback(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    async def full_reset(self, conn: Any) -> None:
+        """Reset the whole session (transaction, settings, locks, listens…)."""
+        raise NotImplementedError
+
+    async def ping(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    async def end_block(self, conn: Any, failed: bool) -> None:
+        """Commit (``failed`` false) or roll back, for ``transactional_context``."""
+
+
+class SyncAdapter(_AdapterBase):
+    """Adapter for the thread :class:`~pgmarina.Pool`."""
+
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def close(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def settle(self, conn: Any, timeout: float) -> bool:
+        return False
+
+    def rollback(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def full_reset(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def ping(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def end_block(self, conn: Any, failed: bool) -> None:
+        """Commit (``failed`` false) or roll back, for ``transactional_context``."""

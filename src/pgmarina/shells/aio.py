@@ -1,0 +1,713 @@
+"""AsyncPool: the asyncio shell around :class:`~pgmarina._core.PoolCore`.
+
+The shell owns no policy.  It stamps events with ``time.monotonic()``, hands
+them to the core, and carries out what the core left in ``core.pending`` as
+background tasks (connect, close, ping).  Because asyncio runs one callback
+at a time, the core needs no lock: every call into it completes before any
+other task runs.
+
+The fast path, taken when an idle connection is there and nobody waits, is
+a list pop in ``acquire`` and a local transaction-status read plus a list
+push in ``release``: no futures, timers or tasks.  Waiting uses one future
+per waiter and, when a timeout applies, one timer handle.
+
+Cancellation never loses a connection:
+
+* a waiter cancelled after it was handed a connection gives it back;
+* a borrower cancelled in its health check or reset discards the connection
+  (its state is unknown) and the core opens a replacement if one is needed;
+* connects run in their own tasks, so a caller giving up does not cancel the
+  connect that is on its way to serve the next caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import sys
+import weakref
+from collections.abc import Awaitable, Callable
+from time import monotonic
+from typing import Any, TypeVar
+
+from .._core import Entry, EntryState
+from .._lease import RELEASED
+from .._redact import redact
+from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
+from ..errors import (
+    ConnectionReleasedError,
+    PoolClosed,
+    PoolConnectError,
+    PoolNotOpen,
+    PoolTimeout,
+)
+from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, PoolBase, logger
+
+__all__ = ["AsyncPool"]
+
+T = TypeVar("T")
+IN_USE = EntryState.IN_USE
+CHECKING = EntryState.CHECKING
+CONNECTING = EntryState.CONNECTING
+CLOSING = EntryState.CLOSING
+CLOSED = EntryState.CLOSED
+PINGING = EntryState.PINGING
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(aw: Awaitable[T], seconds: float | None) -> T:
+        async with asyncio.timeout(seconds):
+            return await aw
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(aw: Awaitable[T], seconds: float | None) -> T:
+        return await asyncio.wait_for(aw, seconds)
+
+
+async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class AsyncPool(PoolBase):
+    """An asyncio connection pool for asyncpg or psycopg 3.
+
+    Think of a marina with a fixed number of berths: boats (connections) come
+    back to the berth they left, a queue of sailors waits on the quay in the
+    order they arrived, and the harbour master (the core) decides who gets
+    which boat, when a boat is too old to sail, and when to build another.
+
+    Args:
+        dsn: Connection string passed to the driver.
+        driver: ``"asyncpg"`` (default), ``"psycopg"``, or an adapter object.
+        min_size: Connections kept open even when idle.
+        max_size: Most connections at once (default: ``max(min_size, 10)``).
+        timeout: Default acquire timeout in seconds (``None``: wait forever).
+        max_waiting: Most queued callers (``0``: unlimited); beyond it
+            ``TooManyWaiters`` is raised at once.
+        max_lifetime: Replace connections older than this (jittered).
+        max_idle: Close connections above ``min_size`` idle for this long.
+        max_uses: Replace a connection after this many leases (``0``: never).
+        check_window: Health-check a connection on checkout only if it sat idle
+            longer than this; more recent ones are trusted.
+        keepalive: Housekeeping pings connections idle this long.
+        max_connecting: Connects in parallel at most.
+        reconnect_timeout: After failing to connect this long, call
+            ``reconnect_failed(pool)`` once (the pool keeps retrying).
+        fail_fast_after: After failing to connect this long, acquires that would
+            wait raise ``PoolConnectError`` at once.
+        housekeeping_interval: Period of the housekeeping task.
+        connect_timeout: Bound on one connect plus ``configure``.
+        reset_timeout: Bound on a reset, check or ping round trip.
+        reset: ``"auto"`` (roll back only what the local status shows, and
+            undo listeners: no round trip for a clean connection), ``"full"``
+            (the driver's full session reset every time), ``None`` (nothing),
+            or ``async def reset(conn)`` run after the automatic rollback.
+        configure: ``async def configure(conn)`` run on each new connection.
+        check: ``async def check(conn)`` health check (raise if unhealthy);
+            default: ``SELECT 1``.
+        reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async).
+        connect_kwargs: Keywords for the driver's connect; ``**kwargs`` too.
+        name: Name for ``repr`` and logs.
+    """
+
+    _sync = False
+
+    def __init__(self, dsn: str | None = None, *, driver: Any = "asyncpg", **kwargs: Any) -> None:
+        super().__init__(dsn, driver=driver, **kwargs)
+        adapter = self._adapter
+        self._is_closed = adapter.is_closed
+        self._status = adapter.status
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connect_tasks: dict[Entry, asyncio.Task[Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._filled: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
+        self._housekeeper: asyncio.Task[Any] | None = None
+        self._transactional = adapter.transactional_context
+
+    # ------------------------------------------------------------------
+    # lifecycle
+
+    async def open(self, wait: bool = False, timeout: float | None = DEFAULT) -> None:
+        """Start the pool: open ``min_size`` connections and housekeeping.
+
+        Args:
+            wait: Also wait until ``min_size`` connections are open.
+            timeout: Bound for ``wait`` (default: the pool's ``timeout``).
+
+        Raises:
+            PoolClosed: the pool was closed; pools do not reopen.
+            PoolTimeout, PoolConnectError: see :meth:`wait` (the pool is
+                closed again before the error propagates).
+        """
+        if self._closed:
+            raise PoolClosed(f"{self.name} is closed and cannot be reopened")
+        if not self._opened:
+            self._loop = asyncio.get_running_loop()
+            self._filled = asyncio.Event()
+            self._drained = asyncio.Event()
+            self._opened = True
+            self._core.open(monotonic())
+            self._drain()
+            self._update_filled()
+            self._housekeeper = self._loop.create_task(
+                _housekeeping(weakref.ref(self), self._config.housekeeping_interval),
+                name=f"{self.name} housekeeping",
+            )
+        if wait:
+            try:
+                await self.wait(timeout)
+            except BaseException:
+                await self.close(timeout=0)
+                raise
+
+    async def wait(self, timeout: float | None = DEFAULT) -> None:
+        """Wait until ``min_size`` connections are open.
+
+        Raises:
+            PoolNotOpen: ``open()`` was not called.
+            PoolTimeout: not filled within ``timeout``.
+            PoolConnectError: connects have failed for ``fail_fast_after``.
+        """
+        if not self._opened or self._filled is None:
+            raise PoolNotOpen(f"{self.name} is not open")
+        seconds = self._check_timeout(timeout)
+        start = monotonic()
+        core = self._core
+        ff = self._config.fail_fast_after
+        while not self._filled.is_set():
+            if self._closed:
+                raise PoolClosed(f"{self.name} is closed")
+            left = None if seconds is None else seconds - (monotonic() - start)
+            if left is not None and left <= 0:
+                raise PoolTimeout(
+                    f"{self.name}: {core.size - core.connecting} of {self.min_size} "
+                    f"connections open after {seconds:.3g}s"
+                ) from core.last_connect_error
+            since = core.failing_since
+            if since is not None and ff is not None and monotonic() - since >= ff:
+                raise PoolConnectError(
+                    f"{self.name} cannot connect: {redact(str(core.last_connect_error))}"
+                ) from core.last_connect_error
+            step = 0.05 if left is None else min(0.05, left)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._filled.wait(), step)
+
+    async def __aenter__(self) -> AsyncPool:
+        await self.open(wait=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, timeout: float | None = 10.0) -> None:
+        """Close gracefully.
+
+        New acquires fail with ``PoolClosed`` at once, and so do queued ones.
+        Idle connections close now; leased ones close as they come back.  If
+        leases are still out after ``timeout`` seconds (``None``: wait for
+        ever), their connections are terminated under their borrowers.
+        """
+        seconds = _seconds_arg(timeout)
+        if self._closed:
+            await self._join()
+            return
+        self._closed = True
+        core = self._core
+        for fut in core.close(monotonic()):
+            if not fut.done():
+                fut.set_exception(PoolClosed(f"{self.name} closed while waiting"))
+        self._stop_background()
+        self._drain()
+        if self._drained is not None and not core.drained:
+            try:
+                await asyncio.wait_for(self._drained.wait(), seconds)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "%s: leases still out after %.3gs; terminating them", self.name, seconds
+                )
+                self._terminate_leased()
+        await self._join()
+
+    def terminate(self) -> None:
+        """Close at once: fail waiters, cancel connects, drop every connection."""
+        core = self._core
+        if not self._closed:
+            self._closed = True
+            for fut in core.close(monotonic()):
+                if not fut.done():
+                    fut.set_exception(PoolClosed(f"{self.name} terminated"))
+            self._stop_background()
+        self._terminate_leased()
+        work, core.pending = core.pending, []
+        for entry in work:
+            self._hard_close(entry)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _terminate_leased(self) -> None:
+        for entry in self._core.terminate(monotonic()):
+            self._hard_close(entry)
+        if self._drained is not None:
+            self._drained.set()
+
+    def _hard_close(self, entry: Entry) -> None:
+        if entry.conn is not None:
+            try:
+                self._adapter.terminate(entry.conn)
+            except Exception:  # pragma: no cover - best effort
+                logger.debug("%s: terminate failed", self.name, exc_info=True)
+        self._core.closed(entry)
+
+    def _stop_background(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        for task in self._connect_tasks.values():
+            task.cancel()
+
+    async def _join(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------
+    # acquire / release
+
+    async def acquire(self, *, timeout: float | None = DEFAULT) -> Any:
+        """Lease a connection; give it back with :meth:`release`.
+
+        Raises:
+            PoolTimeout: none became available within ``timeout``.
+            TooManyWaiters: ``max_waiting`` callers already wait.
+            PoolConnectError: the pool is failing to connect (fail fast).
+            PoolClosed, PoolNotOpen: the pool is not serving.
+        """
+        if timeout is not DEFAULT:
+            self._check_timeout(timeout)
+        core = self._core
+        entry = core.checkout(monotonic())
+        if entry is not None and entry.state is IN_USE and not core.pending:
+            conn = entry.conn
+            if not self._is_closed(conn):
+                return self._lease_class(conn, entry, self)
+        return await self._acquire_slow(entry, timeout)
+
+    async def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
+        seconds = self._check_timeout(timeout)
+        core = self._core
+        start = monotonic()
+        deadline = None if seconds is None else start + seconds
+        if core.pending:
+            self._drain()
+        while True:
+            if entry is None:
+                entry = core.checkout(monotonic())
+            if entry is None:
+                entry = await self._wait(start, deadline)
+            if self._is_closed(entry.conn):
+                core.discard(entry, monotonic())
+                entry = None
+            elif entry.state is CHECKING:
+                ok = await self._check_on_checkout(entry, deadline)
+                if not core.check_done(entry, ok, monotonic()):
+                    entry = None
+            if core.pending:
+                self._drain()
+            if entry is not None:
+                return self._lease_class(entry.conn, entry, self)
+
+    async def _wait(self, start: float, deadline: float | None) -> Entry:
+        core = self._core
+        if not self._opened:
+            raise PoolNotOpen(f"{self.name} is not open; call open() or use 'async with'")
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[Entry] = loop.create_future()
+        core.enqueue(fut, monotonic())
+        if core.pending:
+            self._drain()
+        handle = None
+        if deadline is not None:
+            handle = loop.call_at(
+                loop.time() + (deadline - monotonic()), self._wait_timed_out, fut, start
+            )
+        try:
+            entry = await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Handed a connection just as we were cancelled: pass it on.
+                self._give_back(fut.result())
+            else:
+                core.forget_waiter(fut)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+        core.record_wait(monotonic() - start)
+        return entry
+
+    def _wait_timed_out(self, fut: asyncio.Future[Entry], start: float) -> None:
+        if fut.done():
+            return
+        core = self._core
+        core.forget_waiter(fut, timed_out=True)
+        exc = PoolTimeout(f"{self.name}: {core.timeout_message(monotonic() - start)}")
+        exc.__cause__ = core.last_connect_error
+        fut.set_exception(exc)
+
+    def _wake(self, waiter: asyncio.Future[Entry], entry: Entry) -> bool:
+        if waiter.done():
+            return False
+        waiter.set_result(entry)
+        return True
+
+    def _give_back(self, entry: Entry) -> None:
+        self._core.checkin(entry, monotonic())
+        self._after_checkin()
+
+    async def _check_on_checkout(self, entry: Entry, deadline: float | None) -> bool:
+        seconds = self._reset_timeout
+        if deadline is not None:
+            seconds = max(0.0, min(seconds, deadline - monotonic()))
+        try:
+            await _bounded(self._ping(entry.conn), seconds)
+        except asyncio.CancelledError:
+            self._adapter.terminate(entry.conn)
+            self._core.discard(entry, monotonic())
+            self._drain()
+            raise
+        except Exception:
+            logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+            self._adapter.terminate(entry.conn)
+            return False
+        return True
+
+    def _ping(self, conn: Any) -> Awaitable[Any]:
+        if self._check is not None:
+            return _call_hook(self._check, conn)
+        return self._adapter.ping(conn)  # type: ignore[no-any-return]
+
+    async def release(self, conn: Any) -> None:
+        """Give a leased connection back.
+
+        A clean connection (no transaction, nothing noted on the lease) goes
+        back without a round trip.  Otherwise it is reset per ``reset=``; a
+        connection that cannot be reset, or whose release is cancelled midway,
+        is discarded and replaced.
+
+        Raises:
+            TypeError: ``conn`` is not a lease from this kind of pool.
+            ValueError: ``conn`` belongs to another pool.
+            ConnectionReleasedError: ``conn`` was already released.
+        """
+        if type(conn) is not self._lease_class:
+            raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
+        if conn._pool is not self:
+            raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
+        raw = conn._con
+        if raw is RELEASED:
+            raise ConnectionReleasedError("this connection was already released")
+        conn._con = RELEASED
+        entry = conn._entry
+        if conn._undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN:
+            core = self._core
+            core.checkin(entry, monotonic())
+            if core.pending or core.closing:
+                self._after_checkin()
+            return
+        await self._release_slow(entry, raw, conn._undo)
+
+    async def _release_slow(self, entry: Entry, raw: Any, undo: list[Any] | None) -> None:
+        core = self._core
+        status = self._status(raw)
+        if status == BROKEN or entry.state is not IN_USE:
+            self._discard(entry, lost=status == BROKEN)
+            return
+        core.begin_reset(entry)
+        try:
+            ok = await _bounded(self._reset(raw, status, undo), self._reset_timeout)
+        except asyncio.CancelledError:
+            self._discard(entry, lost=False)
+            raise
+        except Exception as exc:
+            logger.warning(
+                "%s: reset of connection #%d failed (%s); discarding it",
+                self.name,
+                entry.id,
+                redact(repr(exc)),
+            )
+            ok = False
+        if not ok or self._status(raw) != CLEAN:
+            self._discard(entry, lost=self._is_closed(raw))
+            return
+        core.checkin(entry, monotonic())
+        self._after_checkin()
+
+    async def _reset(self, raw: Any, status: int, undo: list[Any] | None) -> bool:
+        """Bring a released connection back to a clean state; ``False``: give up."""
+        adapter = self._adapter
+        mode = self._reset_mode
+        if status == BUSY and not await adapter.settle(raw, self._reset_timeout):
+            return False
+        if undo:
+            await adapter.undo(raw, undo)
+        if mode is FULL:
+            await adapter.full_reset(raw)
+        elif mode is not NO_RESET and self._status(raw) == IN_TRANSACTION:
+            await adapter.rollback(raw)
+        if mode is CUSTOM:
+            await _call_hook(self._reset_hook, raw)  # type: ignore[arg-type]
+        return True
+
+    def _discard(self, entry: Entry, *, lost: bool) -> None:
+        if entry.conn is not None and entry.state not in (CLOSING, CLOSED):
+            self._adapter.terminate(entry.conn)
+        self._core.discard(entry, monotonic(), lost=lost)
+        self._after_checkin()
+
+    def _after_checkin(self) -> None:
+        core = self._core
+        if core.pending:
+            self._drain()
+        if core.closing and self._drained is not None and core.drained:
+            self._drained.set()
+
+    def connection(self, *, timeout: float | None = DEFAULT) -> _Connection:
+        """``async with pool.connection() as conn:`` leases a connection for the block.
+
+        With psycopg, the block commits on success and rolls back on error
+        (unless the connection is in autocommit), as psycopg_pool does.
+        """
+        return _Connection(self, timeout)
+
+    # ------------------------------------------------------------------
+    # background work
+
+    def _drain(self) -> None:
+        core = self._core
+        work, core.pending = core.pending, []
+        loop = self._loop
+        for entry in work:
+            state = entry.state
+            if state is CONNECTING:
+                if loop is None:  # pragma: no cover - core only asks once open
+                    core.connect_aborted(entry)
+                    continue
+                task = loop.create_task(self._connect(entry))
+                self._connect_tasks[entry] = task
+                self._track(task)
+            elif state is CLOSING:
+                if loop is None or entry.conn is None or self._is_closed(entry.conn):
+                    self._hard_close(entry)
+                else:
+                    self._track(loop.create_task(self._close(entry)))
+            elif state is PINGING and loop is not None:
+                self._track(loop.create_task(self._keepalive(entry)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, entry: Entry) -> None:
+        core = self._core
+        adapter = self._adapter
+        try:
+            while True:
+                try:
+                    conn = await _bounded(self._open_one(), self._connect_timeout)
+                except Exception as exc:
+                    now = monotonic()
+                    delay = core.connect_failed(entry, exc, now)
+                    logger.warning(
+                        "%s: connect failed (%s)%s",
+                        self.name,
+                        redact(f"{type(exc).__name__}: {exc}"),
+                        "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
+                    )
+                    if core.reconnect_failed_due(now) and self._reconnect_failed is not None:
+                        await self._notify_reconnect_failed()
+                    if delay is None:
+                        return
+                    await asyncio.sleep(delay)
+                    if not core.retry_due(entry, monotonic()):
+                        return
+                    continue
+                if self._closed:
+                    adapter.terminate(conn)
+                    core.connect_aborted(entry)
+                    return
+                core.connect_succeeded(entry, conn, monotonic())
+                self._update_filled()
+                if core.pending:
+                    self._drain()
+                return
+        finally:
+            self._connect_tasks.pop(entry, None)
+            core.connect_aborted(entry)  # no-op unless we were cancelled mid-way
+
+    async def _open_one(self) -> Any:
+        conn = await self._adapter.connect(self._dsn, self._connect_kwargs)
+        if self._configure is not None:
+            try:
+                await _call_hook(self._configure, conn)
+            except BaseException:
+                self._adapter.terminate(conn)
+                raise
+        return conn
+
+    async def _notify_reconnect_failed(self) -> None:
+        assert self._reconnect_failed is not None
+        try:
+            await _call_hook(self._reconnect_failed, self)
+        except Exception:
+            logger.exception("%s: reconnect_failed callback raised", self.name)
+
+    def _update_filled(self) -> None:
+        core = self._core
+        if self._filled is not None and core.size - core.connecting >= core.config.min_size:
+            self._filled.set()
+
+    async def _close(self, entry: Entry) -> None:
+        graceful = False
+        try:
+            await _bounded(self._adapter.close(entry.conn), self._reset_timeout)
+            graceful = True
+        except Exception:
+            logger.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
+        finally:
+            if not graceful:
+                self._adapter.terminate(entry.conn)
+            self._core.closed(entry)
+
+    async def _keepalive(self, entry: Entry) -> None:
+        ok = True
+        try:
+            await _bounded(self._ping(entry.conn), self._reset_timeout)
+        except asyncio.CancelledError:
+            self._adapter.terminate(entry.conn)
+            self._core.discard(entry, monotonic(), lost=False)
+            raise
+        except Exception:
+            ok = False
+            self._adapter.terminate(entry.conn)
+        self._core.ping_done(entry, ok, monotonic())
+        self._after_checkin()
+
+    def _housekeeping_tick(self) -> None:
+        self._core.housekeeping(monotonic())
+        if self._core.pending:
+            self._drain()
+
+    # ------------------------------------------------------------------
+    # administration
+
+    async def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change ``min_size``/``max_size``; the pool grows or shrinks to fit."""
+        lo, hi = self._check_resize(min_size, max_size)
+        self._core.resize(lo, hi, monotonic())
+        self._drain()
+
+    async def expire(self) -> None:
+        """Replace every connection: idle ones now, leased ones when they return."""
+        self._core.expire(monotonic())
+        self._drain()
+
+    async def check(self) -> None:
+        """Ping every idle connection now; replace the ones that fail."""
+        entries = self._core.check_idle(monotonic())
+        if entries:
+            await asyncio.gather(*(self._keepalive(e) for e in entries))
+
+    # ------------------------------------------------------------------
+    # asyncpg shortcuts
+
+    async def _shortcut(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._adapter.name != "asyncpg":
+            raise TypeError(
+                f"pool.{method}() is only for asyncpg; use 'async with pool.connection()'"
+            )
+        timeout = kwargs.get("timeout")
+        conn = await self.acquire(timeout=timeout if timeout is not None else DEFAULT)
+        try:
+            return await getattr(conn._con, method)(*args, **kwargs)
+        finally:
+            await self.release(conn)
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> Any:
+        """Run ``query`` on a leased connection (asyncpg's ``Connection.execute``)."""
+        return await self._shortcut("execute", (query, *args), {"timeout": timeout})
+
+    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> Any:
+        """asyncpg's ``Connection.executemany`` on a leased connection."""
+        return await self._shortcut("executemany", (command, args), {"timeout": timeout})
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None,
+                    **kwargs: Any) -> Any:
+        """asyncpg's ``Connection.fetch`` on a leased connection."""
+        return await self._shortcut("fetch", (query, *args), {"timeout": timeout, **kwargs})
+
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None,
+                       **kwargs: Any) -> Any:
+        """asyncpg's ``Connection.fetchrow`` on a leased connection."""
+        return await self._shortcut("fetchrow", (query, *args), {"timeout": timeout, **kwargs})
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0,
+                       timeout: float | None = None) -> Any:
+        """asyncpg's ``Connection.fetchval`` on a leased connection."""
+        return await self._shortcut(
+            "fetchval", (query, *args), {"column": column, "timeout": timeout}
+        )
+
+
+class _Connection:
+    """The async context manager behind ``pool.connection()``."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: AsyncPool, timeout: Any) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Any = None
+
+    async def __aenter__(self) -> Any:
+        self._conn = conn = await self._pool.acquire(timeout=self._timeout)
+        return conn
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        pool = self._pool
+        if pool._transactional and conn._con is not RELEASED:
+            try:
+                await pool._adapter.end_block(conn._con, exc_type is not None)
+            except BaseException:
+                await pool.release(conn)
+                raise
+        await pool.release(conn)
+
+
+def _seconds_arg(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"timeout must be a number >= 0 or None, not {timeout!r}")
+    return float(timeout)
+
+
+async def _housekeeping(ref: weakref.ref[AsyncPool], interval: float) -> None:
+    # Holds the pool only weakly between ticks, so a forgotten pool can be
+    # collected instead of being kept alive by its own housekeeper.
+    while True:
+        await asyncio.sleep(interval)
+        pool = ref()
+        if pool is None or pool._closed:
+            return
+        try:
+            pool._housekeeping_tick()
+        except Exception:  # pragma: no cover - a bug; keep the pool alive
+            logger.exception("%s: housekeeping failed", pool.name)
+        del pool
+
