@@ -271,45 +271,78 @@ def _version_of(postgres: str, **popen: Any) -> str:
 
 
 def _can_run(bin_dir: Path, share_dir: Path | None, run_as: _RunAs) -> bool:
+    """Can ``run_as`` run postgres and initdb from ``bin_dir`` (shared libraries included) and
+    read the share directory?"""
     try:
-        _version_of(str(bin_dir / "postgres"), **run_as.popen_kwargs())
+        for prog in ("postgres", "initdb"):
+            _version_of(str(bin_dir / prog), **run_as.popen_kwargs())
         if share_dir is not None:
             test = shutil.which("test") or "/usr/bin/test"
-            for args in (["-x", str(bin_dir / "initdb")], ["-r", str(share_dir / "postgres.bki")]):
-                probe = subprocess.run(
-                    [test, *args], cwd="/", check=False, **run_as.popen_kwargs()
-                )
-                if probe.returncode != 0:
-                    return False
-    except (OSError, subprocess.CalledProcessError):
+            probe = subprocess.run(
+                [test, "-r", str(share_dir / "postgres.bki")],
+                cwd="/", check=False, **run_as.popen_kwargs(),
+            )  # fmt: skip
+            return probe.returncode == 0
+    except (OSError, subprocess.CalledProcessError, IndexError):
         return False
     return True
 
 
 def _install_dirs(bin_dir: Path) -> dict[str, Path]:
     """bin, share and pkglib directories (the ones the server needs) of an installation."""
-    dirs = {"bindir": bin_dir}
+    # Default: the usual relocatable <prefix>/{bin,share,lib} layout; pg_config knows better.
+    dirs = {
+        "bindir": bin_dir,
+        "sharedir": bin_dir.parent / "share",
+        "pkglibdir": bin_dir.parent / "lib",
+    }
     pg_config = bin_dir / "pg_config"
     if pg_config.is_file():
         keys = ["sharedir", "pkglibdir"]
         out = subprocess.run(
-            [str(pg_config), *(f"--{k}" for k in keys)], capture_output=True, text=True, cwd="/"
-        )
+            [str(pg_config), *(f"--{k}" for k in keys)],
+            capture_output=True, text=True, cwd="/", check=False,
+        )  # fmt: skip
         lines = out.stdout.splitlines()
         if out.returncode == 0 and len(lines) == len(keys):
             dirs.update((k, Path(v).resolve()) for k, v in zip(keys, lines))
-            return dirs
-    # No pg_config: assume the usual relocatable <prefix>/{bin,share,lib} layout.
-    dirs["sharedir"] = bin_dir.parent / "share"
-    dirs["pkglibdir"] = bin_dir.parent / "lib"
+    for i, lib_dir in enumerate(_private_lib_dirs(bin_dir)):
+        dirs[f"ldd{i}"] = lib_dir
     return {k: v for k, v in dirs.items() if v.is_dir()}
+
+
+_SYSTEM_LIB_PREFIXES = ("/lib/", "/lib32/", "/lib64/", "/usr/lib/", "/usr/lib32/", "/usr/lib64/")
+
+
+def _private_lib_dirs(bin_dir: Path) -> list[Path]:
+    """Directories of shared libraries the programs load from outside the system (wheels
+    vendor e.g. ``libpq-<hash>.so`` next to the package and find it via ``$ORIGIN`` rpath)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return []
+    found: set[Path] = set()
+    for prog in ("postgres", "initdb", "pg_ctl"):
+        if not (bin_dir / prog).is_file():
+            continue
+        out = subprocess.run(
+            [ldd, str(bin_dir / prog)], capture_output=True, text=True, check=False, cwd="/"
+        )
+        for line in out.stdout.splitlines():
+            _, arrow, rest = line.partition("=>")
+            path = rest.strip().split(" (", 1)[0].strip()
+            if not arrow or not path.startswith("/"):
+                continue
+            lib_dir = Path(path).resolve().parent
+            if not (str(lib_dir) + "/").startswith(_SYSTEM_LIB_PREFIXES):
+                found.add(lib_dir)
+    return sorted(found)
 
 
 def _copy_install(dirs: dict[str, Path], version: str) -> Path:
     """Copy an installation somewhere world-readable; returns the new bin dir."""
     postgres = dirs["bindir"] / "postgres"
     st = postgres.stat()
-    key = f"{dirs['bindir']}|{version}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{sorted(dirs.items())}|{version}|{st.st_size}|{st.st_mtime_ns}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     top = Path(os.path.commonpath([str(p) for p in dirs.values()]))
     dest = PG_COPY_ROOT / f"{version}-{digest}"

@@ -19,6 +19,7 @@ from .errors import (
     TooManyWaiters,
 )
 from .shells.aio import AsyncPool
+from .shells.threaded import Pool
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "DriverNotInstalled",
     "IllegalTransition",
     "Lease",
+    "Pool",
     "PoolClosed",
     "PoolConnectError",
     "PoolError",

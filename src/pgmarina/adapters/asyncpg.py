@@ -19,13 +19,19 @@ from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter
 
 try:
     import asyncpg
-except ImportError:  # pragma: no cover - checked by adapters.resolve
+    import asyncpg.connection
+
+    # asyncpg's Connection counts instances of this marker class as
+    # connections, which is how its own pool proxy passes isinstance().
+    _PROXY_BASES: tuple[type, ...] = (asyncpg.connection._ConnectionProxy,)
+except (ImportError, AttributeError):  # pragma: no cover - checked by adapters.resolve
     asyncpg = None
+    _PROXY_BASES = ()
 
 __all__ = ["AsyncpgAdapter", "AsyncpgLease"]
 
 
-class AsyncpgLease(Lease):
+class AsyncpgLease(Lease, *_PROXY_BASES):  # type: ignore[misc]
     """Lease of an ``asyncpg.Connection`` that remembers listeners to remove."""
 
     __slots__ = ()

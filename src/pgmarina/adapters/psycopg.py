@@ -1,0 +1,209 @@
+"""psycopg 3 adapters, for ``AsyncPool(driver="psycopg")`` and ``Pool(driver="psycopg")``.
+
+psycopg keeps libpq's transaction status locally (``pgconn.transaction_status``),
+so release decides without a round trip whether a ROLLBACK is due.  Following
+psycopg's own convention, ``pool.connection()`` commits when the block ends
+normally and rolls back when it raises, unless the connection is in
+autocommit.  Pings run in autocommit for a moment, so a health check never
+leaves a transaction open behind it.
+
+Keywords ``connection_class`` (a ``psycopg.Connection``/``AsyncConnection``
+subclass), ``autocommit``, ``prepare_threshold``, ``row_factory``,
+``cursor_factory`` and ``context`` go to ``connect()`` as psycopg takes them;
+all other keywords are libpq connection parameters and are checked up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._lease import Lease
+from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter
+
+try:
+    import psycopg
+    from psycopg import pq
+except ImportError:  # pragma: no cover - checked by adapters.resolve
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = ["AsyncPsycopgAdapter", "PsycopgAdapter", "PsycopgLease"]
+
+_CONNECT_OPTIONS = frozenset(
+    {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
+)
+
+
+def _status_table() -> dict[int, int]:
+    ts = pq.TransactionStatus
+    return {
+        ts.IDLE: CLEAN,
+        ts.INTRANS: IN_TRANSACTION,
+        ts.INERROR: IN_TRANSACTION,
+        ts.ACTIVE: BUSY,
+        ts.UNKNOWN: BROKEN,
+    }
+
+
+_STATUS = _status_table() if psycopg is not None else {}
+
+
+def _status(conn: Any) -> int:
+    if conn.closed:
+        return BROKEN
+    return _STATUS.get(conn.pgconn.transaction_status, BROKEN)
+
+
+def _validate(dsn: str | None, kwargs: Mapping[str, Any], base: type) -> None:
+    cls = kwargs.get("connection_class", base)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"connection_class must be a subclass of {base.__qualname__}, not {cls!r}")
+    params = {k: v for k, v in kwargs.items() if k not in _CONNECT_OPTIONS | {"connection_class"}}
+    try:
+        psycopg.conninfo.make_conninfo(dsn or "", **params)
+    except psycopg.ProgrammingError as exc:
+        raise TypeError(f"connect keywords rejected by libpq: {exc}") from None
+
+
+def _connect_args(kwargs: Mapping[str, Any], base: type) -> tuple[Any, dict[str, Any]]:
+    rest = dict(kwargs)
+    return rest.pop("connection_class", base), rest
+
+
+class PsycopgLease(Lease):
+    """Lease of a psycopg connection that remembers notify/notice handlers."""
+
+    __slots__ = ()
+
+    def add_notify_handler(self, callback: Any) -> None:
+        self._con.add_notify_handler(callback)
+        self._note(("notify", callback))
+
+    def add_notice_handler(self, callback: Any) -> None:
+        self._con.add_notice_handler(callback)
+        self._note(("notice", callback))
+
+
+def _undo(conn: Any, undo: list[Any]) -> None:
+    for kind, callback in reversed(undo):
+        if kind == "notify":
+            conn.remove_notify_handler(callback)
+        else:
+            conn.remove_notice_handler(callback)
+
+
+def _needs_end(conn: Any) -> bool:
+    return not conn.closed and _status(conn) == IN_TRANSACTION
+
+
+class AsyncPsycopgAdapter(AsyncAdapter):
+    """``psycopg.AsyncConnection`` for :class:`~pgmarina.AsyncPool`."""
+
+    name = "psycopg"
+    lease_class = PsycopgLease
+    transactional_context = True
+    status = staticmethod(_status)
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        _validate(dsn, kwargs, psycopg.AsyncConnection)
+
+    async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        cls, rest = _connect_args(kwargs, psycopg.AsyncConnection)
+        return await cls.connect(dsn or "", **rest)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def terminate(self, conn: Any) -> None:
+        conn.pgconn.finish()
+
+    async def close(self, conn: Any) -> None:
+        await conn.close()
+
+    async def rollback(self, conn: Any) -> None:
+        await conn.rollback()
+
+    async def _in_autocommit(self, conn: Any, query: str) -> None:
+        if conn.autocommit:
+            await conn.execute(query)
+            return
+        await conn.set_autocommit(True)
+        try:
+            await conn.execute(query)
+        finally:
+            if not conn.closed:
+                await conn.set_autocommit(False)
+
+    async def full_reset(self, conn: Any) -> None:
+        if _status(conn) == IN_TRANSACTION:
+            await conn.rollback()
+        await self._in_autocommit(conn, "DISCARD ALL")
+
+    async def ping(self, conn: Any) -> None:
+        await self._in_autocommit(conn, "")
+
+    async def end_block(self, conn: Any, failed: bool) -> None:
+        if _needs_end(conn) and not conn.autocommit:
+            await (conn.rollback() if failed else conn.commit())
+
+    def undo(self, conn: Any, undo: list[Any]) -> Any:
+        _undo(conn, undo)
+        return _done()
+
+
+async def _done() -> None:
+    return None
+
+
+class PsycopgAdapter(SyncAdapter):
+    """``psycopg.Connection`` for the thread :class:`~pgmarina.Pool`."""
+
+    name = "psycopg"
+    lease_class = PsycopgLease
+    transactional_context = True
+    status = staticmethod(_status)
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        _validate(dsn, kwargs, psycopg.Connection)
+
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        cls, rest = _connect_args(kwargs, psycopg.Connection)
+        return cls.connect(dsn or "", **rest)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def terminate(self, conn: Any) -> None:
+        conn.pgconn.finish()
+
+    def close(self, conn: Any) -> None:
+        conn.close()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def _in_autocommit(self, conn: Any, query: str) -> None:
+        if conn.autocommit:
+            conn.execute(query)
+            return
+        conn.autocommit = True
+        try:
+            conn.execute(query)
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+    def full_reset(self, conn: Any) -> None:
+        if _status(conn) == IN_TRANSACTION:
+            conn.rollback()
+        self._in_autocommit(conn, "DISCARD ALL")
+
+    def ping(self, conn: Any) -> None:
+        self._in_autocommit(conn, "")
+
+    def end_block(self, conn: Any, failed: bool) -> None:
+        if _needs_end(conn) and not conn.autocommit:
+            (conn.rollback if failed else conn.commit)()
+
+    def undo(self, conn: Any, undo: list[Any]) -> Any:
+        _undo(conn, undo)

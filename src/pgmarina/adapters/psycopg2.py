@@ -1,0 +1,96 @@
+"""psycopg2 adapter, for ``Pool(driver="psycopg2")``.
+
+psycopg2's own pools have no timeouts, health checks or lifetimes; this
+adapter gives psycopg2 code all of pgmarina's.  The transaction status is
+read locally with ``get_transaction_status()``; ``pool.connection()`` commits
+on success and rolls back on error (unless autocommit), like psycopg 3's.
+Keywords ``connection_factory`` and ``cursor_factory`` go to
+``psycopg2.connect``; the others are libpq parameters, checked up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter
+
+try:
+    import psycopg2
+    import psycopg2.extensions as ext
+except ImportError:  # pragma: no cover - checked by adapters.resolve
+    psycopg2 = None
+
+__all__ = ["Psycopg2Adapter"]
+
+_FACTORIES = frozenset({"connection_factory", "cursor_factory"})
+
+_STATUS = (
+    {
+        ext.TRANSACTION_STATUS_IDLE: CLEAN,
+        ext.TRANSACTION_STATUS_INTRANS: IN_TRANSACTION,
+        ext.TRANSACTION_STATUS_INERROR: IN_TRANSACTION,
+        ext.TRANSACTION_STATUS_ACTIVE: BUSY,
+        ext.TRANSACTION_STATUS_UNKNOWN: BROKEN,
+    }
+    if psycopg2 is not None
+    else {}
+)
+
+
+def _status(conn: Any) -> int:
+    if conn.closed:
+        return BROKEN
+    return _STATUS.get(conn.get_transaction_status(), BROKEN)
+
+
+class Psycopg2Adapter(SyncAdapter):
+    """psycopg2 connections for the thread :class:`~pgmarina.Pool`."""
+
+    name = "psycopg2"
+    transactional_context = True
+    status = staticmethod(_status)
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        params = {k: v for k, v in kwargs.items() if k not in _FACTORIES}
+        try:
+            ext.make_dsn(dsn or "", **params)
+        except psycopg2.ProgrammingError as exc:
+            raise TypeError(f"connect keywords rejected by libpq: {exc}") from None
+
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        return psycopg2.connect(dsn or "", **kwargs)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def terminate(self, conn: Any) -> None:
+        conn.close()
+
+    def close(self, conn: Any) -> None:
+        conn.close()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def _in_autocommit(self, conn: Any, query: str) -> None:
+        was = conn.autocommit
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query)
+        finally:
+            if not conn.closed:
+                conn.autocommit = was
+
+    def full_reset(self, conn: Any) -> None:
+        if _status(conn) == IN_TRANSACTION:
+            conn.rollback()
+        self._in_autocommit(conn, "DISCARD ALL")
+
+    def ping(self, conn: Any) -> None:
+        self._in_autocommit(conn, "SELECT 1")
+
+    def end_block(self, conn: Any, failed: bool) -> None:
+        if not conn.closed and not conn.autocommit and _status(conn) == IN_TRANSACTION:
+            (conn.rollback if failed else conn.commit)()

@@ -1,0 +1,618 @@
+"""Pool: the thread shell around :class:`~pgmarina._core.PoolCore`.
+
+Every call into the core happens under one ``threading.Lock`` and is short:
+the core only decides.  IO never runs under the lock.  What the core leaves
+in ``pending`` is taken under the lock and carried out after it is released,
+either inline (closing a connection the driver already knows is dead) or by
+a few daemon worker threads (connects, graceful closes, pings).  One more
+daemon thread runs housekeeping.  Both exit when the pool closes; there is
+never a thread per connection.
+
+A waiting caller parks on a private lock of its own; ``wake`` (called by the
+core under the pool lock) stores the entry on the waiter and releases that
+lock.  A waiter that times out, or is interrupted, re-takes the pool lock
+and either finds that it was served after all (and keeps or returns the
+connection) or removes itself from the queue: the hand-off is decided under
+one lock, so a connection is never lost between the two.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from time import monotonic
+from typing import Any
+
+from .._core import Entry, EntryState
+from .._lease import RELEASED
+from .._redact import redact
+from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
+from ..errors import (
+    ConnectionReleasedError,
+    PoolClosed,
+    PoolConnectError,
+    PoolNotOpen,
+    PoolTimeout,
+)
+from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, PoolBase, logger
+
+__all__ = ["Pool"]
+
+IN_USE = EntryState.IN_USE
+CHECKING = EntryState.CHECKING
+CONNECTING = EntryState.CONNECTING
+CLOSING = EntryState.CLOSING
+CLOSED = EntryState.CLOSED
+PINGING = EntryState.PINGING
+
+
+class _Waiter:
+    """A parked caller: ``gate`` is held until the core hands it an entry."""
+
+    __slots__ = ("entry", "error", "gate")
+
+    def __init__(self) -> None:
+        self.gate = threading.Lock()
+        self.gate.acquire()
+        self.entry: Entry | None = None
+        self.error: BaseException | None = None
+
+
+class _Workers:
+    """A few daemon threads that run the pool's background IO."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name} worker {i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._jobs.put((fn, args))
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args = job
+            try:
+                fn(*args)
+            except Exception:  # pragma: no cover - jobs handle their own errors
+                logger.exception("pgmarina background job failed")
+
+    def stop(self, timeout: float | None) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        deadline = None if timeout is None else monotonic() + timeout
+        for thread in self._threads:
+            if thread is threading.current_thread():
+                continue
+            thread.join(None if deadline is None else max(0.0, deadline - monotonic()))
+
+
+class Pool(PoolBase):
+    """A thread-safe connection pool for psycopg 3 or psycopg2.
+
+    Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
+    ``await``; ``driver`` is ``"psycopg"`` (default), ``"psycopg2"`` or an
+    adapter object, and hooks (``configure``, ``check``, ``reset``,
+    ``reconnect_failed``) are plain callables.
+    """
+
+    _sync = True
+
+    def __init__(self, dsn: str | None = None, *, driver: Any = "psycopg", **kwargs: Any) -> None:
+        super().__init__(dsn, driver=driver, **kwargs)
+        adapter = self._adapter
+        self._is_closed = adapter.is_closed
+        self._status = adapter.status
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # filled / drained
+        self._stopping = threading.Event()
+        self._workers: _Workers | None = None
+        self._housekeeper: threading.Thread | None = None
+        self._transactional = adapter.transactional_context
+
+    # ------------------------------------------------------------------
+    # lifecycle
+
+    def open(self, wait: bool = False, timeout: float | None = DEFAULT) -> None:
+        """Start the pool; see :meth:`AsyncPool.open`."""
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(f"{self.name} is closed and cannot be reopened")
+            starting = not self._opened
+            if starting:
+                self._opened = True
+                self._core.open(monotonic())
+                work = self._take_work()
+        if starting:
+            self._workers = _Workers(self.name, self._config.max_connecting + 1)
+            self._housekeeper = threading.Thread(
+                target=_housekeeping,
+                args=(weakref.ref(self), self._stopping, self._config.housekeeping_interval),
+                name=f"{self.name} housekeeping",
+                daemon=True,
+            )
+            self._housekeeper.start()
+            self._run(work)
+        if wait:
+            try:
+                self.wait(timeout)
+            except BaseException:
+                self.close(timeout=0)
+                raise
+
+    def wait(self, timeout: float | None = DEFAULT) -> None:
+        """Wait until ``min_size`` connections are open; see :meth:`AsyncPool.wait`."""
+        seconds = self._check_timeout(timeout)
+        start = monotonic()
+        core = self._core
+        ff = self._config.fail_fast_after
+        with self._lock:
+            if not self._opened:
+                raise PoolNotOpen(f"{self.name} is not open")
+            while core.size - core.connecting < core.config.min_size:
+                if self._closed:
+                    raise PoolClosed(f"{self.name} is closed")
+                now = monotonic()
+                left = None if seconds is None else seconds - (now - start)
+                if left is not None and left <= 0:
+                    raise PoolTimeout(
+                        f"{self.name}: {core.size - core.connecting} of {self.min_size} "
+                        f"connections open after {seconds:.3g}s"
+                    ) from core.last_connect_error
+                since = core.failing_since
+                if since is not None and ff is not None and now - since >= ff:
+                    raise PoolConnectError(
+                        f"{self.name} cannot connect: {redact(str(core.last_connect_error))}"
+                    ) from core.last_connect_error
+                self._changed.wait(0.05 if left is None else min(0.05, left))
+
+    def __enter__(self) -> Pool:
+        self.open(wait=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Close gracefully; see :meth:`AsyncPool.close`."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValueError(f"timeout must be a number >= 0 or None, not {timeout!r}")
+        core = self._core
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            waiters = core.close(monotonic()) if first else []
+            for waiter in waiters:
+                waiter.error = PoolClosed(f"{self.name} closed while waiting")
+                waiter.gate.release()
+            work = self._take_work()
+            if not self._changed.wait_for(lambda: core.drained, timeout):
+                logger.warning(
+                    "%s: leases still out after %.3gs; terminating them", self.name, timeout
+                )
+                taken = core.terminate(monotonic())
+            else:
+                taken = []
+        self._stopping.set()
+        self._run(work)
+        for entry in taken:
+            self._hard_close(entry)
+        if self._workers is not None:
+            self._workers.stop(self._reset_timeout + 1.0)
+        if self._housekeeper is not None and self._housekeeper is not threading.current_thread():
+            self._housekeeper.join(self._config.housekeeping_interval + 1.0)
+
+    def terminate(self) -> None:
+        """Close at once: fail waiters, drop every connection, leased ones too."""
+        core = self._core
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for waiter in core.close(monotonic()):
+                    waiter.error = PoolClosed(f"{self.name} terminated")
+                    waiter.gate.release()
+            taken = core.terminate(monotonic()) + self._take_work()
+            self._changed.notify_all()
+        self._stopping.set()
+        for entry in taken:
+            if entry.state is not CONNECTING:
+                self._hard_close(entry)
+        if self._workers is not None:
+            self._workers.stop(0)
+
+    def _hard_close(self, entry: Entry) -> None:
+        if entry.conn is not None:
+            try:
+                self._adapter.terminate(entry.conn)
+            except Exception:  # pragma: no cover - best effort
+                logger.debug("%s: terminate failed", self.name, exc_info=True)
+        with self._lock:
+            self._core.closed(entry)
+
+    # ------------------------------------------------------------------
+    # acquire / release
+
+    def acquire(self, *, timeout: float | None = DEFAULT) -> Any:
+        """Lease a connection; give it back with :meth:`release`.
+
+        Raises:
+            PoolTimeout, TooManyWaiters, PoolConnectError, PoolClosed,
+            PoolNotOpen: as for :meth:`AsyncPool.acquire`.
+        """
+        if timeout is not DEFAULT:
+            self._check_timeout(timeout)
+        core = self._core
+        with self._lock:
+            entry = core.checkout(monotonic())
+            work = self._take_work() if core.pending else None
+        if entry is not None and entry.state is IN_USE and work is None:
+            conn = entry.conn
+            if not self._is_closed(conn):
+                return self._lease_class(conn, entry, self)
+        if work:
+            self._run(work)
+        return self._acquire_slow(entry, timeout)
+
+    getconn = acquire
+
+    def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
+        seconds = self._check_timeout(timeout)
+        core = self._core
+        start = monotonic()
+        deadline = None if seconds is None else start + seconds
+        while True:
+            if entry is None:
+                entry = self._wait(start, deadline)
+            if self._is_closed(entry.conn):
+                self._discard(entry, lost=True)
+                entry = None
+            elif entry.state is CHECKING:
+                ok = self._check_on_checkout(entry)
+                with self._lock:
+                    kept = core.check_done(entry, ok, monotonic())
+                    work = self._take_work()
+                self._run(work)
+                if not kept:
+                    entry = None
+            if entry is not None:
+                return self._lease_class(entry.conn, entry, self)
+            with self._lock:
+                entry = core.checkout(monotonic())
+                work = self._take_work()
+            self._run(work)
+
+    def _wait(self, start: float, deadline: float | None) -> Entry:
+        core = self._core
+        waiter = _Waiter()
+        with self._lock:
+            entry = core.checkout(monotonic())
+            if entry is None:
+                if not self._opened:
+                    raise PoolNotOpen(f"{self.name} is not open; call open() or use 'with'")
+                core.enqueue(waiter, monotonic())
+            work = self._take_work()
+        self._run(work)
+        if entry is not None:
+            return entry
+        try:
+            if deadline is None:
+                served = waiter.gate.acquire()
+            else:
+                served = waiter.gate.acquire(timeout=max(0.0, deadline - monotonic()))
+        except BaseException:
+            with self._lock:
+                if waiter.entry is None:
+                    core.forget_waiter(waiter)
+            if waiter.entry is not None:
+                self._give_back(waiter.entry)
+            raise
+        if not served:
+            with self._lock:
+                if waiter.entry is None and waiter.error is None:
+                    core.forget_waiter(waiter, timed_out=True)
+                    message = core.timeout_message(monotonic() - start)
+                    raise PoolTimeout(f"{self.name}: {message}") from core.last_connect_error
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.entry is not None
+        with self._lock:
+            core.record_wait(monotonic() - start)
+        return waiter.entry
+
+    def _wake(self, waiter: _Waiter, entry: Entry) -> bool:
+        # Called by the core with the pool lock held.
+        waiter.entry = entry
+        waiter.gate.release()
+        return True
+
+    def _give_back(self, entry: Entry) -> None:
+        with self._lock:
+            self._core.checkin(entry, monotonic())
+            work = self._take_work()
+            self._notify_if_closing()
+        self._run(work)
+
+    def _check_on_checkout(self, entry: Entry) -> bool:
+        try:
+            self._ping(entry.conn)
+        except Exception:
+            logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+            self._adapter.terminate(entry.conn)
+            return False
+        except BaseException:
+            self._discard(entry, lost=False)
+            raise
+        return True
+
+    def _ping(self, conn: Any) -> None:
+        if self._check is not None:
+            self._check(conn)
+        else:
+            self._adapter.ping(conn)
+
+    def release(self, conn: Any) -> None:
+        """Give a leased connection back; see :meth:`AsyncPool.release`."""
+        if type(conn) is not self._lease_class:
+            raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
+        if conn._pool is not self:
+            raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
+        with self._lock:
+            raw = conn._con
+            if raw is RELEASED:
+                raise ConnectionReleasedError("this connection was already released")
+            conn._con = RELEASED
+        entry = conn._entry
+        if conn._undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN:
+            core = self._core
+            with self._lock:
+                core.checkin(entry, monotonic())
+                if not core.pending and not core.closing:
+                    return
+                work = self._take_work()
+                self._notify_if_closing()
+            self._run(work)
+            return
+        self._release_slow(entry, raw, conn._undo)
+
+    putconn = release
+
+    def _release_slow(self, entry: Entry, raw: Any, undo: list[Any] | None) -> None:
+        status = self._status(raw)
+        if status == BROKEN or entry.state is not IN_USE:
+            self._discard(entry, lost=status == BROKEN)
+            return
+        with self._lock:
+            self._core.begin_reset(entry)
+        try:
+            ok = self._reset(raw, status, undo)
+        except Exception as exc:
+            logger.warning(
+                "%s: reset of connection #%d failed (%s); discarding it",
+                self.name,
+                entry.id,
+                redact(repr(exc)),
+            )
+            ok = False
+        except BaseException:
+            self._discard(entry, lost=False)
+            raise
+        if not ok or self._status(raw) != CLEAN:
+            self._discard(entry, lost=self._is_closed(raw))
+            return
+        self._give_back(entry)
+
+    def _reset(self, raw: Any, status: int, undo: list[Any] | None) -> bool:
+        adapter = self._adapter
+        mode = self._reset_mode
+        if status == BUSY and not adapter.settle(raw, self._reset_timeout):
+            return False
+        if undo:
+            adapter.undo(raw, undo)
+        if mode is FULL:
+            adapter.full_reset(raw)
+        elif mode is not NO_RESET and self._status(raw) == IN_TRANSACTION:
+            adapter.rollback(raw)
+        if mode is CUSTOM:
+            self._reset_hook(raw)  # type: ignore[misc]
+        return True
+
+    def _discard(self, entry: Entry, *, lost: bool) -> None:
+        if entry.conn is not None and entry.state not in (CLOSING, CLOSED):
+            self._adapter.terminate(entry.conn)
+        with self._lock:
+            self._core.discard(entry, monotonic(), lost=lost)
+            work = self._take_work()
+            self._notify_if_closing()
+        self._run(work)
+
+    def _notify_if_closing(self) -> None:
+        # Caller holds the lock.
+        if self._core.closing:
+            self._changed.notify_all()
+
+    @contextmanager
+    def connection(self, *, timeout: float | None = DEFAULT) -> Iterator[Any]:
+        """``with pool.connection() as conn:`` leases a connection for the block.
+
+        The block commits on success and rolls back on error (unless the
+        connection is in autocommit), as psycopg_pool does.
+        """
+        conn = self.acquire(timeout=timeout)
+        try:
+            yield conn
+        except BaseException:
+            self._end_block(conn, failed=True)
+            raise
+        else:
+            self._end_block(conn, failed=False)
+
+    def _end_block(self, conn: Any, *, failed: bool) -> None:
+        try:
+            if self._transactional and conn._con is not RELEASED:
+                self._adapter.end_block(conn._con, failed)
+        finally:
+            self.release(conn)
+
+    # ------------------------------------------------------------------
+    # background work
+
+    def _take_work(self) -> list[Entry]:
+        # Caller holds the lock.
+        core = self._core
+        work, core.pending = core.pending, []
+        return work
+
+    def _run(self, work: list[Entry] | None) -> None:
+        if not work:
+            return
+        workers = self._workers
+        for entry in work:
+            state = entry.state
+            if state is CLOSING and (entry.conn is None or self._is_closed(entry.conn)):
+                self._hard_close(entry)
+            elif workers is None or self._stopping.is_set():
+                if state is CONNECTING:
+                    with self._lock:
+                        self._core.connect_aborted(entry)
+                else:
+                    self._hard_close(entry)
+            elif state is CONNECTING:
+                workers.submit(self._connect, entry)
+            elif state is CLOSING:
+                workers.submit(self._close, entry)
+            elif state is PINGING:
+                workers.submit(self._keepalive, entry)
+
+    def _connect(self, entry: Entry) -> None:
+        core = self._core
+        while True:
+            try:
+                conn = self._open_one()
+            except Exception as exc:
+                now = monotonic()
+                with self._lock:
+                    delay = core.connect_failed(entry, exc, now)
+                    tell = core.reconnect_failed_due(now)
+                logger.warning(
+                    "%s: connect failed (%s)%s",
+                    self.name,
+                    redact(f"{type(exc).__name__}: {exc}"),
+                    "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
+                )
+                if tell and self._reconnect_failed is not None:
+                    try:
+                        self._reconnect_failed(self)
+                    except Exception:
+                        logger.exception("%s: reconnect_failed callback raised", self.name)
+                if delay is None:
+                    return
+                stopped = self._stopping.wait(delay)
+                with self._lock:
+                    again = not stopped and core.retry_due(entry, monotonic())
+                    if not again:
+                        core.connect_aborted(entry)
+                if not again:
+                    return
+                continue
+            with self._lock:
+                closed = self._closed
+                if closed:
+                    core.connect_aborted(entry)
+                else:
+                    core.connect_succeeded(entry, conn, monotonic())
+                    work = self._take_work()
+                    self._changed.notify_all()
+            if closed:
+                self._adapter.terminate(conn)
+            else:
+                self._run(work)
+            return
+
+    def _open_one(self) -> Any:
+        conn = self._adapter.connect(self._dsn, self._connect_kwargs)
+        if self._configure is not None:
+            try:
+                self._configure(conn)
+            except BaseException:
+                self._adapter.terminate(conn)
+                raise
+        return conn
+
+    def _close(self, entry: Entry) -> None:
+        try:
+            self._adapter.close(entry.conn)
+        except Exception:
+            logger.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
+            self._adapter.terminate(entry.conn)
+        with self._lock:
+            self._core.closed(entry)
+
+    def _keepalive(self, entry: Entry) -> None:
+        ok = True
+        try:
+            self._ping(entry.conn)
+        except Exception:
+            ok = False
+            self._adapter.terminate(entry.conn)
+        with self._lock:
+            self._core.ping_done(entry, ok, monotonic())
+            work = self._take_work()
+            self._notify_if_closing()
+        self._run(work)
+
+    def _housekeeping_tick(self) -> None:
+        with self._lock:
+            self._core.housekeeping(monotonic())
+            work = self._take_work()
+        self._run(work)
+
+    # ------------------------------------------------------------------
+    # administration
+
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change ``min_size``/``max_size``; the pool grows or shrinks to fit."""
+        lo, hi = self._check_resize(min_size, max_size)
+        with self._lock:
+            self._core.resize(lo, hi, monotonic())
+            work = self._take_work()
+        self._run(work)
+
+    def expire(self) -> None:
+        """Replace every connection: idle ones now, leased ones when they return."""
+        with self._lock:
+            self._core.expire(monotonic())
+            work = self._take_work()
+        self._run(work)
+
+    def check(self) -> None:
+        """Ping every idle connection now (in this thread); replace failures."""
+        with self._lock:
+            entries = self._core.check_idle(monotonic())
+        for entry in entries:
+            self._keepalive(entry)
+
+
+def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: float) -> None:
+    while not stopping.wait(interval):
+        pool = ref()
+        if pool is None or pool._closed:
+            return
+        try:
+            pool._housekeeping_tick()
+        except Exception:  # pragma: no cover - a bug; keep the pool alive
+            logger.exception("%s: housekeeping failed", pool.name)
+        del pool

@@ -1,0 +1,125 @@
+"""Shared pytest fixtures.  Keep this file free of pgmarina imports.
+
+Sections are owned by different people; add yours in a section of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import NoReturn
+
+import pytest
+
+from faultproxy import FaultProxy
+from pgbed import (
+    ENV_REQUIRE_ALL,
+    Cluster,
+    ExternalServer,
+    PgBedError,
+    Server,
+    external_dsn,
+    private_clusters_available,
+    server_from_env,
+)
+
+# =============================================================================================
+# Real-PostgreSQL test bed (tests/pgbed.py, tests/faultproxy.py)
+#
+#   pg               session   the shared server: a Cluster, or ExternalServer ($PGMARINA_TEST_DSN)
+#   private_pg       function  a fresh Cluster the test may stop / restart / kill; destroyed after
+#   make_private_pg  function  factory: make_private_pg(settings=None) -> started Cluster
+#   fault_proxy      function  factory: fault_proxy(host, port) -> FaultProxy; closed after
+#   require_or_skip(reason)    pytest.skip, or pytest.fail under PGMARINA_REQUIRE_ALL=1
+#
+# Mark tests that use private_pg / make_private_pg with @pytest.mark.private_cluster.
+# =============================================================================================
+
+
+def require_or_skip(reason: str) -> NoReturn:
+    """Skip the test, unless ``PGMARINA_REQUIRE_ALL=1`` (CI), where a missing capability is a
+    failure."""
+    if os.environ.get(ENV_REQUIRE_ALL, "") == "1":
+        pytest.fail(f"{reason} ({ENV_REQUIRE_ALL}=1, so not skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Server]:
+    """The session's shared server.  Do not stop or restart it; use ``private_pg`` for that."""
+    try:
+        server = server_from_env()
+    except PgBedError as exc:
+        require_or_skip(f"no PostgreSQL server for tests: {exc}")
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def make_private_pg() -> Iterator[Callable[..., Cluster]]:
+    """``make_private_pg(settings=None)`` starts a throwaway cluster; all are destroyed after the
+    test.  ``settings`` are extra postgresql.conf entries, e.g. ``{"max_connections": 5}``."""
+    ok, why = private_clusters_available()
+    if not ok:
+        require_or_skip(f"private clusters unavailable: {why}")
+    clusters: list[Cluster] = []
+
+    def make(settings: Mapping[str, object] | None = None) -> Cluster:
+        cluster = Cluster(settings)
+        clusters.append(cluster)
+        return cluster.start()
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for cluster in clusters:
+            try:
+                cluster.destroy()
+            except Exception as exc:  # destroy every cluster even if one fails
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def private_pg(make_private_pg: Callable[..., Cluster]) -> Cluster:
+    """A started cluster of this test's own, on its own port.  The test may stop, restart or
+    kill it; it is destroyed afterwards."""
+    return make_private_pg()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[str, int], FaultProxy]]:
+    """``fault_proxy(target_host, target_port)`` starts a FaultProxy; all are closed after the
+    test."""
+    proxies: list[FaultProxy] = []
+
+    def make(target_host: str, target_port: int) -> FaultProxy:
+        proxy = FaultProxy(target_host, target_port)
+        proxies.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def pytest_report_header() -> list[str]:
+    dsn = external_dsn()
+    if dsn:
+        try:
+            where = repr(ExternalServer(dsn))
+        except ValueError:
+            where = "(unparsable)"
+        return [f"pgbed: external server from $PGMARINA_TEST_DSN: {where}"]
+    return ["pgbed: private PostgreSQL clusters (tests/pgbed.py)"]
+
+
+# =============================================================================================
+# (end of test-bed section)
+# =============================================================================================
