@@ -72,12 +72,15 @@ def _nodelay(sock: socket.socket) -> None:
 
 
 class _Link:
-    """One proxied connection: a client socket, its upstream socket, and four tasks."""
+    """One proxied connection: the client socket, its upstream socket, and the task serving
+    them.  Setting ``abort`` ends it (with RST if ``reset``); it is never cancelled, because
+    Python 3.10/3.11's ``wait_for`` can swallow a cancellation."""
 
     def __init__(self, client: socket.socket) -> None:
         self.client = client
         self.upstream: socket.socket | None = None
         self.task: asyncio.Task[None] | None = None
+        self.abort = asyncio.Event()
         self.reset = False  # close with RST rather than FIN
 
 
@@ -113,7 +116,7 @@ class FaultProxy:
         self._thread.start()
         self._ready.wait()
         self._unblocked = self._call(self._make_event())
-        self._accept_task: asyncio.Task[None] | None = self._call(self._start_accept_task())
+        self._call(self._start_accepting())
 
     # -- public API --------------------------------------------------------------------------
 
@@ -135,6 +138,7 @@ class FaultProxy:
 
     @property
     def accepting(self) -> bool:
+        """False between stop_accepting() and start_accepting()."""
         return self._listener is not None
 
     @property
@@ -217,6 +221,14 @@ class FaultProxy:
         try:
             self._loop.run_forever()
         finally:
+            # Normally nothing is left; if shutdown went wrong, still close every socket.
+            leftovers = asyncio.all_tasks(self._loop)
+            for task in leftovers:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            for link in list(self._links):
+                self._close_link_sockets(link)
             with contextlib.suppress(Exception):
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
@@ -264,49 +276,45 @@ class FaultProxy:
             raise
         return sock
 
-    async def _start_accept_task(self) -> asyncio.Task[None]:
-        assert self._listener is not None
-        return asyncio.get_running_loop().create_task(self._accept_loop(self._listener))
+    def _on_acceptable(self) -> None:
+        """Reader callback on the listening socket: accept whatever is pending.
 
-    async def _accept_loop(self, listener: socket.socket) -> None:
+        A plain callback rather than a task awaiting ``sock_accept``: cancelling that task
+        could drop a just-accepted socket on the floor.
+        """
+        listener = self._listener
+        if listener is None:
+            return
         loop = asyncio.get_running_loop()
-        while True:
+        for _ in range(64):
             try:
-                client, _ = await loop.sock_accept(listener)
-            except OSError:
-                # ECONNABORTED and friends: the peer gave up before we accepted; keep going.
-                # A closed listener is handled by cancelling this task first.
-                if listener.fileno() == -1:
-                    return
-                await asyncio.sleep(0.01)
-                continue
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ECONNABORTED (peer gave up), EMFILE...: try again later
+                return
+            client.setblocking(False)
             _nodelay(client)
             link = _Link(client)
             self._links.add(link)
             link.task = loop.create_task(self._serve(link))
 
     async def _stop_accepting(self) -> None:
-        task, self._accept_task = self._accept_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener)
             self._listener.close()
             self._listener = None
 
     async def _start_accepting(self) -> None:
-        if self._listener is not None:
-            return
-        self._listener = self._bind(self._host, self._port)
-        self._accept_task = await self._start_accept_task()
+        if self._listener is None:
+            self._listener = self._bind(self._host, self._port)
+        asyncio.get_running_loop().add_reader(self._listener, self._on_acceptable)
 
     async def _reset_all(self) -> int:
         links = list(self._links)
         for link in links:
             link.reset = True
-            if link.task is not None:
-                link.task.cancel()
+            link.abort.set()
         await asyncio.gather(*(lk.task for lk in links if lk.task), return_exceptions=True)
         return len(links)
 
@@ -314,28 +322,47 @@ class FaultProxy:
         await self._stop_accepting()
         await self._reset_all()
 
+    @staticmethod
+    def _close_link_sockets(link: _Link) -> None:
+        for sock in (link.client, link.upstream):
+            if sock is not None and sock.fileno() != -1:
+                if link.reset:
+                    _set_rst_on_close(sock)
+                sock.close()
+
     async def _serve(self, link: _Link) -> None:
         loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[None]] = []
+        aborted = loop.create_task(link.abort.wait())
+        tasks: list[asyncio.Task[None]] = [aborted]
         try:
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             link.upstream = upstream
             upstream.setblocking(False)
             _nodelay(upstream)
-            try:
-                await asyncio.wait_for(
-                    loop.sock_connect(upstream, self._target), self._connect_timeout
-                )
-            except (OSError, asyncio.TimeoutError):
-                link.reset = True
+            connect = loop.create_task(loop.sock_connect(upstream, self._target))
+            tasks.append(connect)
+            await asyncio.wait(
+                {connect, aborted},
+                timeout=self._connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not connect.done() or connect.cancelled() or connect.exception() is not None:
+                link.reset = True  # upstream refused or timed out: reset the client too
+                return
+            if aborted.done():
                 return
             for src, dst in ((link.client, upstream), (upstream, link.client)):
                 queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
                 tasks.append(loop.create_task(self._read_side(src, queue)))
                 tasks.append(loop.create_task(self._write_side(dst, queue)))
-            pending: set[asyncio.Task[None]] = set(tasks)
+            pending: set[asyncio.Task[None]] = set(tasks[2:])
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    pending | {aborted}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if aborted in done:
+                    return
+                pending -= done
                 if any(t.exception() is not None for t in done):
                     # A reset or broken pipe on one side: pass the abort on to the other side.
                     link.reset = True
@@ -344,14 +371,12 @@ class FaultProxy:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for sock in (link.client, link.upstream):
-                if sock is not None:
-                    if link.reset:
-                        _set_rst_on_close(sock)
-                    sock.close()
+            self._close_link_sockets(link)
             self._links.discard(link)
 
-    async def _read_side(self, src: socket.socket, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
+    async def _read_side(
+        self, src: socket.socket, queue: asyncio.Queue[tuple[float, bytes]]
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             data = await loop.sock_recv(src, _CHUNK)
@@ -363,7 +388,9 @@ class FaultProxy:
                 continue
             await queue.put((loop.time() + self._delay, data))
 
-    async def _write_side(self, dst: socket.socket, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
+    async def _write_side(
+        self, dst: socket.socket, queue: asyncio.Queue[tuple[float, bytes]]
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             due, data = await queue.get()

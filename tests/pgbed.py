@@ -65,8 +65,8 @@ __all__ = [
     "Server",
     "StopMode",
     "UnsupportedOperation",
-    "external_dsn",
     "cluster",
+    "external_dsn",
     "find_install",
     "private_clusters_available",
     "require_all",
@@ -305,7 +305,7 @@ def _install_dirs(bin_dir: Path) -> dict[str, Path]:
         )  # fmt: skip
         lines = out.stdout.splitlines()
         if out.returncode == 0 and len(lines) == len(keys):
-            dirs.update((k, Path(v).resolve()) for k, v in zip(keys, lines))
+            dirs.update((k, Path(v).resolve()) for k, v in zip(keys, lines, strict=True))
     for i, lib_dir in enumerate(_private_lib_dirs(bin_dir)):
         dirs[f"ldd{i}"] = lib_dir
     return {k: v for k, v in dirs.items() if v.is_dir()}
@@ -358,7 +358,7 @@ def _copy_install(dirs: dict[str, Path], version: str) -> Path:
             target = staging / path.relative_to(top)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(path, target, symlinks=True, dirs_exist_ok=True)
-        for dirpath, dirnames, filenames in os.walk(staging):
+        for dirpath, _, filenames in os.walk(staging):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 p = os.path.join(dirpath, name)
@@ -513,7 +513,8 @@ class _Workspace:
         top = _clusters_dir()
         top.mkdir(mode=0o755, parents=True, exist_ok=True)
         _reap_stale(top)
-        self.root = run_as.mkdir(top / f"{os.getpid()}-{secrets.token_hex(3)}")
+        self.owner_pid = os.getpid()
+        self.root = run_as.mkdir(top / f"{self.owner_pid}-{secrets.token_hex(3)}")
         self._template: Path | None = None
         self._lock = threading.Lock()
         self._seq = 0
@@ -546,7 +547,9 @@ class _Workspace:
             check=False, **self.run_as.popen_kwargs(),
         )  # fmt: skip
         if result.returncode != 0:
-            raise PgBedError(f"initdb failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+            raise PgBedError(
+                f"initdb failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+            )
         with open(data / "postgresql.conf", "a") as f:
             f.write("\n# ---- pgbed ----\n")
             f.write(_format_settings(BASE_SETTINGS))
@@ -578,11 +581,12 @@ def _get_workspace() -> _Workspace:
 
 
 def _atexit_cleanup() -> None:
+    if _workspace is None or _workspace.owner_pid != os.getpid():
+        return  # a forked child exiting: the clusters belong to the parent
     for cluster in list(_live_clusters):
         with contextlib.suppress(Exception):
             cluster.destroy()
-    if _workspace is not None:
-        _workspace.cleanup()
+    _workspace.cleanup()
 
 
 def warm_up() -> float:
@@ -593,8 +597,13 @@ def warm_up() -> float:
 
 
 def _server_env() -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
-    return env
+    """A clean environment: no inherited PG* variables, C locale, UTC."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LC_ALL": "C",
+        "LANG": "C",
+        "TZ": "UTC",
+    }
 
 
 def _format_settings(settings: Mapping[str, object]) -> str:
@@ -789,7 +798,9 @@ class Cluster(Server):
 
     supports_control: ClassVar[bool] = True
 
-    def __init__(self, settings: Mapping[str, object] | None = None, *, port: int | None = None):
+    def __init__(
+        self, settings: Mapping[str, object] | None = None, *, port: int | None = None
+    ) -> None:
         self._auto_port = port is None
         super().__init__(HOST, port if port is not None else _pick_port(), SUPERUSER, DBNAME)
         self.settings: dict[str, object] = dict(settings or {})
@@ -993,7 +1004,9 @@ class Cluster(Server):
                     return
             if time.monotonic() > deadline:
                 self.kill()
-                raise PgBedError(f"postgres not ready after {timeout}s:\n{self._log_tail(log_start)}")
+                raise PgBedError(
+                    f"postgres not ready after {timeout}s:\n{self._log_tail(log_start)}"
+                )
             time.sleep(pause)
             pause = min(pause * 1.5, 0.05)
 

@@ -86,8 +86,8 @@ class AsyncpgAdapter(AsyncAdapter):
     def terminate(self, conn: Any) -> None:
         conn.terminate()
 
-    async def close(self, conn: Any) -> None:
-        await conn.close()
+    async def close(self, conn: Any, timeout: float) -> None:
+        await conn.close(timeout=timeout)
 
     async def settle(self, conn: Any, timeout: float) -> bool:
         try:
@@ -96,18 +96,18 @@ class AsyncpgAdapter(AsyncAdapter):
             return False
         return not conn.is_closed()
 
-    async def rollback(self, conn: Any) -> None:
+    async def rollback(self, conn: Any, timeout: float) -> None:
         # The Transaction object a borrower abandoned is dead either way.
         conn._top_xact = None
-        await conn.execute("ROLLBACK")
+        await conn.execute("ROLLBACK", timeout=timeout)
 
-    async def full_reset(self, conn: Any) -> None:
+    async def full_reset(self, conn: Any, timeout: float) -> None:
         if _status(conn) == IN_TRANSACTION:
-            await self.rollback(conn)
-        await conn.reset()
+            await self.rollback(conn, timeout)
+        await conn.reset(timeout=timeout)
 
-    async def ping(self, conn: Any) -> None:
-        await conn.execute("SELECT 1")
+    async def ping(self, conn: Any, timeout: float) -> None:
+        await conn.execute("SELECT 1", timeout=timeout)
 
     async def undo(self, conn: Any, undo: list[Any]) -> None:
         for item in reversed(undo):

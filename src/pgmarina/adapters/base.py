@@ -9,12 +9,37 @@ Adapters hold no per-pool state; the pool passes the DSN and keywords.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import asyncio
+import sys
+from collections.abc import Awaitable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from .._lease import Lease
 
-__all__ = ["BROKEN", "BUSY", "CLEAN", "IN_TRANSACTION", "AsyncAdapter", "SyncAdapter"]
+__all__ = [
+    "BROKEN",
+    "BUSY",
+    "CLEAN",
+    "IN_TRANSACTION",
+    "AsyncAdapter",
+    "SyncAdapter",
+    "bounded",
+]
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+
+    async def bounded(aw: Awaitable[T], seconds: float | None) -> T:
+        """Await ``aw``, cancelling it after ``seconds`` (``TimeoutError``)."""
+        async with asyncio.timeout(seconds):
+            return await aw
+
+else:  # pragma: no cover - Python 3.10
+
+    async def bounded(aw: Awaitable[T], seconds: float | None) -> T:
+        """Await ``aw``, cancelling it after ``seconds`` (``TimeoutError``)."""
+        return await asyncio.wait_for(aw, seconds)
 
 #: ``status()`` codes, from "hand it on as is" to "throw it away".
 CLEAN = 0  #: idle, no transaction: nothing to undo
@@ -53,26 +78,30 @@ class _AdapterBase:
 
 
 class AsyncAdapter(_AdapterBase):
-    """Adapter for :class:`~pgmarina.AsyncPool`; IO methods are coroutines."""
+    """Adapter for :class:`~pgmarina.AsyncPool`; IO methods are coroutines.
+
+    Methods taking ``timeout`` must give up after that many seconds; drivers
+    with native timeouts use them (cheaper than wrapping in ``bounded``).
+    """
 
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
         raise NotImplementedError
 
-    async def close(self, conn: Any) -> None:
+    async def close(self, conn: Any, timeout: float) -> None:
         raise NotImplementedError
 
     async def settle(self, conn: Any, timeout: float) -> bool:
         """Wait for an in-flight query to end; ``False`` if it would not."""
         return False
 
-    async def rollback(self, conn: Any) -> None:
+    async def rollback(self, conn: Any, timeout: float) -> None:
         raise NotImplementedError
 
-    async def full_reset(self, conn: Any) -> None:
+    async def full_reset(self, conn: Any, timeout: float) -> None:
         """Reset the whole session (transaction, settings, locks, listens…)."""
         raise NotImplementedError
 
-    async def ping(self, conn: Any) -> None:
+    async def ping(self, conn: Any, timeout: float) -> None:
         raise NotImplementedError
 
     async def end_block(self, conn: Any, failed: bool) -> None:

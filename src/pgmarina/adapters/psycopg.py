@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._lease import Lease
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter
+from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, bounded
 
 try:
     import psycopg
@@ -117,11 +117,11 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     def terminate(self, conn: Any) -> None:
         conn.pgconn.finish()
 
-    async def close(self, conn: Any) -> None:
-        await conn.close()
+    async def close(self, conn: Any, timeout: float) -> None:
+        await bounded(conn.close(), timeout)
 
-    async def rollback(self, conn: Any) -> None:
-        await conn.rollback()
+    async def rollback(self, conn: Any, timeout: float) -> None:
+        await bounded(conn.rollback(), timeout)
 
     async def _in_autocommit(self, conn: Any, query: str) -> None:
         if conn.autocommit:
@@ -134,13 +134,13 @@ class AsyncPsycopgAdapter(AsyncAdapter):
             if not conn.closed:
                 await conn.set_autocommit(False)
 
-    async def full_reset(self, conn: Any) -> None:
+    async def full_reset(self, conn: Any, timeout: float) -> None:
         if _status(conn) == IN_TRANSACTION:
-            await conn.rollback()
-        await self._in_autocommit(conn, "DISCARD ALL")
+            await bounded(conn.rollback(), timeout)
+        await bounded(self._in_autocommit(conn, "DISCARD ALL"), timeout)
 
-    async def ping(self, conn: Any) -> None:
-        await self._in_autocommit(conn, "")
+    async def ping(self, conn: Any, timeout: float) -> None:
+        await bounded(self._in_autocommit(conn, ""), timeout)
 
     async def end_block(self, conn: Any, failed: bool) -> None:
         if _needs_end(conn) and not conn.autocommit:

@@ -25,16 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import sys
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any
 
 from .._core import Entry, EntryState
 from .._lease import RELEASED
 from .._redact import redact
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
+from ..adapters.base import bounded as _bounded
 from ..errors import (
     ConnectionReleasedError,
     PoolClosed,
@@ -46,25 +46,13 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, PoolBase, logger
 
 __all__ = ["AsyncPool"]
 
-T = TypeVar("T")
+_INF = float("inf")
 IN_USE = EntryState.IN_USE
 CHECKING = EntryState.CHECKING
 CONNECTING = EntryState.CONNECTING
 CLOSING = EntryState.CLOSING
 CLOSED = EntryState.CLOSED
 PINGING = EntryState.PINGING
-
-if sys.version_info >= (3, 11):
-
-    async def _bounded(aw: Awaitable[T], seconds: float | None) -> T:
-        async with asyncio.timeout(seconds):
-            return await aw
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _bounded(aw: Awaitable[T], seconds: float | None) -> T:
-        return await asyncio.wait_for(aw, seconds)
-
 
 async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
     result = hook(*args)
@@ -128,6 +116,9 @@ class AsyncPool(PoolBase):
         self._filled: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._housekeeper: asyncio.Task[Any] | None = None
+        self._deadlines: dict[asyncio.Future[Entry], tuple[float, float]] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = _INF
         self._transactional = adapter.transactional_context
 
     # ------------------------------------------------------------------
@@ -265,6 +256,8 @@ class AsyncPool(PoolBase):
         self._core.closed(entry)
 
     def _stop_background(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         for task in self._connect_tasks.values():
@@ -330,11 +323,10 @@ class AsyncPool(PoolBase):
         core.enqueue(fut, monotonic())
         if core.pending:
             self._drain()
-        handle = None
         if deadline is not None:
-            handle = loop.call_at(
-                loop.time() + (deadline - monotonic()), self._wait_timed_out, fut, start
-            )
+            self._deadlines[fut] = (deadline, start)
+            if deadline < self._watchdog_at:
+                self._arm_watchdog(deadline)
         try:
             entry = await fut
         except BaseException:
@@ -345,10 +337,36 @@ class AsyncPool(PoolBase):
                 core.forget_waiter(fut)
             raise
         finally:
-            if handle is not None:
-                handle.cancel()
+            if deadline is not None:
+                del self._deadlines[fut]
         core.record_wait(monotonic() - start)
         return entry
+
+    # One timer serves every waiter's deadline: it is armed for the earliest
+    # deadline and, when it fires, fails the overdue waiters and re-arms for
+    # the next one.  Waiters that are served in time cost a dict insert and
+    # delete instead of a timer handle each.
+
+    def _arm_watchdog(self, when: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog_at = when
+        self._watchdog = loop.call_at(loop.time() + (when - monotonic()), self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        self._watchdog_at = _INF
+        now = monotonic() + 0.0005  # timers may fire a hair early
+        following = _INF
+        for fut, (deadline, start) in list(self._deadlines.items()):
+            if deadline <= now:
+                self._wait_timed_out(fut, start)
+            elif deadline < following:
+                following = deadline
+        if following < _INF:
+            self._arm_watchdog(following)
 
     def _wait_timed_out(self, fut: asyncio.Future[Entry], start: float) -> None:
         if fut.done():
@@ -374,7 +392,7 @@ class AsyncPool(PoolBase):
         if deadline is not None:
             seconds = max(0.0, min(seconds, deadline - monotonic()))
         try:
-            await _bounded(self._ping(entry.conn), seconds)
+            await self._ping(entry.conn, seconds)
         except asyncio.CancelledError:
             self._adapter.terminate(entry.conn)
             self._core.discard(entry, monotonic())
@@ -386,24 +404,35 @@ class AsyncPool(PoolBase):
             return False
         return True
 
-    def _ping(self, conn: Any) -> Awaitable[Any]:
+    def _ping(self, conn: Any, timeout: float) -> Awaitable[Any]:
         if self._check is not None:
-            return _call_hook(self._check, conn)
-        return self._adapter.ping(conn)  # type: ignore[no-any-return]
+            return _bounded(_call_hook(self._check, conn), timeout)
+        return self._adapter.ping(conn, timeout)  # type: ignore[no-any-return]
 
     async def release(self, conn: Any) -> None:
         """Give a leased connection back.
 
         A clean connection (no transaction, nothing noted on the lease) goes
-        back without a round trip.  Otherwise it is reset per ``reset=``; a
-        connection that cannot be reset, or whose release is cancelled midway,
-        is discarded and replaced.
+        back at once, without a round trip.  Otherwise it is reset per
+        ``reset=``; no one else gets it until that is done.  When other
+        connections sit idle, the reset runs in a background task and the
+        caller goes on at once (its next acquire is served by another
+        connection while this one is cleaned); when none do, the caller
+        waits for the reset, which costs less than queueing for the
+        connection it just gave back.  A connection that cannot be reset, or
+        whose reset is cancelled, is discarded and replaced.
 
         Raises:
             TypeError: ``conn`` is not a lease from this kind of pool.
             ValueError: ``conn`` belongs to another pool.
             ConnectionReleasedError: ``conn`` was already released.
         """
+        reset = self._return(conn)
+        if reset is not None:
+            await reset
+
+    def _return(self, conn: Any) -> Awaitable[None] | None:
+        """Check the lease in; returns the reset to await, if the caller must."""
         if type(conn) is not self._lease_class:
             raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
         if conn._pool is not self:
@@ -418,18 +447,23 @@ class AsyncPool(PoolBase):
             core.checkin(entry, monotonic())
             if core.pending or core.closing:
                 self._after_checkin()
-            return
-        await self._release_slow(entry, raw, conn._undo)
-
-    async def _release_slow(self, entry: Entry, raw: Any, undo: list[Any] | None) -> None:
-        core = self._core
+            return None
         status = self._status(raw)
-        if status == BROKEN or entry.state is not IN_USE:
+        if status == BROKEN or entry.state is not IN_USE or self._loop is None:
             self._discard(entry, lost=status == BROKEN)
-            return
-        core.begin_reset(entry)
+            return None
+        self._core.begin_reset(entry)
+        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, conn._undo)
+        if not self._core.idle:
+            return reset
+        self._track(self._loop.create_task(reset))
+        return None
+
+    async def _reset_later(
+        self, entry: Entry, raw: Any, status: int, undo: list[Any] | None
+    ) -> None:
         try:
-            ok = await _bounded(self._reset(raw, status, undo), self._reset_timeout)
+            ok = await self._reset(raw, status, undo)
         except asyncio.CancelledError:
             self._discard(entry, lost=False)
             raise
@@ -444,23 +478,24 @@ class AsyncPool(PoolBase):
         if not ok or self._status(raw) != CLEAN:
             self._discard(entry, lost=self._is_closed(raw))
             return
-        core.checkin(entry, monotonic())
+        self._core.checkin(entry, monotonic())
         self._after_checkin()
 
     async def _reset(self, raw: Any, status: int, undo: list[Any] | None) -> bool:
         """Bring a released connection back to a clean state; ``False``: give up."""
         adapter = self._adapter
         mode = self._reset_mode
-        if status == BUSY and not await adapter.settle(raw, self._reset_timeout):
+        seconds = self._reset_timeout
+        if status == BUSY and not await adapter.settle(raw, seconds):
             return False
         if undo:
-            await adapter.undo(raw, undo)
+            await _bounded(adapter.undo(raw, undo), seconds)
         if mode is FULL:
-            await adapter.full_reset(raw)
+            await adapter.full_reset(raw, seconds)
         elif mode is not NO_RESET and self._status(raw) == IN_TRANSACTION:
-            await adapter.rollback(raw)
+            await adapter.rollback(raw, seconds)
         if mode is CUSTOM:
-            await _call_hook(self._reset_hook, raw)  # type: ignore[arg-type]
+            await _bounded(_call_hook(self._reset_hook, raw), seconds)  # type: ignore[arg-type]
         return True
 
     def _discard(self, entry: Entry, *, lost: bool) -> None:
@@ -574,7 +609,7 @@ class AsyncPool(PoolBase):
     async def _close(self, entry: Entry) -> None:
         graceful = False
         try:
-            await _bounded(self._adapter.close(entry.conn), self._reset_timeout)
+            await self._adapter.close(entry.conn, self._reset_timeout)
             graceful = True
         except Exception:
             logger.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
@@ -586,7 +621,7 @@ class AsyncPool(PoolBase):
     async def _keepalive(self, entry: Entry) -> None:
         ok = True
         try:
-            await _bounded(self._ping(entry.conn), self._reset_timeout)
+            await self._ping(entry.conn, self._reset_timeout)
         except asyncio.CancelledError:
             self._adapter.terminate(entry.conn)
             self._core.discard(entry, monotonic(), lost=False)
@@ -686,7 +721,9 @@ class _Connection:
             except BaseException:
                 await pool.release(conn)
                 raise
-        await pool.release(conn)
+        reset = pool._return(conn)
+        if reset is not None:
+            await reset
 
 
 def _seconds_arg(timeout: Any) -> float | None:

@@ -1,0 +1,207 @@
+"""Benchmark: pgmarina's AsyncPool against the raw driver and the peer pools.
+
+One cycle is: acquire a connection, run ``SELECT 1``, release it.  Every
+contender runs the same cycle from ``conc`` tasks for ``--seconds``; the
+contenders take turns in interleaved rounds so that drift in the machine's
+speed hits them all alike, and the median of the rounds is reported.
+
+Contenders (driver asyncpg):
+  raw          one dedicated asyncpg connection per task (no pool at all)
+  asyncpg      asyncpg.create_pool(min_size=size, max_size=size)
+  marina       pgmarina.AsyncPool(reset="auto")
+  marina-full  pgmarina.AsyncPool(reset="full")  (same reset work as asyncpg's pool)
+
+Contenders (driver psycopg):
+  raw          one dedicated psycopg.AsyncConnection per task
+  psycopg_pool psycopg_pool.AsyncConnectionPool
+  marina       pgmarina.AsyncPool(driver="psycopg")
+
+Usage:
+  python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN]
+                              [--conc 1,10,100] [--size 10] [--seconds 2] [--rounds 3]
+
+Without --dsn a throwaway cluster is started from the test bed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+import pgmarina  # noqa: E402
+
+Cycle = Callable[[], Awaitable[None]]
+
+
+async def _run(cycle_factory: Callable[[int], Cycle], conc: int, seconds: float) -> float:
+    stop = time.perf_counter() + seconds
+    counts = [0] * conc
+
+    async def worker(i: int) -> None:
+        cycle = cycle_factory(i)
+        n = 0
+        while time.perf_counter() < stop:
+            await cycle()
+            n += 1
+        counts[i] = n
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(conc)))
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+@contextlib.asynccontextmanager
+async def asyncpg_contenders(
+    dsn: str, conc: int, size: int
+) -> AsyncIterator[dict[str, Callable[[int], Cycle]]]:
+    import asyncpg
+
+    raws = [await asyncpg.connect(dsn) for _ in range(conc)]
+    peer = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
+    auto = pgmarina.AsyncPool(dsn, min_size=size, max_size=size)
+    full = pgmarina.AsyncPool(dsn, min_size=size, max_size=size, reset="full")
+    await auto.open(wait=True)
+    await full.open(wait=True)
+
+    def raw(i: int) -> Cycle:
+        conn = raws[i]
+
+        async def cycle() -> None:
+            await conn.fetchval("SELECT 1")
+
+        return cycle
+
+    def peer_cycle(i: int) -> Cycle:
+        async def cycle() -> None:
+            async with peer.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+
+        return cycle
+
+    def marina(pool: pgmarina.AsyncPool) -> Callable[[int], Cycle]:
+        def make(i: int) -> Cycle:
+            async def cycle() -> None:
+                async with pool.connection() as conn:
+                    await conn.fetchval("SELECT 1")
+
+            return cycle
+
+        return make
+
+    try:
+        yield {"raw": raw, "asyncpg": peer_cycle, "marina": marina(auto),
+               "marina-full": marina(full)}
+    finally:
+        await auto.close()
+        await full.close()
+        await peer.close()
+        for c in raws:
+            await c.close()
+
+
+@contextlib.asynccontextmanager
+async def psycopg_contenders(
+    dsn: str, conc: int, size: int
+) -> AsyncIterator[dict[str, Callable[[int], Cycle]]]:
+    import psycopg
+    import psycopg_pool
+
+    raws = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(conc)]
+    peer = psycopg_pool.AsyncConnectionPool(
+        dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False
+    )
+    await peer.open(wait=True)
+    auto = pgmarina.AsyncPool(dsn, driver="psycopg", min_size=size, max_size=size,
+                              autocommit=True)
+    await auto.open(wait=True)
+
+    def raw(i: int) -> Cycle:
+        conn = raws[i]
+
+        async def cycle() -> None:
+            cur = await conn.execute("SELECT 1")
+            await cur.fetchone()
+
+        return cycle
+
+    def peer_cycle(i: int) -> Cycle:
+        async def cycle() -> None:
+            async with peer.connection() as conn:
+                cur = await conn.execute("SELECT 1")
+                await cur.fetchone()
+
+        return cycle
+
+    def marina(i: int) -> Cycle:
+        async def cycle() -> None:
+            async with auto.connection() as conn:
+                cur = await conn.execute("SELECT 1")
+                await cur.fetchone()
+
+        return cycle
+
+    try:
+        yield {"raw": raw, "psycopg_pool": peer_cycle, "marina": marina}
+    finally:
+        await auto.close()
+        await peer.close()
+        for c in raws:
+            await c.close()
+
+
+async def bench(args: argparse.Namespace, dsn: str) -> None:
+    make = asyncpg_contenders if args.driver == "asyncpg" else psycopg_contenders
+    print(f"driver={args.driver} size={args.size} seconds={args.seconds} rounds={args.rounds}")
+    for conc in args.conc:
+        async with make(dsn, conc, args.size) as contenders:
+            results: dict[str, list[float]] = {name: [] for name in contenders}
+            for name, factory in contenders.items():  # warm-up
+                await _run(factory, conc, 0.3)
+            for _ in range(args.rounds):
+                for name, factory in contenders.items():
+                    results[name].append(await _run(factory, conc, args.seconds))
+        med = {name: statistics.median(v) for name, v in results.items()}
+        peer = "asyncpg" if args.driver == "asyncpg" else "psycopg_pool"
+        print(f"\nconc={conc}")
+        for name, ops in med.items():
+            line = f"  {name:<13} {ops:>9.0f} ops/s   {ops / med['raw']:.2f}x raw"
+            line += f"   {ops / med[peer]:.2f}x {peer}"
+            print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--driver", choices=["asyncpg", "psycopg"], default="asyncpg")
+    parser.add_argument("--dsn")
+    parser.add_argument("--conc", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 10, 100])
+    parser.add_argument("--size", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.dsn:
+        asyncio.run(bench(args, args.dsn))
+        return
+    import pgbed
+
+    cluster = pgbed.Cluster()
+    cluster.start()
+    try:
+        asyncio.run(bench(args, cluster.dsn))
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
+
