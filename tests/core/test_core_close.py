@@ -296,3 +296,20 @@ def test_resize_with_bad_bounds_raises_and_keeps_the_old_ones() -> None:
     with pytest.raises(TypeError, match=r"^min_size"):
         sh.core.resize(True, 2, 0.0)
     assert (sh.core.config.min_size, sh.core.config.max_size) == (1, 3)
+
+
+def test_connects_finishing_after_a_resize_down_do_not_park_idle_above_max_size() -> None:
+    sh = Shell(min_size=0, max_size=3, max_connecting=3)
+    sh.open(0.0)
+    waiters = [sh.acquire(0.0) for _ in range(3)]
+    assert sh.in_flight() == 3
+    for waiter in waiters:  # they all time out
+        sh.core.forget_waiter(waiter, timed_out=True)
+    sh.core.resize(0, 1, 1.0)
+    sh.succeed(2.0)
+    # Nobody wants the connections; the pool may hold at most one of them.
+    # (With max_idle=None nothing else would ever close the extra ones.)
+    sh.core.housekeeping(1000.0)
+    sh.drain()
+    assert sh.core.size <= 1
+    assert len(sh.core.idle) <= 1

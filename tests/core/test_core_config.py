@@ -103,9 +103,7 @@ def test_config_is_frozen() -> None:
 
 @pytest.mark.parametrize("name", INTS)
 @pytest.mark.parametrize("value", ["3", 3.0, True, False, None, [3]])
-def test_int_settings_of_the_wrong_type_raise_type_error_naming_them(
-    name: str, value: Any
-) -> None:
+def test_int_settings_of_the_wrong_type_raise_type_error_naming_them(name: str, value: Any) -> None:
     with pytest.raises(TypeError) as info:
         PoolConfig(**settings_for(name, value))
     assert str(info.value).startswith(name)

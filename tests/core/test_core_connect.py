@@ -292,3 +292,27 @@ def test_reconnect_failed_due_fires_once_per_outage_after_reconnect_timeout() ->
     assert sh.core.reconnect_failed_due(1010.0) is True
     assert sh.core.reconnect_failed_due(1011.0) is False
     assert entry.state is not CONNECTING
+
+
+def test_the_first_retry_after_concurrent_failures_still_starts_at_backoff_initial() -> None:
+    # The server is down when four connects are under way.  They fail one
+    # after the other within a millisecond; three are dropped and the last is
+    # kept as the probe.  That probe's first retry is the outage's first retry:
+    # it should come after about backoff_initial (so a restarted server is
+    # noticed within tens of milliseconds), not after backoff_initial * 2**3.
+    sh = Shell(
+        rand=0.999999,
+        min_size=0,
+        max_size=4,
+        max_connecting=4,
+        backoff_initial=0.01,
+        backoff_max=1.0,
+    )
+    sh.open(0.0)
+    for _ in range(4):
+        sh.acquire(0.0)
+    assert sh.in_flight() == 4
+    delays = [sh.fail(0.001 * k) for k in range(4)]
+    assert delays[:3] == [None, None, None]
+    assert delays[3] is not None
+    assert delays[3] <= 0.01

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pgmarina._core import Entry
+from pgmarina._core import Entry, PoolCore
 from pgmarina.errors import PoolClosed, PoolConnectError, TooManyWaiters
 
 INDEX = st.integers(min_value=0, max_value=10**6)
@@ -82,7 +82,7 @@ class PoolMachine(RuleBasedStateMachine):
     # -- helpers -------------------------------------------------------------
 
     @property
-    def core(self) -> Any:
+    def core(self) -> PoolCore[Waiter]:
         return self.sh.core
 
     def _lease(self, entry: Entry, holder: object) -> None:
@@ -374,8 +374,9 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.connections_opened == self.opened
         assert stats.connections_failed == self.failed
         assert stats.connections_closed == self.closed
-        assert core.drained == (not self.held and not self.checking and not self.resetting
-                                and not sh.pings)
+        assert core.drained == (
+            not self.held and not self.checking and not self.resetting and not sh.pings
+        )
 
 
 PoolMachine.TestCase.settings = settings(
@@ -384,4 +385,4 @@ PoolMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestPoolCoreKeepsItsBooksUnderRandomUse = PoolMachine.TestCase
+TestThePoolCoreKeepsItsBooksBalancedUnderRandomUse = PoolMachine.TestCase

@@ -28,9 +28,14 @@ def via(server: Server, proxy: FaultProxy) -> dict[str, Any]:
     return {**server.connect_kwargs(), "host": proxy.host, "port": proxy.port}
 
 
-def dsn_via(server: Server, proxy: FaultProxy, **params: object) -> str:
+def dsn_via(server: Server, proxy: FaultProxy, **params: Any) -> str:
     """A psycopg conninfo string for ``server``, routed through ``proxy``."""
-    kw = {**server.conninfo_kwargs(), "host": proxy.host, "port": proxy.port, **params}
+    kw: dict[str, Any] = {
+        **server.conninfo_kwargs(),
+        "host": proxy.host,
+        "port": proxy.port,
+        **params,
+    }
     return psycopg.conninfo.make_conninfo(**kw)
 
 
@@ -72,7 +77,7 @@ def test_shared_cluster_listens_on_loopback_with_fast_test_settings(pg: Server) 
         "database": "postgres",
     }
     with psycopg.connect(pg.dsn) as conn:
-        settings = dict(
+        settings: dict[str, str] = dict(
             conn.execute(
                 "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
                 [["listen_addresses", "fsync", "synchronous_commit", "full_page_writes",

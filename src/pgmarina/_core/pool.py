@@ -87,8 +87,8 @@ class PoolCore(Generic[W]):
     Args:
         config: The pool's settings.
         wake: ``wake(waiter, entry) -> bool`` hands ``entry`` (already leased)
-            to ``waiter``; it returns ``False`` if that waiter is gone, and
-            must not call back into the core.
+            to ``waiter``; it returns ``False`` if that waiter is gone.  It
+            must not change the core's state (``record_wait`` is fine).
         rand: Source of jitter in ``[0, 1)``; tests pass a fixed one.
 
     Attributes (read by shells, written only here):

@@ -715,9 +715,10 @@ class _Connection:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
         pool = self._pool
-        if pool._transactional and conn._con is not RELEASED:
+        raw = conn._con
+        if pool._transactional and raw is not RELEASED and pool._status(raw) == IN_TRANSACTION:
             try:
-                await pool._adapter.end_block(conn._con, exc_type is not None)
+                await pool._adapter.end_block(raw, exc_type is not None)
             except BaseException:
                 await pool.release(conn)
                 raise

@@ -21,8 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -52,9 +51,10 @@ PINGING = EntryState.PINGING
 class _Waiter:
     """A parked caller: ``gate`` is held until the core hands it an entry."""
 
-    __slots__ = ("entry", "error", "gate")
+    __slots__ = ("entry", "error", "gate", "start")
 
-    def __init__(self) -> None:
+    def __init__(self, start: float) -> None:
+        self.start = start
         self.gate = threading.Lock()
         self.gate.acquire()
         self.entry: Entry | None = None
@@ -297,7 +297,7 @@ class Pool(PoolBase):
 
     def _wait(self, start: float, deadline: float | None) -> Entry:
         core = self._core
-        waiter = _Waiter()
+        waiter = _Waiter(start)
         with self._lock:
             entry = core.checkout(monotonic())
             if entry is None:
@@ -329,12 +329,11 @@ class Pool(PoolBase):
         if waiter.error is not None:
             raise waiter.error
         assert waiter.entry is not None
-        with self._lock:
-            core.record_wait(monotonic() - start)
         return waiter.entry
 
     def _wake(self, waiter: _Waiter, entry: Entry) -> bool:
         # Called by the core with the pool lock held.
+        self._core.record_wait(monotonic() - waiter.start)
         waiter.entry = entry
         waiter.gate.release()
         return True
@@ -370,23 +369,24 @@ class Pool(PoolBase):
             raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
         if conn._pool is not self:
             raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
+        raw = conn._con
+        clean = conn._undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN
+        core = self._core
         with self._lock:
-            raw = conn._con
-            if raw is RELEASED:
+            # Swap under the lock: of two threads releasing one lease, one wins.
+            if conn._con is RELEASED:
                 raise ConnectionReleasedError("this connection was already released")
             conn._con = RELEASED
-        entry = conn._entry
-        if conn._undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN:
-            core = self._core
-            with self._lock:
-                core.checkin(entry, monotonic())
+            if clean:
+                core.checkin(conn._entry, monotonic())
                 if not core.pending and not core.closing:
                     return
                 work = self._take_work()
                 self._notify_if_closing()
+        if clean:
             self._run(work)
-            return
-        self._release_slow(entry, raw, conn._undo)
+        else:
+            self._release_slow(conn._entry, raw, conn._undo)
 
     putconn = release
 
@@ -444,28 +444,13 @@ class Pool(PoolBase):
         if self._core.closing:
             self._changed.notify_all()
 
-    @contextmanager
-    def connection(self, *, timeout: float | None = DEFAULT) -> Iterator[Any]:
+    def connection(self, *, timeout: float | None = DEFAULT) -> _Connection:
         """``with pool.connection() as conn:`` leases a connection for the block.
 
         The block commits on success and rolls back on error (unless the
         connection is in autocommit), as psycopg_pool does.
         """
-        conn = self.acquire(timeout=timeout)
-        try:
-            yield conn
-        except BaseException:
-            self._end_block(conn, failed=True)
-            raise
-        else:
-            self._end_block(conn, failed=False)
-
-    def _end_block(self, conn: Any, *, failed: bool) -> None:
-        try:
-            if self._transactional and conn._con is not RELEASED:
-                self._adapter.end_block(conn._con, failed)
-        finally:
-            self.release(conn)
+        return _Connection(self, timeout)
 
     # ------------------------------------------------------------------
     # background work
@@ -604,6 +589,33 @@ class Pool(PoolBase):
             entries = self._core.check_idle(monotonic())
         for entry in entries:
             self._keepalive(entry)
+
+
+class _Connection:
+    """The context manager behind ``pool.connection()``."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool, timeout: Any) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Any = None
+
+    def __enter__(self) -> Any:
+        self._conn = conn = self._pool.acquire(timeout=self._timeout)
+        return conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        pool = self._pool
+        raw = conn._con
+        if pool._transactional and raw is not RELEASED and pool._status(raw) == IN_TRANSACTION:
+            try:
+                pool._adapter.end_block(raw, exc_type is not None)
+            except BaseException:
+                pool.release(conn)
+                raise
+        pool.release(conn)
 
 
 def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: float) -> None:

@@ -1,0 +1,228 @@
+"""Benchmark: pgmarina's thread Pool against the raw driver and the peer pools.
+
+One cycle is: acquire a connection, run ``SELECT 1``, fetch the row, release
+it.  ``threads`` threads run cycles for ``--seconds``; contenders take turns
+in interleaved rounds and the median is reported.
+
+Contenders (driver psycopg):
+  raw           one dedicated psycopg connection per thread
+  psycopg_pool  psycopg_pool.ConnectionPool(min_size=size, max_size=size)
+  marina        pgmarina.Pool(driver="psycopg")
+
+Contenders (driver psycopg2):
+  raw           one dedicated psycopg2 connection per thread
+  threaded      psycopg2.pool.ThreadedConnectionPool, bounded by a semaphore
+                (it raises instead of waiting when exhausted)
+  marina        pgmarina.Pool(driver="psycopg2")
+
+All connections run in autocommit, so every contender does exactly one
+round trip per cycle.
+
+Usage:
+  python bench/bench_sync.py [--driver psycopg|psycopg2] [--dsn DSN]
+                             [--threads 1,10,50] [--size 10] [--seconds 2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+import pgmarina  # noqa: E402
+
+Cycle = Callable[[], None]
+
+
+def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> float:
+    counts = [0] * threads
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def worker(i: int) -> None:
+        cycle = factory(i)
+        start.wait()
+        n = 0
+        stop = stop_at[0]
+        while time.perf_counter() < stop:
+            cycle()
+            n += 1
+        counts[i] = n
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    start.wait()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def psycopg_contenders(dsn: str, threads: int, size: int) -> Iterator[dict[str, Callable[[int], Cycle]]]:
+    import psycopg
+    import psycopg_pool
+
+    raws = [psycopg.connect(dsn, autocommit=True) for _ in range(threads)]
+    peer = psycopg_pool.ConnectionPool(
+        dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False
+    )
+    peer.open(wait=True)
+    marina = pgmarina.Pool(dsn, driver="psycopg", min_size=size, max_size=size, autocommit=True)
+    marina.open(wait=True)
+
+    def raw(i: int) -> Cycle:
+        conn = raws[i]
+
+        def cycle() -> None:
+            conn.execute("SELECT 1").fetchone()
+
+        return cycle
+
+    def peer_cycle(i: int) -> Cycle:
+        def cycle() -> None:
+            with peer.connection() as conn:
+                conn.execute("SELECT 1").fetchone()
+
+        return cycle
+
+    def marina_cycle(i: int) -> Cycle:
+        def cycle() -> None:
+            with marina.connection() as conn:
+                conn.execute("SELECT 1").fetchone()
+
+        return cycle
+
+    try:
+        yield {"raw": raw, "psycopg_pool": peer_cycle, "marina": marina_cycle}
+    finally:
+        marina.close()
+        peer.close()
+        for c in raws:
+            c.close()
+
+
+@contextlib.contextmanager
+def psycopg2_contenders(dsn: str, threads: int, size: int) -> Iterator[dict[str, Callable[[int], Cycle]]]:
+    import psycopg2
+    import psycopg2.pool
+
+    def connect() -> object:
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        return conn
+
+    raws = [connect() for _ in range(threads)]
+    peer = psycopg2.pool.ThreadedConnectionPool(size, size, dsn)
+    for _ in range(size):  # autocommit on every pooled connection
+        conns = [peer.getconn() for _ in range(size)]
+        for c in conns:
+            c.autocommit = True
+            peer.putconn(c)
+        break
+    gate = threading.BoundedSemaphore(size)
+    marina = pgmarina.Pool(dsn, driver="psycopg2", min_size=size, max_size=size)
+    marina.open(wait=True)
+
+    def raw(i: int) -> Cycle:
+        cur = raws[i].cursor()  # type: ignore[attr-defined]
+
+        def cycle() -> None:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+        return cycle
+
+    def peer_cycle(i: int) -> Cycle:
+        def cycle() -> None:
+            with gate:
+                conn = peer.getconn()
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                        cur.fetchone()
+                finally:
+                    peer.putconn(conn)
+
+        return cycle
+
+    def marina_cycle(i: int) -> Cycle:
+        def cycle() -> None:
+            with marina.connection() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+
+        return cycle
+
+    # pgmarina's psycopg2 connections: autocommit, like the others
+    for _ in range(size):
+        leases = [marina.acquire() for _ in range(size)]
+        for lease in leases:
+            lease.autocommit = True
+            marina.release(lease)
+        break
+    try:
+        yield {"raw": raw, "threaded": peer_cycle, "marina": marina_cycle}
+    finally:
+        marina.close()
+        peer.closeall()
+        for c in raws:
+            c.close()  # type: ignore[attr-defined]
+
+
+def bench(args: argparse.Namespace, dsn: str) -> None:
+    make = psycopg_contenders if args.driver == "psycopg" else psycopg2_contenders
+    peer = "psycopg_pool" if args.driver == "psycopg" else "threaded"
+    print(f"driver={args.driver} size={args.size} seconds={args.seconds} rounds={args.rounds}")
+    for threads in args.threads:
+        with make(dsn, threads, args.size) as contenders:
+            results: dict[str, list[float]] = {name: [] for name in contenders}
+            for factory in contenders.values():  # warm-up
+                _run(factory, threads, 0.3)
+            for _ in range(args.rounds):
+                for name, factory in contenders.items():
+                    results[name].append(_run(factory, threads, args.seconds))
+        med = {name: statistics.median(v) for name, v in results.items()}
+        print(f"\nthreads={threads}")
+        for name, ops in med.items():
+            print(
+                f"  {name:<13} {ops:>9.0f} ops/s   {ops / med['raw']:.2f}x raw"
+                f"   {ops / med[peer]:.2f}x {peer}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--driver", choices=["psycopg", "psycopg2"], default="psycopg")
+    parser.add_argument("--dsn")
+    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 10, 50])
+    parser.add_argument("--size", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.dsn:
+        bench(args, args.dsn)
+        return
+    import pgbed
+
+    cluster = pgbed.Cluster()
+    cluster.start()
+    try:
+        bench(args, cluster.dsn)
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
