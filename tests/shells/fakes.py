@@ -9,9 +9,10 @@ adapters share one scriptable behaviour (:class:`_FakeDriver`):
   until ``heal()``); the error comes from ``connect_error(dsn, kwargs)``;
 * ``connect_gate`` (a :class:`Gate`) holds every connect until it is set, and
   ``connect_delay`` makes each connect take that long;
-* ``fail[name]`` makes the IO method ``name`` (``"ping"``, ``"rollback"``,
-  ``"full_reset"``, ``"close"``, ``"settle"``) raise, and ``hang[name]`` makes it
-  wait for a :class:`Gate` first (async methods still honour their timeout);
+* ``fail_io(name, error, times)`` makes the IO method ``name`` (``"ping"``,
+  ``"rollback"``, ``"full_reset"``, ``"close"``, ``"settle"``) raise, and
+  ``hang[name]`` makes it wait for a :class:`Gate` first (async methods still
+  honour their timeout);
 * ``settle_result`` is what ``settle`` returns;
 * every call is recorded in ``calls`` as a :class:`Call`.
 
@@ -159,6 +160,7 @@ class _FakeDriver:
         self.max_in_flight = 0
         # IO scripting
         self.fail: dict[str, BaseException] = {}
+        self._fail_times: dict[str, int] = {}
         self.hang: dict[str, Gate] = {}
         self.settle_result = True
         self.validated: list[tuple[str | None, dict[str, Any]]] = []
@@ -173,6 +175,16 @@ class _FakeDriver:
     def heal(self) -> None:
         with self._lock:
             self._failures_left = 0
+
+    def fail_io(self, name: str, error: BaseException, times: int | None = None) -> None:
+        """Make IO method ``name`` raise ``error`` (the next ``times`` calls, or always)."""
+        assert name in IO_METHODS, name
+        with self._lock:
+            self.fail[name] = error
+            if times is None:
+                self._fail_times.pop(name, None)
+            else:
+                self._fail_times[name] = times
 
     # -- inspection ---------------------------------------------------------
 
@@ -273,7 +285,13 @@ class _FakeDriver:
 
     def _after_io(self, name: str, conn: FakeConnection) -> Any:
         """Raise a scripted failure, else apply the call's effect."""
-        error = self.fail.get(name)
+        with self._lock:
+            error = self.fail.get(name)
+            if error is not None and name in self._fail_times:
+                self._fail_times[name] -= 1
+                if self._fail_times[name] <= 0:
+                    del self._fail_times[name]
+                    del self.fail[name]
         if error is not None:
             raise error
         if name == "close":

@@ -16,11 +16,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from fakes import FakeAsyncAdapter, FakeSyncAdapter
 
 from pgmarina import AsyncPool, Pool
 
 KINDS = ["async", "sync"]
+
+#: Decorator: run the test once per shell, with ``kind`` = ``"async"`` / ``"sync"``.
+both = pytest.mark.parametrize("kind", KINDS)
 
 #: Settings that keep time-driven behaviour out of a test unless it asks.
 QUIET: dict[str, Any] = {

@@ -271,6 +271,7 @@ class PoolCore(Generic[W]):
             window = self._check_window
             if window is not None and now - entry.alive_at > window:
                 entry.state = CHECKING
+                entry.acquired_at = now
                 return entry
             entry.state = IN_USE
             entry.uses += 1
@@ -280,7 +281,12 @@ class PoolCore(Generic[W]):
         return None
 
     def check_done(self, entry: Entry, ok: bool, now: float) -> bool:
-        """Report a checkout health check; ``True`` means the lease stands."""
+        """Report a checkout health check; ``True`` means the lease stands.
+
+        An entry taken by ``terminate()`` meanwhile is ignored (``False``).
+        """
+        if entry.state in _GONE:
+            return False
         if entry.state is not CHECKING:
             raise IllegalTransition(f"{entry!r} was not being checked")
         if ok:
@@ -430,7 +436,7 @@ class PoolCore(Generic[W]):
         lifetime = self.config.max_lifetime
         if lifetime is not None:
             entry.expires_at = now + lifetime * (1.0 - self.config.lifetime_jitter * self._rand())
-        if self.closing:
+        if self.closing or (self.size > self.config.max_size and not self.waiters):
             self._move_from_fresh(entry)
             return
         self._give(entry, now)
@@ -460,15 +466,14 @@ class PoolCore(Generic[W]):
         self.last_connect_error = error
         if self.failing_since is None:
             self.failing_since = now
-        config = self.config
-        delay = min(config.backoff_max, config.backoff_initial * 2.0**self._attempt)
-        self._attempt = min(self._attempt + 1, 60)
-        delay *= 0.5 + 0.5 * self._rand()
         if not self._wanted() or self.connecting > 1:
             # Another connect is already probing; keep just one.
             self._drop(entry)
             return None
-        return delay
+        config = self.config
+        delay = min(config.backoff_max, config.backoff_initial * 2.0**self._attempt)
+        self._attempt = min(self._attempt + 1, 60)
+        return delay * (0.5 + 0.5 * self._rand())
 
     def retry_due(self, entry: Entry, now: float) -> bool:
         """After the backoff delay: ``True`` to try again, ``False`` if not needed."""
@@ -547,7 +552,18 @@ class PoolCore(Generic[W]):
             self._retire(entry, now)
         else:
             entry.alive_at = now
-            self._give(entry, now)
+            if self.waiters:
+                self._give(entry, now)
+            else:
+                # Back to idle where it was: a ping is not a use, so it must
+                # neither reset the idle clock that max_idle shrinks by nor
+                # move the entry to the hot end of the stack.
+                entry.state = IDLE
+                idle = self.idle
+                at = len(idle)
+                while at and idle[at - 1].idle_since > entry.idle_since:
+                    at -= 1
+                idle.insert(at, entry)
 
     def check_idle(self, now: float) -> list[Entry]:
         """Move every idle entry to ``PINGING`` and return them (``pool.check()``)."""
