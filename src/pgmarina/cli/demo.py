@@ -105,11 +105,13 @@ async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> _Tally:
                  for _ in range(args.tasks)]
         restart = cluster is not None and not args.no_restart
         restart_at = start + args.seconds / 3 if restart else None
+        live: Any = None
         try:
             from rich.live import Live
+
+            live = Live(_table(pool, tally, 0.0), refresh_per_second=8)
         except ImportError:  # rich is optional: print plain lines instead
-            Live = None  # type: ignore[assignment,misc]
-        live = Live(_table(pool, tally, 0.0), refresh_per_second=8) if Live else None
+            pass
         with live if live is not None else contextlib.nullcontext():
             while not all(t.done() for t in tasks):
                 await asyncio.sleep(0.25)
