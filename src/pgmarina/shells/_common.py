@@ -123,8 +123,12 @@ class PoolBase:
         elif callable(reset):
             self._reset_mode = CUSTOM
             self._reset_hook = reset
-        else:
+        elif isinstance(reset, str):
             raise ValueError(f"reset must be 'auto', 'full', None or a callable, not {reset!r}")
+        else:
+            raise TypeError(
+                f"reset must be 'auto', 'full', None or a callable, not {type(reset).__name__}"
+            )
         self._configure = _hook("configure", configure)
         self._check = _hook("check", check)
         self._reconnect_failed = _hook("reconnect_failed", reconnect_failed)
