@@ -12,10 +12,22 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
-from .._redact import describe_target
+from .._lease import RELEASED
+from .._redact import describe_target, redact
 from ..adapters import resolve
+from ..errors import ConnectionReleasedError, PoolConnectError, PoolTimeout
 
-__all__ = ["AUTO", "CUSTOM", "DEFAULT", "FULL", "NO_RESET", "PoolBase", "logger"]
+__all__ = [
+    "AUTO",
+    "CUSTOM",
+    "DEFAULT",
+    "FULL",
+    "NO_RESET",
+    "ConnectionContextBase",
+    "PoolBase",
+    "housekeeping_tick",
+    "logger",
+]
 
 logger = logging.getLogger("pgmarina")
 
@@ -73,6 +85,9 @@ class PoolBase:
         reconnect_timeout: float = 300.0,
         fail_fast_after: float | None = 5.0,
         housekeeping_interval: float = 1.0,
+        lifetime_jitter: float = 0.1,
+        backoff_initial: float = 0.01,
+        backoff_max: float = 1.0,
         connect_timeout: float = 10.0,
         reset_timeout: float = 5.0,
         reset: Any = "auto",
@@ -101,6 +116,9 @@ class PoolBase:
             reconnect_timeout=reconnect_timeout,
             fail_fast_after=fail_fast_after,
             housekeeping_interval=housekeeping_interval,
+            lifetime_jitter=lifetime_jitter,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
         )
         self._connect_timeout: float = _seconds("connect_timeout", connect_timeout) or 0.0
         self._reset_timeout: float = _seconds("reset_timeout", reset_timeout) or 0.0
@@ -190,6 +208,72 @@ class PoolBase:
             return self._config.timeout
         return _seconds("timeout", timeout, allow_none=True)
 
+    # ------------------------------------------------------------------
+    # pieces of the shells' IO paths that are not IO themselves
+
+    def _fill_problem(self, start: float, seconds: float | None, now: float) -> Exception | None:
+        """While ``wait()``-ing to fill: the error to raise now, if any."""
+        core = self._core
+        if seconds is not None and now - start >= seconds:
+            exc: Exception = PoolTimeout(
+                f"{self.name}: {core.size - core.connecting} of {self.min_size} "
+                f"connections open after {seconds:.3g}s"
+            )
+        elif (
+            core.failing_since is not None
+            and self._config.fail_fast_after is not None
+            and now - core.failing_since >= self._config.fail_fast_after
+        ):
+            exc = PoolConnectError(
+                f"{self.name} cannot connect: {redact(str(core.last_connect_error))}"
+            )
+        else:
+            return None
+        exc.__cause__ = core.last_connect_error
+        return exc
+
+    def _check_lease(self, conn: Any) -> None:
+        """Raise unless ``conn`` is a lease handed out by this pool."""
+        if type(conn) is not self._lease_class:
+            raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
+        if conn._pool is not self:
+            raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
+
+    @staticmethod
+    def _void_lease(conn: Any) -> Any:
+        """End a lease: returns its driver connection; raises if already ended."""
+        raw = conn._con
+        if raw is RELEASED:
+            raise ConnectionReleasedError("this connection was already released")
+        conn._con = RELEASED
+        return raw
+
+    def _terminate_quietly(self, conn: Any) -> None:
+        if conn is not None:
+            try:
+                self._adapter.terminate(conn)
+            except Exception:  # pragma: no cover - best effort
+                logger.debug("%s: terminate failed", self.name, exc_info=True)
+
+    def _log_connect_failed(self, exc: BaseException, delay: float | None) -> None:
+        logger.warning(
+            "%s: connect failed (%s)%s",
+            self.name,
+            redact(f"{type(exc).__name__}: {exc}"),
+            "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
+        )
+
+    def _log_reset_failed(self, entry: Entry, exc: BaseException) -> None:
+        logger.warning(
+            "%s: reset of connection #%d failed (%s); discarding it",
+            self.name,
+            entry.id,
+            redact(repr(exc)),
+        )
+
+    def _log_check_failed(self, entry: Entry) -> None:
+        logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+
     def _check_resize(self, min_size: Any, max_size: Any) -> tuple[int, int]:
         if max_size is None:
             max_size = max(min_size, self._core.config.max_size) if isinstance(
@@ -197,3 +281,26 @@ class PoolBase:
             ) else min_size
         PoolConfig(min_size=min_size, max_size=max_size)  # validates both
         return min_size, max_size
+
+
+class ConnectionContextBase:
+    """State of the context manager behind ``pool.connection()``."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Any, timeout: Any) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Any = None
+
+
+def housekeeping_tick(ref: Callable[[], Any]) -> bool:
+    """One housekeeping tick on a weakly held pool; ``False`` once it is gone."""
+    pool = ref()
+    if pool is None or pool._closed:
+        return False
+    try:
+        pool._housekeeping_tick()
+    except Exception:  # pragma: no cover - a bug; keep the pool alive
+        logger.exception("%s: housekeeping failed", pool.name)
+    return True

@@ -23,7 +23,6 @@ Cancellation never loses a connection:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -32,17 +31,24 @@ from typing import Any
 
 from .._core import Entry, EntryState
 from .._lease import RELEASED
-from .._redact import redact
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
 from ..errors import (
-    ConnectionReleasedError,
     PoolClosed,
-    PoolConnectError,
     PoolNotOpen,
     PoolTimeout,
 )
-from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, PoolBase, logger
+from ._common import (
+    AUTO,
+    CUSTOM,
+    DEFAULT,
+    FULL,
+    NO_RESET,
+    ConnectionContextBase,
+    PoolBase,
+    housekeeping_tick,
+    logger,
+)
 
 __all__ = ["AsyncPool"]
 
@@ -89,6 +95,8 @@ class AsyncPool(PoolBase):
         fail_fast_after: After failing to connect this long, acquires that would
             wait raise ``PoolConnectError`` at once.
         housekeeping_interval: Period of the housekeeping task.
+        lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
+        backoff_initial, backoff_max: First and largest reconnect delay.
         connect_timeout: Bound on one connect plus ``configure``.
         reset_timeout: Bound on a reset, check or ping round trip.
         reset: ``"auto"`` (roll back only what the local status shows, and
@@ -169,25 +177,13 @@ class AsyncPool(PoolBase):
             raise PoolNotOpen(f"{self.name} is not open")
         seconds = self._check_timeout(timeout)
         start = monotonic()
-        core = self._core
-        ff = self._config.fail_fast_after
         while not self._filled.is_set():
             if self._closed:
                 raise PoolClosed(f"{self.name} is closed")
-            left = None if seconds is None else seconds - (monotonic() - start)
-            if left is not None and left <= 0:
-                raise PoolTimeout(
-                    f"{self.name}: {core.size - core.connecting} of {self.min_size} "
-                    f"connections open after {seconds:.3g}s"
-                ) from core.last_connect_error
-            since = core.failing_since
-            if since is not None and ff is not None and monotonic() - since >= ff:
-                raise PoolConnectError(
-                    f"{self.name} cannot connect: {redact(str(core.last_connect_error))}"
-                ) from core.last_connect_error
-            step = 0.05 if left is None else min(0.05, left)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._filled.wait(), step)
+            problem = self._fill_problem(start, seconds, monotonic())
+            if problem is not None:
+                raise problem
+            await asyncio.sleep(0.01)
 
     async def __aenter__(self) -> AsyncPool:
         await self.open(wait=True)
@@ -248,11 +244,7 @@ class AsyncPool(PoolBase):
             self._drained.set()
 
     def _hard_close(self, entry: Entry) -> None:
-        if entry.conn is not None:
-            try:
-                self._adapter.terminate(entry.conn)
-            except Exception:  # pragma: no cover - best effort
-                logger.debug("%s: terminate failed", self.name, exc_info=True)
+        self._terminate_quietly(entry.conn)
         self._core.closed(entry)
 
     def _stop_background(self) -> None:
@@ -399,7 +391,7 @@ class AsyncPool(PoolBase):
             self._drain()
             raise
         except Exception:
-            logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+            self._log_check_failed(entry)
             self._adapter.terminate(entry.conn)
             return False
         return True
@@ -433,16 +425,11 @@ class AsyncPool(PoolBase):
 
     def _return(self, conn: Any) -> Awaitable[None] | None:
         """Check the lease in; returns the reset to await, if the caller must."""
-        if type(conn) is not self._lease_class:
-            raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
-        if conn._pool is not self:
-            raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
-        raw = conn._con
-        if raw is RELEASED:
-            raise ConnectionReleasedError("this connection was already released")
-        conn._con = RELEASED
+        self._check_lease(conn)
+        raw = self._void_lease(conn)
         entry = conn._entry
-        if conn._undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN:
+        undo = conn._undo
+        if undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN:
             core = self._core
             core.checkin(entry, monotonic())
             if core.pending or core.closing:
@@ -453,7 +440,7 @@ class AsyncPool(PoolBase):
             self._discard(entry, lost=status == BROKEN)
             return None
         self._core.begin_reset(entry)
-        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, conn._undo)
+        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, undo)
         if not self._core.idle:
             return reset
         self._track(self._loop.create_task(reset))
@@ -468,12 +455,7 @@ class AsyncPool(PoolBase):
             self._discard(entry, lost=False)
             raise
         except Exception as exc:
-            logger.warning(
-                "%s: reset of connection #%d failed (%s); discarding it",
-                self.name,
-                entry.id,
-                redact(repr(exc)),
-            )
+            self._log_reset_failed(entry, exc)
             ok = False
         if not ok or self._status(raw) != CLEAN:
             self._discard(entry, lost=self._is_closed(raw))
@@ -557,12 +539,7 @@ class AsyncPool(PoolBase):
                 except Exception as exc:
                     now = monotonic()
                     delay = core.connect_failed(entry, exc, now)
-                    logger.warning(
-                        "%s: connect failed (%s)%s",
-                        self.name,
-                        redact(f"{type(exc).__name__}: {exc}"),
-                        "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
-                    )
+                    self._log_connect_failed(exc, delay)
                     if core.reconnect_failed_due(now) and self._reconnect_failed is not None:
                         await self._notify_reconnect_failed()
                     if delay is None:
@@ -698,15 +675,10 @@ class AsyncPool(PoolBase):
         )
 
 
-class _Connection:
+class _Connection(ConnectionContextBase):
     """The async context manager behind ``pool.connection()``."""
 
-    __slots__ = ("_conn", "_pool", "_timeout")
-
-    def __init__(self, pool: AsyncPool, timeout: Any) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._conn: Any = None
+    __slots__ = ()
 
     async def __aenter__(self) -> Any:
         self._conn = conn = await self._pool.acquire(timeout=self._timeout)
@@ -740,12 +712,5 @@ async def _housekeeping(ref: weakref.ref[AsyncPool], interval: float) -> None:
     # collected instead of being kept alive by its own housekeeper.
     while True:
         await asyncio.sleep(interval)
-        pool = ref()
-        if pool is None or pool._closed:
+        if not housekeeping_tick(ref):
             return
-        try:
-            pool._housekeeping_tick()
-        except Exception:  # pragma: no cover - a bug; keep the pool alive
-            logger.exception("%s: housekeeping failed", pool.name)
-        del pool
-

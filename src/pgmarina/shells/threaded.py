@@ -27,16 +27,23 @@ from typing import Any
 
 from .._core import Entry, EntryState
 from .._lease import RELEASED
-from .._redact import redact
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import (
-    ConnectionReleasedError,
     PoolClosed,
-    PoolConnectError,
     PoolNotOpen,
     PoolTimeout,
 )
-from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, PoolBase, logger
+from ._common import (
+    AUTO,
+    CUSTOM,
+    DEFAULT,
+    FULL,
+    NO_RESET,
+    ConnectionContextBase,
+    PoolBase,
+    housekeeping_tick,
+    logger,
+)
 
 __all__ = ["Pool"]
 
@@ -157,26 +164,16 @@ class Pool(PoolBase):
         seconds = self._check_timeout(timeout)
         start = monotonic()
         core = self._core
-        ff = self._config.fail_fast_after
         with self._lock:
             if not self._opened:
                 raise PoolNotOpen(f"{self.name} is not open")
             while core.size - core.connecting < core.config.min_size:
                 if self._closed:
                     raise PoolClosed(f"{self.name} is closed")
-                now = monotonic()
-                left = None if seconds is None else seconds - (now - start)
-                if left is not None and left <= 0:
-                    raise PoolTimeout(
-                        f"{self.name}: {core.size - core.connecting} of {self.min_size} "
-                        f"connections open after {seconds:.3g}s"
-                    ) from core.last_connect_error
-                since = core.failing_since
-                if since is not None and ff is not None and now - since >= ff:
-                    raise PoolConnectError(
-                        f"{self.name} cannot connect: {redact(str(core.last_connect_error))}"
-                    ) from core.last_connect_error
-                self._changed.wait(0.05 if left is None else min(0.05, left))
+                problem = self._fill_problem(start, seconds, monotonic())
+                if problem is not None:
+                    raise problem
+                self._changed.wait(0.05)
 
     def __enter__(self) -> Pool:
         self.open(wait=True)
@@ -207,8 +204,8 @@ class Pool(PoolBase):
                 taken = core.terminate(monotonic())
             else:
                 taken = []
+        self._run(work)  # graceful closes go to the workers before they stop
         self._stopping.set()
-        self._run(work)
         for entry in taken:
             self._hard_close(entry)
         if self._workers is not None:
@@ -235,11 +232,7 @@ class Pool(PoolBase):
             self._workers.stop(0)
 
     def _hard_close(self, entry: Entry) -> None:
-        if entry.conn is not None:
-            try:
-                self._adapter.terminate(entry.conn)
-            except Exception:  # pragma: no cover - best effort
-                logger.debug("%s: terminate failed", self.name, exc_info=True)
+        self._terminate_quietly(entry.conn)
         with self._lock:
             self._core.closed(entry)
 
@@ -349,7 +342,7 @@ class Pool(PoolBase):
         try:
             self._ping(entry.conn)
         except Exception:
-            logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+            self._log_check_failed(entry)
             self._adapter.terminate(entry.conn)
             return False
         except BaseException:
@@ -365,20 +358,22 @@ class Pool(PoolBase):
 
     def release(self, conn: Any) -> None:
         """Give a leased connection back; see :meth:`AsyncPool.release`."""
-        if type(conn) is not self._lease_class:
-            raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
-        if conn._pool is not self:
-            raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
+        self._check_lease(conn)
+        entry = conn._entry
+        undo = conn._undo
         raw = conn._con
-        clean = conn._undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN
+        clean = (
+            undo is None
+            and self._reset_mode is AUTO
+            and raw is not RELEASED
+            and self._status(raw) == CLEAN
+        )
         core = self._core
         with self._lock:
-            # Swap under the lock: of two threads releasing one lease, one wins.
-            if conn._con is RELEASED:
-                raise ConnectionReleasedError("this connection was already released")
-            conn._con = RELEASED
+            # Voided under the lock: of two threads releasing one lease, one wins.
+            raw = self._void_lease(conn)
             if clean:
-                core.checkin(conn._entry, monotonic())
+                core.checkin(entry, monotonic())
                 if not core.pending and not core.closing:
                     return
                 work = self._take_work()
@@ -386,7 +381,7 @@ class Pool(PoolBase):
         if clean:
             self._run(work)
         else:
-            self._release_slow(conn._entry, raw, conn._undo)
+            self._release_slow(entry, raw, undo)
 
     putconn = release
 
@@ -400,12 +395,7 @@ class Pool(PoolBase):
         try:
             ok = self._reset(raw, status, undo)
         except Exception as exc:
-            logger.warning(
-                "%s: reset of connection #%d failed (%s); discarding it",
-                self.name,
-                entry.id,
-                redact(repr(exc)),
-            )
+            self._log_reset_failed(entry, exc)
             ok = False
         except BaseException:
             self._discard(entry, lost=False)
@@ -492,12 +482,7 @@ class Pool(PoolBase):
                 with self._lock:
                     delay = core.connect_failed(entry, exc, now)
                     tell = core.reconnect_failed_due(now)
-                logger.warning(
-                    "%s: connect failed (%s)%s",
-                    self.name,
-                    redact(f"{type(exc).__name__}: {exc}"),
-                    "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
-                )
+                self._log_connect_failed(exc, delay)
                 if tell and self._reconnect_failed is not None:
                     try:
                         self._reconnect_failed(self)
@@ -591,15 +576,10 @@ class Pool(PoolBase):
             self._keepalive(entry)
 
 
-class _Connection:
+class _Connection(ConnectionContextBase):
     """The context manager behind ``pool.connection()``."""
 
-    __slots__ = ("_conn", "_pool", "_timeout")
-
-    def __init__(self, pool: Pool, timeout: Any) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._conn: Any = None
+    __slots__ = ()
 
     def __enter__(self) -> Any:
         self._conn = conn = self._pool.acquire(timeout=self._timeout)
@@ -620,11 +600,5 @@ class _Connection:
 
 def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: float) -> None:
     while not stopping.wait(interval):
-        pool = ref()
-        if pool is None or pool._closed:
+        if not housekeeping_tick(ref):
             return
-        try:
-            pool._housekeeping_tick()
-        except Exception:  # pragma: no cover - a bug; keep the pool alive
-            logger.exception("%s: housekeeping failed", pool.name)
-        del pool

@@ -1,0 +1,138 @@
+"""Pool (threads): many threads at once on a small pool."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+from fakes import FakeSyncAdapter
+from harness import QUIET
+
+from pgmarina import Pool, PoolTimeout, unwrap
+
+
+def test_twenty_threads_sharing_four_connections_never_lose_or_share_one() -> None:
+    fake = FakeSyncAdapter()
+    pool = Pool(driver=fake, **{**QUIET, "min_size": 0, "max_size": 4, "timeout": 10})
+    pool.open()
+    errors: list[BaseException] = []
+    holders: dict[int, int] = {}  # raw connection id -> thread ident holding it
+    holders_lock = threading.Lock()
+    start = threading.Barrier(20)
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        me = threading.get_ident()
+        try:
+            start.wait()
+            for _ in range(200):
+                lease = pool.acquire()
+                raw = unwrap(lease)
+                with holders_lock:
+                    assert raw.id not in holders, f"{raw!r} leased twice at once"
+                    holders[raw.id] = me
+                r = rnd.random()
+                if r < 0.1:
+                    lease.begin()  # released in a transaction: rolled back
+                elif r < 0.12:
+                    lease.start_query()  # released busy: settled
+                if rnd.random() < 0.3:
+                    time.sleep(rnd.random() * 0.0005)
+                with holders_lock:
+                    del holders[raw.id]
+                pool.release(lease)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert not any(t.is_alive() for t in threads), "workers hung"
+        assert errors == []
+        s = pool.stats()
+        assert s.size <= 4
+        assert s.in_use == 0
+        assert s.waiting == 0
+        assert s.acquires == 4000
+        assert s.timeouts == 0
+        assert s.connections_opened <= 4  # rollback and settle kept every connection
+        assert fake.count("rollback") + fake.count("settle") == s.resets
+    finally:
+        pool.close()
+
+
+def test_a_thread_that_times_out_waiting_leaves_the_queue() -> None:
+    fake = FakeSyncAdapter()
+    pool = Pool(driver=fake, **{**QUIET, "max_size": 1})
+    pool.open(wait=True)
+    try:
+        held = pool.acquire()
+        outcome: list[Any] = []
+
+        def waiter() -> None:
+            try:
+                outcome.append(pool.acquire(timeout=0.05))
+            except PoolTimeout as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        t.join(5)
+        assert len(outcome) == 1 and isinstance(outcome[0], PoolTimeout)
+        s = pool.stats()
+        assert (s.waiting, s.timeouts, s.in_use) == (0, 1, 1)
+        pool.release(held)
+        lease = pool.acquire(timeout=0)
+        assert unwrap(lease) is fake.connections[0]
+        pool.release(lease)
+    finally:
+        pool.close()
+
+
+def test_many_threads_timing_out_at_once_leave_no_waiter_behind() -> None:
+    fake = FakeSyncAdapter()
+    pool = Pool(driver=fake, **{**QUIET, "max_size": 1})
+    pool.open(wait=True)
+    try:
+        held = pool.acquire()
+        timeouts: list[BaseException] = []
+
+        def waiter() -> None:
+            with pytest.raises(PoolTimeout) as info:
+                pool.acquire(timeout=0.05)
+            timeouts.append(info.value)
+
+        threads = [threading.Thread(target=waiter) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        assert len(timeouts) == 10
+        assert pool.stats().waiting == 0
+        pool.release(held)
+        assert pool.stats().idle == 1
+    finally:
+        pool.close()
+
+
+def test_the_connection_block_commits_nothing_for_a_plain_adapter_and_returns_the_lease() -> None:
+    fake = FakeSyncAdapter()
+    pool = Pool(driver=fake, **QUIET)
+    pool.open(wait=True)
+    try:
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1") == "ok: SELECT 1"
+        assert conn.released
+        with pytest.raises(ZeroDivisionError), pool.connection() as conn:
+            conn.begin()
+            1 / 0  # noqa: B018
+        assert fake.count("rollback") == 1
+        assert pool.stats().idle == 1
+    finally:
+        pool.close()
