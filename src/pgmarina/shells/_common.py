@@ -196,7 +196,7 @@ class PoolBase:
         return "open" if self._opened else "not open"
 
     def __repr__(self) -> str:
-        s = self._core.stats()
+        s = self.stats()
         return (
             f"<{type(self).__name__} {self.name!r} {self._adapter.name}@{self._target} "
             f"{self._state_word()} | size {s.size}/{s.max_size}: {s.idle} idle, "

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from .._core import Entry, EntryState
+from .._core import Entry, EntryState, PoolStats
 from .._lease import RELEASED
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import (
@@ -552,6 +552,11 @@ class Pool(PoolBase):
 
     # ------------------------------------------------------------------
     # administration
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot of sizes and counters; see :class:`PoolStats`."""
+        with self._lock:
+            return self._core.stats()
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change ``min_size``/``max_size``; the pool grows or shrinks to fit."""
