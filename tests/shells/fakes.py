@@ -14,7 +14,9 @@ adapters share one scriptable behaviour (:class:`_FakeDriver`):
   ``hang[name]`` makes it wait for a :class:`Gate` first (async methods still
   honour their timeout);
 * ``settle_result`` is what ``settle`` returns;
-* every call is recorded in ``calls`` as a :class:`Call`.
+* every call, local inspection (``status``, ``is_closed``, ``validate``)
+  included, is recorded in ``calls`` as a :class:`Call`;
+  ``io_calls_since(mark)`` picks out the ones that would be round trips.
 
 The fakes are thread-safe: the thread pool calls them from worker threads.
 """
@@ -198,9 +200,7 @@ class _FakeDriver:
 
     def count(self, name: str, conn: FakeConnection | None = None) -> int:
         with self._lock:
-            return sum(
-                1 for c in self.calls if c.name == name and (conn is None or c.conn is conn)
-            )
+            return sum(1 for c in self.calls if c.name == name and (conn is None or c.conn is conn))
 
     def calls_on(self, conn: FakeConnection) -> list[str]:
         with self._lock:
@@ -265,14 +265,17 @@ class _FakeDriver:
     # -- local inspection (no IO) -------------------------------------------
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        self.record("validate", None, dsn, dict(kwargs))
         self.validated.append((dsn, dict(kwargs)))
         if "sslmode" in kwargs and kwargs["sslmode"] not in ("disable", "require"):
             raise ValueError(f"sslmode {kwargs['sslmode']!r} is not valid")
 
     def is_closed(self, conn: Any) -> bool:
+        self.record("is_closed", conn)
         return bool(conn.closed)
 
     def status(self, conn: Any) -> int:
+        self.record("status", conn)
         if conn.closed:
             return BROKEN
         return int(conn.status)
@@ -358,7 +361,7 @@ class FakeSyncAdapter(_FakeDriver, SyncAdapter):
     #: Longest a hanging call waits for its gate (a safety net for broken tests).
     hang_limit = 10.0
 
-    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         start = self._begin_connect()
         try:
             if self.connect_gate is not None:

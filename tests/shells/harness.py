@@ -135,4 +135,3 @@ def run(
             await h.cleanup()
 
     asyncio.run(main())
-

@@ -51,7 +51,8 @@ def test_a_waiter_cancelled_just_as_it_is_handed_a_connection_gives_it_back() ->
         await eventually(lambda: h.stats().waiting == 1, what="queued")
         # Same loop iteration: the release hands the connection to the waiter's
         # future, then the waiting task is cancelled before it can run.
-        await h.pool.release(held)
+        await h.pool.release(held)  # a clean release does not yield to the loop
+        assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

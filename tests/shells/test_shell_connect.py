@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -37,7 +38,7 @@ def test_a_waiter_with_a_long_timeout_is_served_once_failing_connects_recover(
 def _gaps(attempts: list[tuple[float, float, bool]]) -> list[float]:
     """Time from the end of each failed attempt to the start of the next."""
     ordered = sorted(attempts)
-    return [b[0] - a[1] for a, b in zip(ordered, ordered[1:]) if not a[2]]
+    return [b[0] - a[1] for a, b in itertools.pairwise(ordered) if not a[2]]
 
 
 @both
@@ -94,7 +95,7 @@ def test_only_one_connect_is_in_flight_while_failing_even_with_twenty_waiters(
         first_failure = min(end for _, end, _ in attempts)
         later = [a for a in attempts if a[0] >= first_failure]
         assert len(later) >= 3, attempts
-        for a, b in zip(later, later[1:]):
+        for a, b in itertools.pairwise(later):
             assert b[0] >= a[1], f"connects overlapped while failing: {a} {b}"
         # and none of the later ones overlapped an earlier one either
         for start, _, _ in later:
@@ -204,8 +205,12 @@ def test_reconnect_failed_is_called_once_per_outage_after_reconnect_timeout(kind
         await h.call("expire")
         await eventually(lambda: len(told) == 2, what="second reconnect_failed")
 
-    run(kind, body, reconnect_timeout=0.2,
-        reconnect_failed=lambda pool: told.append((pool, time.monotonic())))
+    run(
+        kind,
+        body,
+        reconnect_timeout=0.2,
+        reconnect_failed=lambda pool: told.append((pool, time.monotonic())),
+    )
 
 
 def test_async_reconnect_failed_may_be_a_coroutine_function() -> None:

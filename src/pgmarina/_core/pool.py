@@ -60,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Generic, TypeVar
 
+from .._redact import redact
 from ..errors import IllegalTransition, PoolClosed, PoolConnectError, TooManyWaiters
 from .config import PoolConfig
 from .entry import ALLOWED, Entry, EntryState
@@ -626,4 +627,4 @@ def _describe(error: BaseException | None) -> str:
     if error is None:
         return "unknown error"
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return redact(f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": "))

@@ -24,6 +24,7 @@ __all__ = [
     "AsyncAdapter",
     "SyncAdapter",
     "bounded",
+    "with_connect_timeout",
 ]
 
 T = TypeVar("T")
@@ -109,9 +110,14 @@ class AsyncAdapter(_AdapterBase):
 
 
 class SyncAdapter(_AdapterBase):
-    """Adapter for the thread :class:`~pgmarina.Pool`."""
+    """Adapter for the thread :class:`~pgmarina.Pool`.
 
-    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+    Blocking drivers cannot be interrupted from outside, so only connects are
+    bounded (libpq's ``connect_timeout``); a query that hangs on a dead
+    network hangs until the kernel gives up on the socket.
+    """
+
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         raise NotImplementedError
 
     def close(self, conn: Any) -> None:
@@ -131,3 +137,13 @@ class SyncAdapter(_AdapterBase):
 
     def end_block(self, conn: Any, failed: bool) -> None:
         """Commit (``failed`` false) or roll back, for ``transactional_context``."""
+
+
+def with_connect_timeout(
+    dsn: str | None, kwargs: Mapping[str, Any], timeout: float
+) -> dict[str, Any]:
+    """``kwargs`` plus libpq's ``connect_timeout`` unless the caller set one."""
+    out = dict(kwargs)
+    if timeout > 0 and "connect_timeout" not in out and "connect_timeout" not in (dsn or ""):
+        out["connect_timeout"] = max(2, int(timeout + 0.999))  # libpq: whole seconds, >= 2
+    return out

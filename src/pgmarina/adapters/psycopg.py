@@ -19,7 +19,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._lease import Lease
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, bounded
+from .base import (
+    BROKEN,
+    BUSY,
+    CLEAN,
+    IN_TRANSACTION,
+    AsyncAdapter,
+    SyncAdapter,
+    bounded,
+    with_connect_timeout,
+)
 
 try:
     import psycopg
@@ -166,8 +175,8 @@ class PsycopgAdapter(SyncAdapter):
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         _validate(dsn, kwargs, psycopg.Connection)
 
-    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
-        cls, rest = _connect_args(kwargs, psycopg.Connection)
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
+        cls, rest = _connect_args(with_connect_timeout(dsn, kwargs, timeout), psycopg.Connection)
         return cls.connect(dsn or "", **rest)
 
     def is_closed(self, conn: Any) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter
+from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
 
 try:
     import psycopg2
@@ -58,8 +58,8 @@ class Psycopg2Adapter(SyncAdapter):
         except psycopg2.ProgrammingError as exc:
             raise TypeError(f"connect keywords rejected by libpq: {exc}") from None
 
-    def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
-        return psycopg2.connect(dsn or "", **kwargs)
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
+        return psycopg2.connect(dsn or "", **with_connect_timeout(dsn, kwargs, timeout))
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)

@@ -513,7 +513,7 @@ class Pool(PoolBase):
             return
 
     def _open_one(self) -> Any:
-        conn = self._adapter.connect(self._dsn, self._connect_kwargs)
+        conn = self._adapter.connect(self._dsn, self._connect_kwargs, self._connect_timeout)
         if self._configure is not None:
             try:
                 self._configure(conn)
