@@ -13,7 +13,19 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["ALLOWED", "Entry", "EntryState"]
+__all__ = [
+    "ALLOWED",
+    "CHECKING",
+    "CLOSED",
+    "CLOSING",
+    "CONNECTING",
+    "IDLE",
+    "IN_USE",
+    "PINGING",
+    "RESETTING",
+    "Entry",
+    "EntryState",
+]
 
 
 class EntryState(enum.Enum):
@@ -30,6 +42,15 @@ class EntryState(enum.Enum):
 
 
 S = EntryState
+# Short names, for code that compares states on hot paths.
+CONNECTING = S.CONNECTING
+IDLE = S.IDLE
+CHECKING = S.CHECKING
+IN_USE = S.IN_USE
+RESETTING = S.RESETTING
+PINGING = S.PINGING
+CLOSING = S.CLOSING
+CLOSED = S.CLOSED
 
 #: Every move the core may make.  Anything else is a bug.
 ALLOWED: dict[EntryState, frozenset[EntryState]] = {

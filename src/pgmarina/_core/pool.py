@@ -63,21 +63,25 @@ from typing import Generic, TypeVar
 from .._redact import redact
 from ..errors import IllegalTransition, PoolClosed, PoolConnectError, TooManyWaiters
 from .config import PoolConfig
-from .entry import ALLOWED, Entry, EntryState
+from .entry import (
+    ALLOWED,
+    CHECKING,
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    IDLE,
+    IN_USE,
+    PINGING,
+    RESETTING,
+    Entry,
+    EntryState,
+)
 from .stats import PoolStats
 
 __all__ = ["PoolCore"]
 
 W = TypeVar("W")
 
-CONNECTING = EntryState.CONNECTING
-IDLE = EntryState.IDLE
-CHECKING = EntryState.CHECKING
-IN_USE = EntryState.IN_USE
-RESETTING = EntryState.RESETTING
-PINGING = EntryState.PINGING
-CLOSING = EntryState.CLOSING
-CLOSED = EntryState.CLOSED
 _BUSY = frozenset({CHECKING, IN_USE, RESETTING})
 _GONE = frozenset({CLOSING, CLOSED})
 

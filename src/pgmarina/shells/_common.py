@@ -25,7 +25,6 @@ __all__ = [
     "NO_RESET",
     "ConnectionContextBase",
     "PoolBase",
-    "housekeeping_tick",
     "logger",
 ]
 
@@ -155,6 +154,10 @@ class PoolBase:
         self.name = name or f"pool-{next(_names)}"
         self._target = describe_target(dsn, ckw)
         self._lease_class = adapter.lease_class
+        # Bound once: the hot paths call these on every lease.
+        self._is_closed = adapter.is_closed
+        self._status = adapter.status
+        self._transactional = adapter.transactional_context
         self._core: PoolCore[Any] = PoolCore(self._config, self._wake)
         self._opened = False
         self._closed = False
@@ -274,6 +277,18 @@ class PoolBase:
     def _log_check_failed(self, entry: Entry) -> None:
         logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
 
+    @staticmethod
+    def _tick_weakly(ref: Callable[[], Any]) -> bool:
+        """One housekeeping tick on a weakly held pool; ``False`` once it is gone."""
+        pool = ref()
+        if pool is None or pool._closed:
+            return False
+        try:
+            pool._housekeeping_tick()
+        except Exception:  # pragma: no cover - a bug; keep the pool alive
+            logger.exception("%s: housekeeping failed", pool.name)
+        return True
+
     def _check_resize(self, min_size: Any, max_size: Any) -> tuple[int, int]:
         if max_size is None:
             max_size = max(min_size, self._core.config.max_size) if isinstance(
@@ -293,14 +308,3 @@ class ConnectionContextBase:
         self._timeout = timeout
         self._conn: Any = None
 
-
-def housekeeping_tick(ref: Callable[[], Any]) -> bool:
-    """One housekeeping tick on a weakly held pool; ``False`` once it is gone."""
-    pool = ref()
-    if pool is None or pool._closed:
-        return False
-    try:
-        pool._housekeeping_tick()
-    except Exception:  # pragma: no cover - a bug; keep the pool alive
-        logger.exception("%s: housekeeping failed", pool.name)
-    return True

@@ -29,36 +29,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic
 from typing import Any
 
-from .._core import Entry, EntryState
+from .._core import Entry
+from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
 from .._lease import RELEASED
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
-from ..errors import (
-    PoolClosed,
-    PoolNotOpen,
-    PoolTimeout,
-)
-from ._common import (
-    AUTO,
-    CUSTOM,
-    DEFAULT,
-    FULL,
-    NO_RESET,
-    ConnectionContextBase,
-    PoolBase,
-    housekeeping_tick,
-    logger,
-)
+from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
+from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBase, PoolBase, logger
 
 __all__ = ["AsyncPool"]
 
 _INF = float("inf")
-IN_USE = EntryState.IN_USE
-CHECKING = EntryState.CHECKING
-CONNECTING = EntryState.CONNECTING
-CLOSING = EntryState.CLOSING
-CLOSED = EntryState.CLOSED
-PINGING = EntryState.PINGING
 
 async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
     result = hook(*args)
@@ -115,9 +96,6 @@ class AsyncPool(PoolBase):
 
     def __init__(self, dsn: str | None = None, *, driver: Any = "asyncpg", **kwargs: Any) -> None:
         super().__init__(dsn, driver=driver, **kwargs)
-        adapter = self._adapter
-        self._is_closed = adapter.is_closed
-        self._status = adapter.status
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connect_tasks: dict[Entry, asyncio.Task[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,7 +105,6 @@ class AsyncPool(PoolBase):
         self._deadlines: dict[asyncio.Future[Entry], tuple[float, float]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = _INF
-        self._transactional = adapter.transactional_context
 
     # ------------------------------------------------------------------
     # lifecycle
@@ -712,5 +689,5 @@ async def _housekeeping(ref: weakref.ref[AsyncPool], interval: float) -> None:
     # collected instead of being kept alive by its own housekeeper.
     while True:
         await asyncio.sleep(interval)
-        if not housekeeping_tick(ref):
+        if not PoolBase._tick_weakly(ref):
             return

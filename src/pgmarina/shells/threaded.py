@@ -25,34 +25,15 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from .._core import Entry, EntryState, PoolStats
+from .._core import Entry, PoolStats
+from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
 from .._lease import RELEASED
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
-from ..errors import (
-    PoolClosed,
-    PoolNotOpen,
-    PoolTimeout,
-)
-from ._common import (
-    AUTO,
-    CUSTOM,
-    DEFAULT,
-    FULL,
-    NO_RESET,
-    ConnectionContextBase,
-    PoolBase,
-    housekeeping_tick,
-    logger,
-)
+from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
+from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBase, PoolBase, logger
 
 __all__ = ["Pool"]
 
-IN_USE = EntryState.IN_USE
-CHECKING = EntryState.CHECKING
-CONNECTING = EntryState.CONNECTING
-CLOSING = EntryState.CLOSING
-CLOSED = EntryState.CLOSED
-PINGING = EntryState.PINGING
 
 
 class _Waiter:
@@ -119,15 +100,11 @@ class Pool(PoolBase):
 
     def __init__(self, dsn: str | None = None, *, driver: Any = "psycopg", **kwargs: Any) -> None:
         super().__init__(dsn, driver=driver, **kwargs)
-        adapter = self._adapter
-        self._is_closed = adapter.is_closed
-        self._status = adapter.status
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # filled / drained
         self._stopping = threading.Event()
         self._workers: _Workers | None = None
         self._housekeeper: threading.Thread | None = None
-        self._transactional = adapter.transactional_context
 
     # ------------------------------------------------------------------
     # lifecycle
@@ -544,11 +521,15 @@ class Pool(PoolBase):
             self._notify_if_closing()
         self._run(work)
 
-    def _housekeeping_tick(self) -> None:
+    def _apply(self, decide: Callable[[float], object]) -> None:
+        """Run a core decision under the lock, then the IO it asks for."""
         with self._lock:
-            self._core.housekeeping(monotonic())
+            decide(monotonic())
             work = self._take_work()
         self._run(work)
+
+    def _housekeeping_tick(self) -> None:
+        self._apply(self._core.housekeeping)
 
     # ------------------------------------------------------------------
     # administration
@@ -561,17 +542,11 @@ class Pool(PoolBase):
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change ``min_size``/``max_size``; the pool grows or shrinks to fit."""
         lo, hi = self._check_resize(min_size, max_size)
-        with self._lock:
-            self._core.resize(lo, hi, monotonic())
-            work = self._take_work()
-        self._run(work)
+        self._apply(lambda now: self._core.resize(lo, hi, now))
 
     def expire(self) -> None:
         """Replace every connection: idle ones now, leased ones when they return."""
-        with self._lock:
-            self._core.expire(monotonic())
-            work = self._take_work()
-        self._run(work)
+        self._apply(self._core.expire)
 
     def check(self) -> None:
         """Ping every idle connection now (in this thread); replace failures."""
@@ -605,5 +580,5 @@ class _Connection(ConnectionContextBase):
 
 def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: float) -> None:
     while not stopping.wait(interval):
-        if not housekeeping_tick(ref):
+        if not PoolBase._tick_weakly(ref):
             return
