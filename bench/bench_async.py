@@ -10,6 +10,8 @@ Contenders (driver asyncpg):
   asyncpg      asyncpg.create_pool(min_size=size, max_size=size)
   marina       pgmarina.AsyncPool(reset="auto")
   marina-full  pgmarina.AsyncPool(reset="full")  (same reset work as asyncpg's pool)
+  raw+reset    one dedicated connection per task running SELECT 1 and then asyncpg's
+               reset query: no pool at all, the ceiling for any pool that resets fully
 
 Contenders (driver psycopg):
   raw          one dedicated psycopg.AsyncConnection per task
@@ -88,6 +90,16 @@ async def asyncpg_contenders(
 
         return cycle
 
+    def raw_reset(i: int) -> Cycle:
+        conn = raws[i % len(raws)]
+        query = conn.get_reset_query()
+
+        async def cycle() -> None:
+            await conn.fetchval("SELECT 1")
+            await conn.execute(query)
+
+        return cycle
+
     def marina(pool: pgmarina.AsyncPool) -> Callable[[int], Cycle]:
         def make(i: int) -> Cycle:
             async def cycle() -> None:
@@ -100,7 +112,7 @@ async def asyncpg_contenders(
 
     try:
         yield {"raw": raw, "asyncpg": peer_cycle, "marina": marina(auto),
-               "marina-full": marina(full)}
+               "marina-full": marina(full), "raw+reset": raw_reset}
     finally:
         await auto.close()
         await full.close()

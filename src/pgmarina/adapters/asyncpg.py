@@ -102,9 +102,17 @@ class AsyncpgAdapter(AsyncAdapter):
         await conn.execute("ROLLBACK", timeout=timeout)
 
     async def full_reset(self, conn: Any, timeout: float) -> None:
+        # What Connection.reset() does, in one round trip: a pending ROLLBACK
+        # rides in the same simple-query message as the reset query, and the
+        # driver's own timeout replaces a separate timeout context.
+        conn._listeners.clear()
+        conn._log_listeners.clear()
+        query = conn.get_reset_query()
         if _status(conn) == IN_TRANSACTION:
-            await self.rollback(conn, timeout)
-        await conn.reset(timeout=timeout)
+            conn._top_xact = None
+            query = f"ROLLBACK;\n{query}"
+        if query:
+            await conn.execute(query, timeout=timeout)
 
     async def ping(self, conn: Any, timeout: float) -> None:
         await conn.execute("SELECT 1", timeout=timeout)
