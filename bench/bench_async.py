@@ -22,7 +22,7 @@ Usage:
   python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN]
                               [--conc 1,10,100] [--size 10] [--seconds 2] [--rounds 3]
 
-Without --dsn a throwaway cluster is started from the test bed.
+Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
 """
 
 from __future__ import annotations
@@ -30,17 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-
-import pgmarina  # noqa: E402
+import pgmarina
+from pgmarina.contrib import embedded
 
 Cycle = Callable[[], Awaitable[None]]
 
@@ -177,7 +172,7 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
     for conc in args.conc:
         async with make(dsn, conc, args.size) as contenders:
             results: dict[str, list[float]] = {name: [] for name in contenders}
-            for name, factory in contenders.items():  # warm-up
+            for factory in contenders.values():  # warm-up
                 await _run(factory, conc, 0.3)
             for _ in range(args.rounds):
                 for name, factory in contenders.items():
@@ -204,9 +199,7 @@ def main() -> None:
     if args.dsn:
         asyncio.run(bench(args, args.dsn))
         return
-    import pgbed
-
-    cluster = pgbed.Cluster()
+    cluster = embedded.Cluster()
     cluster.start()
     try:
         asyncio.run(bench(args, cluster.dsn))

@@ -27,17 +27,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-
-import pgmarina  # noqa: E402
+import pgmarina
+from pgmarina.contrib import embedded
 
 Cycle = Callable[[], None]
 
@@ -69,7 +65,9 @@ def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> float
 
 
 @contextlib.contextmanager
-def psycopg_contenders(dsn: str, threads: int, size: int) -> Iterator[dict[str, Callable[[int], Cycle]]]:
+def psycopg_contenders(
+    dsn: str, threads: int, size: int
+) -> Iterator[dict[str, Callable[[int], Cycle]]]:
     import psycopg
     import psycopg_pool
 
@@ -113,7 +111,9 @@ def psycopg_contenders(dsn: str, threads: int, size: int) -> Iterator[dict[str, 
 
 
 @contextlib.contextmanager
-def psycopg2_contenders(dsn: str, threads: int, size: int) -> Iterator[dict[str, Callable[[int], Cycle]]]:
+def psycopg2_contenders(
+    dsn: str, threads: int, size: int
+) -> Iterator[dict[str, Callable[[int], Cycle]]]:
     import psycopg2
     import psycopg2.pool
 
@@ -214,9 +214,7 @@ def main() -> None:
     if args.dsn:
         bench(args, args.dsn)
         return
-    import pgbed
-
-    cluster = pgbed.Cluster()
+    cluster = embedded.Cluster()
     cluster.start()
     try:
         bench(args, cluster.dsn)
