@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ConnectionReleasedError
 
-__all__ = ["RELEASED", "Lease", "unwrap"]
+__all__ = ["RELEASED", "Lease", "set_released", "unwrap"]
 
 
 class _Released:
@@ -30,6 +30,11 @@ class _Released:
     def __getattr__(self, name: str) -> Any:
         raise ConnectionReleasedError(
             f"cannot use .{name}: this connection was released back to the pool"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ConnectionReleasedError(
+            f"cannot set .{name}: this connection was released back to the pool"
         )
 
     def __repr__(self) -> str:
@@ -45,13 +50,20 @@ class Lease:
     __slots__ = ("_con", "_entry", "_pool", "_undo")
 
     def __init__(self, con: Any, entry: Any, pool: Any) -> None:
-        self._con = con
-        self._entry = entry
-        self._pool = pool
-        self._undo: list[Any] | None = None
+        _set_con(self, con)
+        _set_entry(self, entry)
+        _set_pool(self, pool)
+        _set_undo(self, None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``conn.autocommit = True`` and the like reach the driver connection.
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._con, name, value)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:
@@ -63,8 +75,9 @@ class Lease:
         return self._con is RELEASED
 
     def _note(self, item: Any) -> None:
+        # Called by driver-specific leases when a borrower leaves state behind.
         if self._undo is None:
-            self._undo = [item]
+            _set_undo(self, [item])
         else:
             self._undo.append(item)
 
@@ -73,6 +86,20 @@ class Lease:
         if con is RELEASED:
             return f"<pgmarina lease #{self._entry.id} (released)>"
         return f"<pgmarina lease #{self._entry.id} of {type(con).__module__}.{type(con).__name__}>"
+
+
+_OWN = frozenset(Lease.__slots__)
+# The slots' own setters: faster than object.__setattr__ on the hot path.
+_slot: Any = Lease.__dict__
+_set_con = _slot["_con"].__set__
+_set_entry = _slot["_entry"].__set__
+_set_pool = _slot["_pool"].__set__
+_set_undo = _slot["_undo"].__set__
+
+
+def set_released(lease: Lease) -> None:
+    """End ``lease``: every later use of it raises ``ConnectionReleasedError``."""
+    _set_con(lease, RELEASED)
 
 
 def unwrap(conn: Any) -> Any:

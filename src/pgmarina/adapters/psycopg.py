@@ -15,7 +15,8 @@ all other keywords are libpq connection parameters and are checked up front.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from .._lease import Lease
@@ -130,7 +131,7 @@ class AsyncPsycopgAdapter(AsyncAdapter):
         await bounded(conn.close(), timeout)
 
     async def rollback(self, conn: Any, timeout: float) -> None:
-        await bounded(conn.rollback(), timeout)
+        await _bounded_io(conn, conn.rollback(), timeout)
 
     async def _in_autocommit(self, conn: Any, query: str) -> None:
         if conn.autocommit:
@@ -145,11 +146,11 @@ class AsyncPsycopgAdapter(AsyncAdapter):
 
     async def full_reset(self, conn: Any, timeout: float) -> None:
         if _status(conn) == IN_TRANSACTION:
-            await bounded(conn.rollback(), timeout)
-        await bounded(self._in_autocommit(conn, "DISCARD ALL"), timeout)
+            await _bounded_io(conn, conn.rollback(), timeout)
+        await _bounded_io(conn, self._in_autocommit(conn, "DISCARD ALL"), timeout)
 
     async def ping(self, conn: Any, timeout: float) -> None:
-        await bounded(self._in_autocommit(conn, ""), timeout)
+        await _bounded_io(conn, self._in_autocommit(conn, ""), timeout)
 
     async def end_block(self, conn: Any, failed: bool) -> None:
         if _needs_end(conn) and not conn.autocommit:
@@ -162,6 +163,35 @@ class AsyncPsycopgAdapter(AsyncAdapter):
 
 async def _done() -> None:
     return None
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _bounded_io(conn: Any, aw: Awaitable[Any], timeout: float) -> Any:
+    """Run one IO step on ``conn``, cutting the connection off if it overruns.
+
+    Cancelling psycopg mid-query makes it send a cancel request and wait for
+    the server, which on a dead network never answers.  So on timeout (or if
+    the caller is cancelled) the socket is closed first; psycopg then fails
+    at once and the step's task is cancelled and left to finish alone.
+    """
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except BaseException:
+        conn.pgconn.finish()
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise
+    if not done:
+        conn.pgconn.finish()
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise TimeoutError(f"gave up after {timeout:g}s; connection closed")
+    return task.result()
 
 
 class PsycopgAdapter(SyncAdapter):

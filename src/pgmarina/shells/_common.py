@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
-from .._lease import RELEASED
+from .._lease import RELEASED, set_released
 from .._redact import describe_target, redact
-from ..adapters import resolve
-from ..errors import ConnectionReleasedError, PoolConnectError, PoolTimeout
+from ..adapters import BUSY, CLEAN, IN_TRANSACTION, resolve
+from ..errors import ConnectionReleasedError, PoolConnectError, PoolError, PoolTimeout
 
 __all__ = [
     "AUTO",
@@ -235,6 +235,18 @@ class PoolBase:
         exc.__cause__ = core.last_connect_error
         return exc
 
+    def _check_configured(self, conn: Any) -> None:
+        """Refuse a connection that ``configure`` left in a transaction (or broken)."""
+        status = self._status(conn)
+        if status != CLEAN:
+            what = {IN_TRANSACTION: "in a transaction", BUSY: "running a query"}.get(
+                status, "broken"
+            )
+            raise PoolError(
+                f"{self.name}: configure left the new connection {what}; it was discarded "
+                "(commit or roll back inside configure, or use autocommit)"
+            )
+
     def _check_lease(self, conn: Any) -> None:
         """Raise unless ``conn`` is a lease handed out by this pool."""
         if type(conn) is not self._lease_class:
@@ -248,7 +260,7 @@ class PoolBase:
         raw = conn._con
         if raw is RELEASED:
             raise ConnectionReleasedError("this connection was already released")
-        conn._con = RELEASED
+        set_released(conn)
         return raw
 
     def _terminate_quietly(self, conn: Any) -> None:

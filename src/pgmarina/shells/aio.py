@@ -543,6 +543,7 @@ class AsyncPool(PoolBase):
         if self._configure is not None:
             try:
                 await _call_hook(self._configure, conn)
+                self._check_configured(conn)
             except BaseException:
                 self._adapter.terminate(conn)
                 raise

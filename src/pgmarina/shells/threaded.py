@@ -174,6 +174,8 @@ class Pool(PoolBase):
                 waiter.error = PoolClosed(f"{self.name} closed while waiting")
                 waiter.gate.release()
             work = self._take_work()
+        self._run(work)  # idle connections close now, on the workers
+        with self._lock:
             if not self._changed.wait_for(lambda: core.drained, timeout):
                 logger.warning(
                     "%s: leases still out after %.3gs; terminating them", self.name, timeout
@@ -181,7 +183,6 @@ class Pool(PoolBase):
                 taken = core.terminate(monotonic())
             else:
                 taken = []
-        self._run(work)  # graceful closes go to the workers before they stop
         self._stopping.set()
         for entry in taken:
             self._hard_close(entry)
@@ -494,6 +495,7 @@ class Pool(PoolBase):
         if self._configure is not None:
             try:
                 self._configure(conn)
+                self._check_configured(conn)
             except BaseException:
                 self._adapter.terminate(conn)
                 raise
