@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import psycopg
@@ -43,6 +44,8 @@ __all__ = [
     "Admin",
     "Combo",
     "Interrupted",
+    "Unhealthy",
+    "dsn_via",
     "eventually",
     "run_async",
     "unique",
@@ -53,14 +56,20 @@ log = logging.getLogger("conformance")
 _UNSET: Any = object()
 
 
+def dsn_via(server: Any, proxy: Any) -> str:
+    """A URI DSN for ``server`` that goes through ``proxy`` (every driver takes URIs)."""
+    auth = quote(server.user, safe="")
+    if server.password is not None:
+        auth += ":" + quote(server.password, safe="")
+    return f"postgresql://{auth}@{proxy.host}:{proxy.port}/{quote(server.dbname, safe='')}"
+
+
 def unique(prefix: str = "pgm") -> str:
     """A name no other test uses (roles, tables, application names)."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-async def eventually(
-    predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = ""
-) -> None:
+async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "") -> None:
     """Poll ``predicate`` (sync or async) until it is true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -72,6 +81,10 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s: {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+class Unhealthy(Exception):
+    """Raised on purpose by a test hook."""
 
 
 class Interrupted(BaseException):
@@ -91,10 +104,17 @@ class Admin:
         )
         return {r["pid"] for r in rows}
 
+    async def wait_backends(self, app: str, n: int, timeout: float = 5.0) -> None:
+        """Wait until exactly ``n`` backends carry application_name ``app``."""
+
+        async def count_is_n() -> bool:
+            return len(await self.pids(app)) == n
+
+        await eventually(count_is_n, timeout=timeout, what=f"{n} backends of {app}")
+
     async def alive(self, pid: int) -> bool:
-        return bool(
-            await self.conn.fetchval("SELECT EXISTS(SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid)
-        )
+        sql = "SELECT EXISTS(SELECT 1 FROM pg_stat_activity WHERE pid = $1)"
+        return bool(await self.conn.fetchval(sql, pid))
 
     async def terminate(self, pid: int) -> None:
         """``pg_terminate_backend`` and wait (up to 5 s) until the backend is gone."""
@@ -154,7 +174,12 @@ class Combo:
             try:
                 return await coro
             finally:
-                await self._cleanup()
+                try:
+                    await self._cleanup()
+                finally:
+                    self._pools.clear()
+                    self._apps.clear()
+                    self._admins.clear()
 
         return asyncio.run(main())
 
@@ -231,25 +256,26 @@ class Combo:
         self._admins.append(conn)
         return Admin(conn)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Await ``fn(...)`` (async pairs) or run it in a worker thread (thread pairs)."""
         if self.is_async:
             return await fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def open(self, pool: Any, *, wait: bool = True, timeout: Any = _UNSET) -> None:
         kw = {} if timeout is _UNSET else {"timeout": timeout}
-        await self._call(pool.open, wait=wait, **kw)
+        await self.call(pool.open, wait=wait, **kw)
 
     async def acquire(self, pool: Any, *, timeout: Any = _UNSET) -> Any:
         kw = {} if timeout is _UNSET else {"timeout": timeout}
-        return await self._call(pool.acquire, **kw)
+        return await self.call(pool.acquire, **kw)
 
     async def release(self, pool: Any, conn: Any) -> None:
-        await self._call(pool.release, conn)
+        await self.call(pool.release, conn)
 
     async def close(self, pool: Any, *, timeout: Any = _UNSET) -> None:
         kw = {} if timeout is _UNSET else {"timeout": timeout}
-        await self._call(pool.close, **kw)
+        await self.call(pool.close, **kw)
 
     async def terminate(self, pool: Any) -> None:
         if self.is_async:
@@ -258,10 +284,10 @@ class Combo:
             await asyncio.to_thread(pool.terminate)
 
     async def expire(self, pool: Any) -> None:
-        await self._call(pool.expire)
+        await self.call(pool.expire)
 
     async def check(self, pool: Any) -> None:
-        await self._call(pool.check)
+        await self.call(pool.check)
 
     @contextlib.asynccontextmanager
     async def connection(self, pool: Any, *, timeout: Any = _UNSET) -> AsyncIterator[Any]:
@@ -295,9 +321,7 @@ class Combo:
         return await asyncio.to_thread(_sync_value, self.driver, conn, sql)
 
     async def execute(self, conn: Any, sql: str) -> None:
-        if self.driver == "asyncpg":
-            await conn.execute(sql)
-        elif self.is_async:
+        if self.is_async:
             await conn.execute(sql)
         else:
             await asyncio.to_thread(_sync_execute, self.driver, conn, sql)
@@ -323,6 +347,36 @@ class Combo:
         else:
             await self.execute(conn, "SELECT 1")
 
+    async def close_connection(self, conn: Any) -> None:
+        """The borrower closes the driver connection under the lease (it should not)."""
+        if self.is_async:
+            await conn.close()
+        else:
+            await asyncio.to_thread(conn.close)
+
+    @contextlib.asynccontextmanager
+    async def pool_context(self, pool: Any) -> AsyncIterator[Any]:
+        """``async with pool`` / ``with pool``: open and fill on entry, close on exit."""
+        if self.is_async:
+            async with pool as entered:
+                yield entered
+            return
+        entered = await asyncio.to_thread(pool.__enter__)
+        try:
+            yield entered
+        finally:
+            await asyncio.to_thread(pool.__exit__, None, None, None)
+
+    async def set_autocommit(self, conn: Any, value: bool) -> None:
+        """The driver's own way: ``await conn.set_autocommit()`` for psycopg's
+        AsyncConnection, plain attribute assignment for the sync drivers."""
+        if self.driver == "asyncpg":
+            raise TypeError("asyncpg has no autocommit switch")
+        if self.is_async:
+            await conn.set_autocommit(value)
+        else:
+            conn.autocommit = value
+
     def in_transaction(self, conn: Any) -> bool:
         """The driver's own, local view of the transaction status."""
         if self.driver == "asyncpg":
@@ -339,28 +393,44 @@ class Combo:
             return int(conn.info.backend_pid)
         return int(conn.get_backend_pid())
 
-    def reset_hook(self, calls: list[Any], sql: str) -> Callable[[Any], Any]:
-        """A ``reset=`` callable that records its argument and runs ``sql`` (committed)."""
+    def hook(
+        self, calls: list[Any], sql: str, *, commit: bool = True, fail_first: int = 0
+    ) -> Callable[[Any], Any]:
+        """A hook (``reset=``, ``configure=``, ``check=``) in the pair's style: a coroutine
+        function for AsyncPool, a plain one for Pool.
+
+        It records the driver connection it was given in ``calls``, raises ``Unhealthy`` on
+        its first ``fail_first`` calls, and otherwise runs ``sql`` (committing afterwards
+        for the psycopgs unless ``commit`` is false).
+        """
+
+        def enter(conn: Any) -> None:
+            calls.append(conn)
+            if len(calls) <= fail_first:
+                raise Unhealthy(f"hook call {len(calls)} fails on purpose")
+
         if self.driver == "asyncpg":
 
             async def asyncpg_hook(conn: Any) -> None:
-                calls.append(conn)
+                enter(conn)
                 await conn.execute(sql)
 
             return asyncpg_hook
         if self.is_async:
 
             async def psycopg_async_hook(conn: Any) -> None:
-                calls.append(conn)
+                enter(conn)
                 await conn.execute(sql)
-                await conn.commit()
+                if commit:
+                    await conn.commit()
 
             return psycopg_async_hook
 
         def sync_hook(conn: Any) -> None:
-            calls.append(conn)
+            enter(conn)
             _sync_execute(self.driver, conn, sql)
-            conn.commit()
+            if commit:
+                conn.commit()
 
         return sync_hook
 

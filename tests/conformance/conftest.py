@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from conformance_harness import COMBOS, Combo
+
+from faultproxy import FaultProxy
 
 
 @pytest.fixture(params=COMBOS, ids=[c.id for c in COMBOS])
@@ -18,3 +23,9 @@ def combo(request: pytest.FixtureRequest) -> Combo:
 def transactional_combo(request: pytest.FixtureRequest) -> Combo:
     """The pairs whose ``pool.connection()`` block commits or rolls back (the psycopgs)."""
     return request.param.fresh()
+
+
+@pytest.fixture
+def pg_proxy(pg: Any, fault_proxy: Callable[[str, int], FaultProxy]) -> FaultProxy:
+    """A fault proxy in front of the shared server (passing bytes through until told not to)."""
+    return fault_proxy(pg.host, pg.port)

@@ -32,7 +32,22 @@ async def test_a_connection_past_max_lifetime_is_replaced(combo: Combo, pg: Any)
     second = await _pid_of_next_lease(combo, pool)
     assert second != first
     await admin.wait_gone(first)
-    assert pool.stats().connections_closed >= 1
+    await eventually(lambda: pool.stats().connections_closed >= 1)
+
+
+@run_async
+async def test_a_connection_that_outlives_max_lifetime_while_leased_is_replaced_on_return(
+    combo: Combo, pg: Any
+) -> None:
+    admin = await combo.admin(pg)
+    pool = await combo.make_pool(pg, min_size=1, max_size=1, max_lifetime=0.2)
+    conn = await combo.acquire(pool)
+    old = combo.backend_pid(conn)
+    await asyncio.sleep(0.3)
+    assert await combo.query_value(conn, "SELECT 1") == 1  # a lease is never cut short
+    await combo.release(pool, conn)
+    await admin.wait_gone(old)
+    assert await _pid_of_next_lease(combo, pool) != old
 
 
 @run_async
@@ -165,3 +180,42 @@ async def test_a_connection_whose_backend_is_terminated_mid_query_is_discarded(
     for _ in range(3):
         assert await _pid_of_next_lease(combo, pool) not in (dead, None)
     await eventually(lambda: pool.stats().size == 1)
+
+
+@run_async
+async def test_a_waiter_is_served_when_the_connection_it_waited_for_is_retired_on_return(
+    combo: Combo, pg: Any
+) -> None:
+    pool = await combo.make_pool(pg, min_size=1, max_size=1, max_uses=1)
+    holder = await combo.acquire(pool)
+    old = combo.backend_pid(holder)
+    waiter = asyncio.create_task(combo.acquire(pool, timeout=5))
+    await eventually(lambda: pool.stats().waiting == 1)
+    await combo.release(pool, holder)  # used up: retired, and a replacement is opened
+    conn = await asyncio.wait_for(waiter, 6)
+    assert combo.backend_pid(conn) != old
+    assert await combo.query_value(conn, "SELECT 1") == 1
+    await combo.release(pool, conn)
+    assert pool.stats().timeouts == 0
+
+
+@run_async
+async def test_a_waiter_is_served_when_the_connection_it_waited_for_comes_back_broken(
+    combo: Combo, pg: Any
+) -> None:
+    admin = await combo.admin(pg)
+    pool = await combo.make_pool(pg, min_size=1, max_size=1)
+    holder = await combo.acquire(pool)
+    old = combo.backend_pid(holder)
+    waiter = asyncio.create_task(combo.acquire(pool, timeout=5))
+    await eventually(lambda: pool.stats().waiting == 1)
+    await admin.terminate(old)
+    with pytest.raises(combo.driver_errors):
+        await combo.query_value(holder, "SELECT 1")
+    await combo.release(pool, holder)
+    conn = await asyncio.wait_for(waiter, 6)
+    assert combo.backend_pid(conn) != old
+    assert await combo.query_value(conn, "SELECT 1") == 1
+    await combo.release(pool, conn)
+    s = pool.stats()
+    assert (s.timeouts, s.connections_lost) == (0, 1)

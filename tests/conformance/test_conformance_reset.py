@@ -42,9 +42,10 @@ async def test_auto_reset_rolls_back_an_open_transaction_and_keeps_session_setti
     assert pool.stats().resets >= 1
 
 
+@pytest.mark.parametrize("reset", ["auto", "full"])
 @run_async
-async def test_auto_reset_rolls_back_a_failed_transaction(combo: Combo, pg: Any) -> None:
-    pool = await _one_connection_pool(combo, pg)
+async def test_reset_rolls_back_a_failed_transaction(combo: Combo, pg: Any, reset: str) -> None:
+    pool = await _one_connection_pool(combo, pg, reset=reset)
     conn = await combo.acquire(pool)
     pid = combo.backend_pid(conn)
     await combo.begin(conn)
@@ -124,9 +125,7 @@ async def test_a_custom_reset_runs_on_the_driver_connection_after_each_release(
     combo: Combo, pg: Any
 ) -> None:
     calls: list[Any] = []
-    pool = await _one_connection_pool(
-        combo, pg, reset=combo.reset_hook(calls, "RESET search_path")
-    )
+    pool = await _one_connection_pool(combo, pg, reset=combo.hook(calls, "RESET search_path"))
     conn = await combo.acquire(pool)
     pid = combo.backend_pid(conn)
     await combo.run_committed(conn, "SET search_path TO nowhere")
@@ -148,7 +147,7 @@ async def test_a_custom_reset_that_fails_gets_the_connection_replaced(
     combo: Combo, pg: Any
 ) -> None:
     calls: list[Any] = []
-    pool = await _one_connection_pool(combo, pg, reset=combo.reset_hook(calls, "SELECT 1/0"))
+    pool = await _one_connection_pool(combo, pg, reset=combo.hook(calls, "SELECT 1/0"))
     conn = await combo.acquire(pool)
     pid = combo.backend_pid(conn)
     await combo.release(pool, conn)
@@ -190,5 +189,28 @@ async def test_connection_block_commits_on_success_and_rolls_back_on_error(
             assert not combo.in_transaction(conn)
             assert await combo.query_value(conn, f"SELECT count(*) FROM {table}") == 1
         assert pool.stats().in_use == 0
+    finally:
+        await admin.execute(f"DROP TABLE {table}")
+
+
+@run_async
+async def test_a_commit_that_fails_at_the_end_of_a_block_raises_and_leaves_the_pool_clean(
+    transactional_combo: Combo, pg: Any
+) -> None:
+    combo = transactional_combo
+    admin = await combo.admin(pg)
+    table = unique("deferred")
+    await admin.execute(f"CREATE TABLE {table} (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    try:
+        pool = await _one_connection_pool(combo, pg)
+        with pytest.raises(combo.driver_errors, match="duplicate key"):
+            async with combo.connection(pool) as conn:
+                pid = combo.backend_pid(conn)
+                await combo.execute(conn, f"INSERT INTO {table} VALUES (1), (1)")
+        assert pool.stats().in_use == 0
+        async with combo.connection(pool) as conn:
+            assert combo.backend_pid(conn) == pid
+            assert not combo.in_transaction(conn)
+            assert await combo.query_value(conn, f"SELECT count(*) FROM {table}") == 0
     finally:
         await admin.execute(f"DROP TABLE {table}")

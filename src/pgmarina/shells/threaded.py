@@ -181,6 +181,7 @@ class Pool(PoolBase):
                     "%s: leases still out after %.3gs; terminating them", self.name, timeout
                 )
                 taken = core.terminate(monotonic())
+                self._changed.notify_all()  # a concurrent close() waits no longer
             else:
                 taken = []
         self._stopping.set()
