@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conformance_harness import COMBOS, Combo, dsn_via, eventually, run_async
+from conformance_harness import Combo, dsn_via, eventually, run_async
 
 from faultproxy import FaultProxy
 from pgmarina import PoolConnectError, PoolTimeout
@@ -22,13 +22,6 @@ from pgmarina import PoolConnectError, PoolTimeout
 # adapters/base.py (SyncAdapter) documents that the thread pool cannot bound a query on a
 # dead network: only connects are bounded.  The expectation below is what reset_timeout
 # promises ("bound on a reset, check or ping round trip"); strict, so that a fix shows up.
-SYNC_QUERIES_UNBOUNDED = pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: Pool (threads) does not bound checks/resets by reset_timeout",
-)
-WITH_SYNC_LIMITATION = [
-    pytest.param(c, id=c.id, marks=() if c.is_async else SYNC_QUERIES_UNBOUNDED) for c in COMBOS
-]
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +89,6 @@ async def test_acquire_fails_fast_while_the_server_refuses_connections_and_recov
     await eventually(lambda: pool.stats().in_use == 0)
 
 
-@pytest.mark.parametrize("combo", WITH_SYNC_LIMITATION)
 @run_async
 async def test_a_health_check_on_a_blackholed_connection_gives_up_after_reset_timeout(
     combo: Combo, pg: Any, pg_proxy: FaultProxy
@@ -129,7 +121,6 @@ async def test_a_health_check_on_a_blackholed_connection_gives_up_after_reset_ti
     assert pool.stats().connections_lost == 1
 
 
-@pytest.mark.parametrize("combo", WITH_SYNC_LIMITATION)
 @run_async
 async def test_a_reset_on_a_blackholed_connection_gives_up_after_reset_timeout(
     combo: Combo, pg: Any, pg_proxy: FaultProxy

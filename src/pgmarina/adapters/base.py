@@ -10,6 +10,7 @@ Adapters hold no per-pool state; the pool passes the DSN and keywords.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -24,6 +25,7 @@ __all__ = [
     "AsyncAdapter",
     "SyncAdapter",
     "bounded",
+    "shutdown_socket",
     "with_connect_timeout",
 ]
 
@@ -112,10 +114,19 @@ class AsyncAdapter(_AdapterBase):
 class SyncAdapter(_AdapterBase):
     """Adapter for the thread :class:`~pgmarina.Pool`.
 
-    Blocking drivers cannot be interrupted from outside, so only connects are
-    bounded (libpq's ``connect_timeout``); a query that hangs on a dead
-    network hangs until the kernel gives up on the socket.
+    Blocking calls cannot be cancelled, so the pool bounds them another way:
+    connects by libpq's ``connect_timeout``, and its own checks and resets by
+    a watchdog that calls ``interrupt`` when they overrun, which makes the
+    blocked call fail at once.
     """
+
+    def interrupt(self, conn: Any) -> None:
+        """From another thread: make IO blocked on ``conn`` fail now."""
+        shutdown_socket(self.socket_of(conn))
+
+    def socket_of(self, conn: Any) -> int:
+        """The connection's socket file descriptor."""
+        raise NotImplementedError
 
     def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         raise NotImplementedError
@@ -147,3 +158,23 @@ def with_connect_timeout(
     if timeout > 0 and "connect_timeout" not in out and "connect_timeout" not in (dsn or ""):
         out["connect_timeout"] = max(2, int(timeout + 0.999))  # libpq: whole seconds, >= 2
     return out
+
+
+def shutdown_socket(fd: int) -> None:
+    """Shut a socket down in both directions, waking any thread blocked on it.
+
+    Closing the descriptor would not wake a blocked ``recv``; shutting the
+    socket down does, and leaves the descriptor for its owner to close.
+    """
+    import socket
+
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()

@@ -218,6 +218,9 @@ class PsycopgAdapter(SyncAdapter):
     def close(self, conn: Any) -> None:
         conn.close()
 
+    def socket_of(self, conn: Any) -> int:
+        return int(conn.pgconn.socket)
+
     def rollback(self, conn: Any) -> None:
         conn.rollback()
 

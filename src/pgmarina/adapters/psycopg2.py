@@ -70,6 +70,9 @@ class Psycopg2Adapter(SyncAdapter):
     def close(self, conn: Any) -> None:
         conn.close()
 
+    def socket_of(self, conn: Any) -> int:
+        return int(conn.fileno())
+
     def rollback(self, conn: Any) -> None:
         conn.rollback()
 

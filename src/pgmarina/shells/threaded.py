@@ -18,6 +18,8 @@ one lock, so a connection is never lost between the two.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import queue
 import threading
 import weakref
@@ -87,6 +89,73 @@ class _Workers:
             thread.join(None if deadline is None else max(0.0, deadline - monotonic()))
 
 
+class _Watchdog:
+    """One lazily started daemon thread that interrupts overrunning IO.
+
+    ``arm`` registers a deadline and an action; ``disarm`` removes it and says
+    whether the action already ran, so that a call which finished a hair too
+    late is treated as failed rather than trusted on a cut-off connection.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int]] = []
+        self._actions: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._fired: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def arm(self, seconds: float, action: Callable[..., Any], *args: Any) -> int:
+        token = next(self._ids)
+        with self._cond:
+            self._actions[token] = (action, args)
+            heapq.heappush(self._heap, (monotonic() + seconds, token))
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"{self._name} watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> bool:
+        with self._cond:
+            self._actions.pop(token, None)
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        cond = self._cond
+        with cond:
+            while not self._stopped:
+                heap = self._heap
+                while heap and heap[0][1] not in self._actions:
+                    heapq.heappop(heap)  # disarmed in time
+                if not heap:
+                    cond.wait()
+                    continue
+                delay = heap[0][0] - monotonic()
+                if delay > 0:
+                    cond.wait(delay)
+                    continue
+                _, token = heapq.heappop(heap)
+                action, args = self._actions.pop(token)
+                self._fired.add(token)
+                try:
+                    action(*args)
+                except Exception:  # pragma: no cover - best effort
+                    logger.debug("%s: watchdog action failed", self._name, exc_info=True)
+
+
 class Pool(PoolBase):
     """A thread-safe connection pool for psycopg 3 or psycopg2.
 
@@ -104,6 +173,7 @@ class Pool(PoolBase):
         self._changed = threading.Condition(self._lock)  # filled / drained
         self._stopping = threading.Event()
         self._workers: _Workers | None = None
+        self._watchdog = _Watchdog(self.name)
         self._housekeeper: threading.Thread | None = None
 
     # ------------------------------------------------------------------
@@ -187,6 +257,7 @@ class Pool(PoolBase):
         self._stopping.set()
         for entry in taken:
             self._hard_close(entry)
+        self._watchdog.stop()
         if self._workers is not None:
             self._workers.stop(self._reset_timeout + 1.0)
         if self._housekeeper is not None and self._housekeeper is not threading.current_thread():
@@ -207,6 +278,7 @@ class Pool(PoolBase):
         for entry in taken:
             if entry.state is not CONNECTING:
                 self._hard_close(entry)
+        self._watchdog.stop()
         if self._workers is not None:
             self._workers.stop(0)
 
@@ -331,9 +403,20 @@ class Pool(PoolBase):
 
     def _ping(self, conn: Any) -> None:
         if self._check is not None:
-            self._check(conn)
+            self._bounded(conn, self._check, conn)
         else:
-            self._adapter.ping(conn)
+            self._bounded(conn, self._adapter.ping, conn)
+
+    def _bounded(self, conn: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking IO on ``conn``; past ``reset_timeout`` its socket is cut."""
+        token = self._watchdog.arm(self._reset_timeout, self._adapter.interrupt, conn)
+        try:
+            result = fn(*args)
+        finally:
+            cut = self._watchdog.disarm(token)
+        if cut:
+            raise TimeoutError(f"gave up after {self._reset_timeout:g}s; connection cut off")
+        return result
 
     def release(self, conn: Any) -> None:
         """Give a leased connection back; see :meth:`AsyncPool.release`."""
@@ -372,7 +455,7 @@ class Pool(PoolBase):
         with self._lock:
             self._core.begin_reset(entry)
         try:
-            ok = self._reset(raw, status, undo)
+            ok = self._bounded(raw, self._reset, raw, status, undo)
         except Exception as exc:
             self._log_reset_failed(entry, exc)
             ok = False
