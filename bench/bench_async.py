@@ -3,7 +3,8 @@
 One cycle is: acquire a connection, run ``SELECT 1``, release it.  Every
 contender runs the same cycle from ``conc`` tasks for ``--seconds``; the
 contenders take turns in interleaved rounds so that drift in the machine's
-speed hits them all alike, and the median of the rounds is reported.
+speed hits them all alike, and the median of the rounds is reported, with the
+range [min-max] of the rounds beside it.
 
 Contenders (driver asyncpg):
   raw          one dedicated asyncpg connection per task (no pool at all)
@@ -181,9 +182,32 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
         peer = "asyncpg" if args.driver == "asyncpg" else "psycopg_pool"
         print(f"\nconc={conc}")
         for name, ops in med.items():
-            line = f"  {name:<13} {ops:>9.0f} ops/s   {ops / med['raw']:.2f}x raw"
+            spread = f"[{min(results[name]):.0f}-{max(results[name]):.0f}]"
+            line = f"  {name:<13} {ops:>9.0f} ops/s {spread:>15}   {ops / med['raw']:.2f}x raw"
             line += f"   {ops / med[peer]:.2f}x {peer}"
             print(line)
+
+
+async def fairness(dsn: str, driver: str, seconds: float) -> None:
+    """200 tasks share 10 connections; FIFO hand-off should keep them even."""
+    extra = {"autocommit": True} if driver == "psycopg" else {}
+    pool = pgmarina.AsyncPool(dsn, driver=driver, min_size=10, max_size=10, **extra)
+    await pool.open(wait=True)
+    counts = [0] * 200
+    stop = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        while time.perf_counter() < stop:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            counts[i] += 1
+
+    await asyncio.gather(*(worker(i) for i in range(200)))
+    await pool.close()
+    print(
+        f"\nfairness: 200 tasks on 10 connections, {sum(counts)} cycles: "
+        f"min {min(counts)}, max {max(counts)}, min/max {min(counts) / max(counts):.3f}"
+    )
 
 
 def main() -> None:
@@ -198,11 +222,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.dsn:
         asyncio.run(bench(args, args.dsn))
+        asyncio.run(fairness(args.dsn, args.driver, 3.0))
         return
     cluster = embedded.Cluster()
     cluster.start()
     try:
         asyncio.run(bench(args, cluster.dsn))
+        asyncio.run(fairness(cluster.dsn, args.driver, 3.0))
     finally:
         cluster.destroy()
 

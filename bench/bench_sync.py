@@ -2,7 +2,8 @@
 
 One cycle is: acquire a connection, run ``SELECT 1``, fetch the row, release
 it.  ``threads`` threads run cycles for ``--seconds``; contenders take turns
-in interleaved rounds and the median is reported.
+in interleaved rounds and the median is reported, with the range
+[min-max] of the rounds beside it.
 
 Contenders (driver psycopg):
   raw           one dedicated psycopg connection per thread
@@ -195,8 +196,9 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
         med = {name: statistics.median(v) for name, v in results.items()}
         print(f"\nthreads={threads}")
         for name, ops in med.items():
+            spread = f"[{min(results[name]):.0f}-{max(results[name]):.0f}]"
             print(
-                f"  {name:<13} {ops:>9.0f} ops/s   {ops / med['raw']:.2f}x raw"
+                f"  {name:<13} {ops:>9.0f} ops/s {spread:>15}   {ops / med['raw']:.2f}x raw"
                 f"   {ops / med[peer]:.2f}x {peer}"
             )
 

@@ -299,28 +299,42 @@ class Pool(PoolBase):
         """
         if timeout is not DEFAULT:
             self._check_timeout(timeout)
-        core = self._core
-        with self._lock:
-            entry = core.checkout(monotonic())
-            work = self._take_work() if core.pending else None
-        if entry is not None and entry.state is IN_USE and work is None:
-            conn = entry.conn
-            if not self._is_closed(conn):
-                return self._lease_class(conn, entry, self)
-        if work:
-            self._run(work)
-        return self._acquire_slow(entry, timeout)
+        entry, waiter = self._checkout_or_enqueue()
+        if entry is not None and entry.state is IN_USE and not self._is_closed(entry.conn):
+            return self._lease_class(entry.conn, entry, self)
+        return self._acquire_slow(entry, waiter, timeout)
 
     getconn = acquire
 
-    def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
+    def _checkout_or_enqueue(self) -> tuple[Entry | None, _Waiter | None]:
+        """Under one lock: an idle entry, or else a place in the queue."""
+        core = self._core
+        waiter = None
+        with self._lock:
+            now = monotonic()
+            entry = core.checkout(now)
+            if entry is None:
+                if not self._opened:
+                    raise PoolNotOpen(f"{self.name} is not open; call open() or use 'with'")
+                waiter = _Waiter(now)
+                core.enqueue(waiter, now)
+            if not core.pending:
+                return entry, waiter
+            work = self._take_work()
+        self._run(work)
+        return entry, waiter
+
+    def _acquire_slow(self, entry: Entry | None, waiter: _Waiter | None, timeout: Any) -> Any:
         seconds = self._check_timeout(timeout)
         core = self._core
-        start = monotonic()
+        start = monotonic() if waiter is None else waiter.start
         deadline = None if seconds is None else start + seconds
         while True:
-            if entry is None:
-                entry = self._wait(start, deadline)
+            if entry is None and waiter is None:
+                entry, waiter = self._checkout_or_enqueue()
+            if waiter is not None:
+                entry, waiter = self._park(waiter, deadline), None
+            assert entry is not None
             if self._is_closed(entry.conn):
                 self._discard(entry, lost=True)
                 entry = None
@@ -334,24 +348,11 @@ class Pool(PoolBase):
                     entry = None
             if entry is not None:
                 return self._lease_class(entry.conn, entry, self)
-            with self._lock:
-                entry = core.checkout(monotonic())
-                work = self._take_work()
-            self._run(work)
 
-    def _wait(self, start: float, deadline: float | None) -> Entry:
+    def _park(self, waiter: _Waiter, deadline: float | None) -> Entry:
+        """Wait until the core hands ``waiter`` an entry (or time runs out)."""
         core = self._core
-        waiter = _Waiter(start)
-        with self._lock:
-            entry = core.checkout(monotonic())
-            if entry is None:
-                if not self._opened:
-                    raise PoolNotOpen(f"{self.name} is not open; call open() or use 'with'")
-                core.enqueue(waiter, monotonic())
-            work = self._take_work()
-        self._run(work)
-        if entry is not None:
-            return entry
+        start = waiter.start
         try:
             if deadline is None:
                 served = waiter.gate.acquire()
