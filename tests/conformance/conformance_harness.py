@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ import psycopg
 import psycopg2
 import psycopg2.extensions
 
+from helpers import eventually
 from pgmarina import AsyncPool, Pool, PoolTimeout
 
 __all__ = [
@@ -69,18 +69,6 @@ def unique(prefix: str = "pgm") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` (sync or async) until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {what or predicate}")
-        await asyncio.sleep(0.02)
 
 
 class Unhealthy(Exception):

@@ -12,15 +12,16 @@ import itertools
 from typing import Any
 
 from pgmarina._core import Entry, EntryState, PoolConfig, PoolCore
-
-CONNECTING = EntryState.CONNECTING
-IDLE = EntryState.IDLE
-CHECKING = EntryState.CHECKING
-IN_USE = EntryState.IN_USE
-RESETTING = EntryState.RESETTING
-PINGING = EntryState.PINGING
-CLOSING = EntryState.CLOSING
-CLOSED = EntryState.CLOSED
+from pgmarina._core.entry import (  # noqa: F401 - re-exported for the core tests
+    CHECKING,
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    IDLE,
+    IN_USE,
+    PINGING,
+    RESETTING,
+)
 
 #: Settings that keep time-driven behaviour out of the way unless a test asks.
 QUIET: dict[str, Any] = {

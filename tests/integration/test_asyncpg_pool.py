@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ import asyncpg
 import pytest
 
 from faultproxy import FaultProxy
+from helpers import eventually
 from pgmarina import (
     AsyncPool,
     ConnectionReleasedError,
@@ -36,17 +36,6 @@ def run_async(fn: Callable[..., Awaitable[Any]]) -> Callable[..., None]:
     return test
 
 
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {what or predicate}")
-        await asyncio.sleep(0.02)
 
 
 def via(server: Any, proxy: FaultProxy) -> dict[str, Any]:
