@@ -146,6 +146,9 @@ def run_demo(args: argparse.Namespace) -> int:
               f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.0f} ms")
     errors = ", ".join(f"{k}: {v}" for k, v in tally.errors.items()) or "none"
     print(f"errors: {errors}")
+    if tally.errors:
+        print("  (queries that were running on, or just starting on, a connection the server"
+              " killed when it restarted; every other caller waited and was served)")
     for event in tally.events:
         print(f"event: {event}")
     return 0 if tally.cycles else 1
