@@ -125,8 +125,15 @@ async def test_a_health_check_on_a_blackholed_connection_gives_up_after_reset_ti
 async def test_a_reset_on_a_blackholed_connection_gives_up_after_reset_timeout(
     combo: Combo, pg: Any, pg_proxy: FaultProxy
 ) -> None:
+    # The replacement connect may start while the network is still blackholed; it then
+    # hangs until connect_timeout (libpq: whole seconds, at least 2) and is retried.
     pool = await combo.make_pool(
-        pg, dsn=dsn_via(pg, pg_proxy), min_size=1, max_size=1, reset_timeout=0.3
+        pg,
+        dsn=dsn_via(pg, pg_proxy),
+        min_size=1,
+        max_size=1,
+        reset_timeout=0.3,
+        connect_timeout=2,
     )
     conn = await combo.acquire(pool)
     pid = combo.backend_pid(conn)
