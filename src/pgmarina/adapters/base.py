@@ -75,10 +75,6 @@ class _AdapterBase:
         """Close at once, without talking to the server."""
         raise NotImplementedError
 
-    def undo(self, conn: Any, undo: list[Any]) -> Any:
-        """Revert what a lease noted; may return an awaitable (async adapters)."""
-        return None
-
 
 class AsyncAdapter(_AdapterBase):
     """Adapter for :class:`~pgmarina.AsyncPool`; IO methods are coroutines.
@@ -109,6 +105,9 @@ class AsyncAdapter(_AdapterBase):
 
     async def end_block(self, conn: Any, failed: bool) -> None:
         """Commit (``failed`` false) or roll back, for ``transactional_context``."""
+
+    async def undo(self, conn: Any, undo: list[Any]) -> None:
+        """Revert what the driver's lease class noted during a lease."""
 
 
 class SyncAdapter(_AdapterBase):
@@ -148,6 +147,9 @@ class SyncAdapter(_AdapterBase):
 
     def end_block(self, conn: Any, failed: bool) -> None:
         """Commit (``failed`` false) or roll back, for ``transactional_context``."""
+
+    def undo(self, conn: Any, undo: list[Any]) -> None:
+        """Revert what the driver's lease class noted during a lease."""
 
 
 def with_connect_timeout(

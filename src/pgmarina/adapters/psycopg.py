@@ -103,7 +103,8 @@ def _undo(conn: Any, undo: list[Any]) -> None:
 
 
 def _needs_end(conn: Any) -> bool:
-    return not conn.closed and _status(conn) == IN_TRANSACTION
+    # A closed connection reads as BROKEN, so this is False for it too.
+    return _status(conn) == IN_TRANSACTION and not conn.autocommit
 
 
 class AsyncPsycopgAdapter(AsyncAdapter):
@@ -153,16 +154,11 @@ class AsyncPsycopgAdapter(AsyncAdapter):
         await _bounded_io(conn, self._in_autocommit(conn, ""), timeout)
 
     async def end_block(self, conn: Any, failed: bool) -> None:
-        if _needs_end(conn) and not conn.autocommit:
+        if _needs_end(conn):
             await (conn.rollback() if failed else conn.commit())
 
-    def undo(self, conn: Any, undo: list[Any]) -> Any:
+    async def undo(self, conn: Any, undo: list[Any]) -> None:
         _undo(conn, undo)
-        return _done()
-
-
-async def _done() -> None:
-    return None
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -244,8 +240,8 @@ class PsycopgAdapter(SyncAdapter):
         self._in_autocommit(conn, "")
 
     def end_block(self, conn: Any, failed: bool) -> None:
-        if _needs_end(conn) and not conn.autocommit:
+        if _needs_end(conn):
             (conn.rollback if failed else conn.commit)()
 
-    def undo(self, conn: Any, undo: list[Any]) -> Any:
+    def undo(self, conn: Any, undo: list[Any]) -> None:
         _undo(conn, undo)

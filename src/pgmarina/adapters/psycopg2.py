@@ -95,5 +95,5 @@ class Psycopg2Adapter(SyncAdapter):
         self._in_autocommit(conn, "SELECT 1")
 
     def end_block(self, conn: Any, failed: bool) -> None:
-        if not conn.closed and not conn.autocommit and _status(conn) == IN_TRANSACTION:
+        if _status(conn) == IN_TRANSACTION and not conn.autocommit:
             (conn.rollback if failed else conn.commit)()

@@ -301,6 +301,14 @@ class PoolBase:
             logger.exception("%s: housekeeping failed", pool.name)
         return True
 
+    @staticmethod
+    def _check_close_timeout(timeout: Any) -> float | None:
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"timeout must be a number >= 0 or None, not {timeout!r}")
+        return float(timeout)
+
     def _check_resize(self, min_size: Any, max_size: Any) -> tuple[int, int]:
         if max_size is None:
             max_size = max(min_size, self._core.config.max_size) if isinstance(

@@ -177,16 +177,12 @@ class AsyncPool(PoolBase):
         leases are still out after ``timeout`` seconds (``None``: wait for
         ever), their connections are terminated under their borrowers.
         """
-        seconds = _seconds_arg(timeout)
+        seconds = self._check_close_timeout(timeout)
         if self._closed:
             await self._join()
             return
-        self._closed = True
         core = self._core
-        for fut in core.close(monotonic()):
-            if not fut.done():
-                fut.set_exception(PoolClosed(f"{self.name} closed while waiting"))
-        self._stop_background()
+        self._shut("closed while waiting")
         self._drain()
         if self._drained is not None and not core.drained:
             try:
@@ -202,17 +198,21 @@ class AsyncPool(PoolBase):
         """Close at once: fail waiters, cancel connects, drop every connection."""
         core = self._core
         if not self._closed:
-            self._closed = True
-            for fut in core.close(monotonic()):
-                if not fut.done():
-                    fut.set_exception(PoolClosed(f"{self.name} terminated"))
-            self._stop_background()
+            self._shut("terminated")
         self._terminate_leased()
         work, core.pending = core.pending, []
         for entry in work:
             self._hard_close(entry)
         for task in list(self._tasks):
             task.cancel()
+
+    def _shut(self, why: str) -> None:
+        """Stop serving: fail queued waiters and stop background work."""
+        self._closed = True
+        for fut in self._core.close(monotonic()):
+            if not fut.done():
+                fut.set_exception(PoolClosed(f"{self.name} {why}"))
+        self._stop_background()
 
     def _terminate_leased(self) -> None:
         for entry in self._core.terminate(monotonic()):
@@ -675,14 +675,6 @@ class _Connection(ConnectionContextBase):
         reset = pool._return(conn)
         if reset is not None:
             await reset
-
-
-def _seconds_arg(timeout: Any) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-        raise ValueError(f"timeout must be a number >= 0 or None, not {timeout!r}")
-    return float(timeout)
 
 
 async def _housekeeping(ref: weakref.ref[AsyncPool], interval: float) -> None:

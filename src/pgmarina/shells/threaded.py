@@ -231,18 +231,10 @@ class Pool(PoolBase):
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Close gracefully; see :meth:`AsyncPool.close`."""
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-        ):
-            raise ValueError(f"timeout must be a number >= 0 or None, not {timeout!r}")
+        self._check_close_timeout(timeout)
         core = self._core
         with self._lock:
-            first = not self._closed
-            self._closed = True
-            waiters = core.close(monotonic()) if first else []
-            for waiter in waiters:
-                waiter.error = PoolClosed(f"{self.name} closed while waiting")
-                waiter.gate.release()
+            self._shut("closed while waiting")
             work = self._take_work()
         self._run(work)  # idle connections close now, on the workers
         with self._lock:
@@ -254,12 +246,7 @@ class Pool(PoolBase):
                 self._changed.notify_all()  # a concurrent close() waits no longer
             else:
                 taken = []
-        self._stopping.set()
-        for entry in taken:
-            self._hard_close(entry)
-        self._watchdog.stop()
-        if self._workers is not None:
-            self._workers.stop(self._reset_timeout + 1.0)
+        self._stop_background(taken, self._reset_timeout + 1.0)
         if self._housekeeper is not None and self._housekeeper is not threading.current_thread():
             self._housekeeper.join(self._config.housekeeping_interval + 1.0)
 
@@ -267,20 +254,29 @@ class Pool(PoolBase):
         """Close at once: fail waiters, drop every connection, leased ones too."""
         core = self._core
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                for waiter in core.close(monotonic()):
-                    waiter.error = PoolClosed(f"{self.name} terminated")
-                    waiter.gate.release()
+            self._shut("terminated")
             taken = core.terminate(monotonic()) + self._take_work()
             self._changed.notify_all()
+        self._stop_background(taken, 0)
+
+    def _shut(self, why: str) -> None:
+        """Stop serving and fail queued waiters (caller holds the lock)."""
+        if self._closed:
+            return
+        self._closed = True
+        for waiter in self._core.close(monotonic()):
+            waiter.error = PoolClosed(f"{self.name} {why}")
+            waiter.gate.release()
+
+    def _stop_background(self, taken: list[Entry], workers_timeout: float) -> None:
+        """Drop the connections taken back, then stop the pool's threads."""
         self._stopping.set()
         for entry in taken:
             if entry.state is not CONNECTING:
                 self._hard_close(entry)
         self._watchdog.stop()
         if self._workers is not None:
-            self._workers.stop(0)
+            self._workers.stop(workers_timeout)
 
     def _hard_close(self, entry: Entry) -> None:
         self._terminate_quietly(entry.conn)
