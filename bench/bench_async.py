@@ -2,9 +2,9 @@
 
 One cycle is: acquire a connection, run ``SELECT 1``, release it.  Every
 contender runs the same cycle from ``conc`` tasks for ``--seconds``; the
-contenders take turns in interleaved rounds so that drift in the machine's
-speed hits them all alike, and the median of the rounds is reported, with the
-range [min-max] of the rounds beside it.
+contenders take turns in rounds, in a fresh random order each round, and
+every ratio is taken within a round (see ``_rounds.py``), so that drift in
+the machine's speed hits them all alike.
 
 Contenders (driver asyncpg):
   raw          one dedicated asyncpg connection per task (no pool at all)
@@ -21,7 +21,7 @@ Contenders (driver psycopg):
 
 Usage:
   python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN]
-                              [--conc 1,10,100] [--size 10] [--seconds 2] [--rounds 3]
+                              [--conc 1,10,100] [--size 10] [--seconds 1] [--rounds 7]
 
 Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
 """
@@ -31,11 +31,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pgmarina
+from _rounds import orders, report
 from pgmarina.contrib import embedded
 
 Cycle = Callable[[], Awaitable[None]]
@@ -169,23 +169,17 @@ async def psycopg_contenders(
 
 async def bench(args: argparse.Namespace, dsn: str) -> None:
     make = asyncpg_contenders if args.driver == "asyncpg" else psycopg_contenders
+    peer = "asyncpg" if args.driver == "asyncpg" else "psycopg_pool"
     print(f"driver={args.driver} size={args.size} seconds={args.seconds} rounds={args.rounds}")
     for conc in args.conc:
         async with make(dsn, conc, args.size) as contenders:
             results: dict[str, list[float]] = {name: [] for name in contenders}
             for factory in contenders.values():  # warm-up
                 await _run(factory, conc, 0.3)
-            for _ in range(args.rounds):
-                for name, factory in contenders.items():
-                    results[name].append(await _run(factory, conc, args.seconds))
-        med = {name: statistics.median(v) for name, v in results.items()}
-        peer = "asyncpg" if args.driver == "asyncpg" else "psycopg_pool"
-        print(f"\nconc={conc}")
-        for name, ops in med.items():
-            spread = f"[{min(results[name]):.0f}-{max(results[name]):.0f}]"
-            line = f"  {name:<13} {ops:>9.0f} ops/s {spread:>15}   {ops / med['raw']:.2f}x raw"
-            line += f"   {ops / med[peer]:.2f}x {peer}"
-            print(line)
+            for order in orders(list(contenders), args.rounds):
+                for name in order:
+                    results[name].append(await _run(contenders[name], conc, args.seconds))
+        report(f"conc={conc}", results, ["raw", peer])
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:
@@ -217,8 +211,8 @@ def main() -> None:
     parser.add_argument("--conc", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 10, 100])
     parser.add_argument("--size", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if args.dsn:
         asyncio.run(bench(args, args.dsn))

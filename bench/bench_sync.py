@@ -2,8 +2,8 @@
 
 One cycle is: acquire a connection, run ``SELECT 1``, fetch the row, release
 it.  ``threads`` threads run cycles for ``--seconds``; contenders take turns
-in interleaved rounds and the median is reported, with the range
-[min-max] of the rounds beside it.
+in rounds, in a fresh random order each round, and every ratio is taken
+within a round (see ``_rounds.py``).
 
 Contenders (driver psycopg):
   raw           one dedicated psycopg connection per thread
@@ -21,19 +21,19 @@ round trip per cycle.
 
 Usage:
   python bench/bench_sync.py [--driver psycopg|psycopg2] [--dsn DSN]
-                             [--threads 1,10,50] [--size 10] [--seconds 2] [--rounds 3]
+                             [--threads 1,10,50] [--size 10] [--seconds 1] [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pgmarina
+from _rounds import orders, report
 from pgmarina.contrib import embedded
 
 Cycle = Callable[[], None]
@@ -190,17 +190,10 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
             results: dict[str, list[float]] = {name: [] for name in contenders}
             for factory in contenders.values():  # warm-up
                 _run(factory, threads, 0.3)
-            for _ in range(args.rounds):
-                for name, factory in contenders.items():
-                    results[name].append(_run(factory, threads, args.seconds))
-        med = {name: statistics.median(v) for name, v in results.items()}
-        print(f"\nthreads={threads}")
-        for name, ops in med.items():
-            spread = f"[{min(results[name]):.0f}-{max(results[name]):.0f}]"
-            print(
-                f"  {name:<13} {ops:>9.0f} ops/s {spread:>15}   {ops / med['raw']:.2f}x raw"
-                f"   {ops / med[peer]:.2f}x {peer}"
-            )
+            for order in orders(list(contenders), args.rounds):
+                for name in order:
+                    results[name].append(_run(contenders[name], threads, args.seconds))
+        report(f"threads={threads}", results, ["raw", peer])
 
 
 def main() -> None:
@@ -210,8 +203,8 @@ def main() -> None:
     parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 10, 50])
     parser.add_argument("--size", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if args.dsn:
         bench(args, args.dsn)

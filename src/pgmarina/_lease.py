@@ -15,11 +15,12 @@ calls in ``_undo``; the pool reverts them on release.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 from .errors import ConnectionReleasedError
 
-__all__ = ["RELEASED", "Lease", "set_released", "unwrap"]
+__all__ = ["RELEASED", "Lease", "forward", "set_released", "unwrap"]
 
 
 class _Released:
@@ -95,6 +96,22 @@ _set_con = _slot["_con"].__set__
 _set_entry = _slot["_entry"].__set__
 _set_pool = _slot["_pool"].__set__
 _set_undo = _slot["_undo"].__set__
+
+
+def forward(cls: type[Lease], *names: str) -> None:
+    """Give ``cls`` a fast path to the driver methods called most often.
+
+    ``__getattr__`` runs only after Python's normal lookup has failed, which
+    costs about 0.4 µs per access; a property on the class whose getter is a
+    C-level ``attrgetter`` costs under 0.1 µs.  Only *methods* belong here:
+    these properties cannot be assigned, and attributes a borrower sets
+    (``autocommit``, say) must keep going through ``__setattr__``.  After
+    release the getter meets :data:`RELEASED` and raises as usual.
+    """
+    for name in names:
+        if name in cls.__dict__:
+            raise ValueError(f"{cls.__name__}.{name} is already defined")
+        setattr(cls, name, property(attrgetter(f"_con.{name}")))
 
 
 def set_released(lease: Lease) -> None:

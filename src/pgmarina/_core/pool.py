@@ -150,6 +150,8 @@ class PoolCore(Generic[W]):
         self.config = config
         self._check_window = config.check_window
         self._max_uses = config.max_uses
+        self._max_size = config.max_size
+        self._max_waiting = config.max_waiting
 
     # ------------------------------------------------------------------
     # transitions
@@ -314,27 +316,27 @@ class PoolCore(Generic[W]):
         """
         if self.closing:
             raise PoolClosed("the pool is closed")
-        config = self.config
-        if config.max_waiting and len(self.waiters) >= config.max_waiting:
+        limit = self._max_waiting
+        if limit and len(self.waiters) >= limit:
             self.too_many_waiters += 1
             raise TooManyWaiters(
                 f"{len(self.waiters)} callers already wait for a connection "
-                f"(max_waiting={config.max_waiting})"
+                f"(max_waiting={limit})"
             )
         since = self.failing_since
-        if (
-            since is not None
-            and self.connecting
-            and config.fail_fast_after is not None
-            and now - since >= config.fail_fast_after
-        ):
+        if since is not None and self._failing_fast(since, now):
             raise PoolConnectError(
                 f"cannot connect to the server: failing for {now - since:.1f}s; "
                 f"last error: {_describe(self.last_connect_error)}"
             ) from self.last_connect_error
         self.waiters.append(waiter)
         self.waited_acquires += 1
-        self._grow(now)
+        if self.size < self._max_size:
+            self._grow(now)
+
+    def _failing_fast(self, since: float, now: float) -> bool:
+        after = self.config.fail_fast_after
+        return bool(self.connecting) and after is not None and now - since >= after
 
     def forget_waiter(self, waiter: W, *, timed_out: bool = False) -> None:
         """Take a waiter that gave up out of the queue (no-op if already out)."""
@@ -377,7 +379,7 @@ class PoolCore(Generic[W]):
             or entry.generation != self.generation
             or self.closing
             or (max_uses and entry.uses >= max_uses)
-            or self.size > self.config.max_size
+            or self.size > self._max_size
         ):
             self._retire(entry, now)
             return

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from .._lease import Lease
+from .._lease import Lease, forward
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter
 
 try:
@@ -51,6 +51,13 @@ class AsyncpgLease(Lease, *_PROXY_BASES):  # type: ignore[misc]
     def add_query_logger(self, callback: Any) -> None:
         self._con.add_query_logger(callback)
         self._note(("query", callback))
+
+
+forward(
+    AsyncpgLease,
+    *("fetch", "fetchval", "fetchrow", "fetchmany", "execute", "executemany"),
+    *("transaction", "prepare", "cursor"),
+)
 
 
 def _status(conn: Any) -> int:

@@ -16,10 +16,11 @@ all other keywords are libpq connection parameters and are checked up front.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from operator import attrgetter
 from typing import Any
 
-from .._lease import Lease
+from .._lease import Lease, forward
 from .base import (
     BROKEN,
     BUSY,
@@ -59,8 +60,7 @@ _STATUS = _status_table() if psycopg is not None else {}
 
 
 def _status(conn: Any) -> int:
-    if conn.closed:
-        return BROKEN
+    # libpq reports UNKNOWN for a closed or failed connection: BROKEN.
     return _STATUS.get(conn.pgconn.transaction_status, BROKEN)
 
 
@@ -80,6 +80,10 @@ def _connect_args(kwargs: Mapping[str, Any], base: type) -> tuple[Any, dict[str,
     return rest.pop("connection_class", base), rest
 
 
+# ``conn.closed`` without a Python frame: checked on every checkout.
+_closed: Callable[[Any], bool] = attrgetter("closed")
+
+
 class PsycopgLease(Lease):
     """Lease of a psycopg connection that remembers notify/notice handlers."""
 
@@ -92,6 +96,9 @@ class PsycopgLease(Lease):
     def add_notice_handler(self, callback: Any) -> None:
         self._con.add_notice_handler(callback)
         self._note(("notice", callback))
+
+
+forward(PsycopgLease, "execute", "cursor", "commit", "rollback", "transaction", "pipeline")
 
 
 def _undo(conn: Any, undo: list[Any]) -> None:
@@ -122,8 +129,7 @@ class AsyncPsycopgAdapter(AsyncAdapter):
         cls, rest = _connect_args(kwargs, psycopg.AsyncConnection)
         return await cls.connect(dsn or "", **rest)
 
-    def is_closed(self, conn: Any) -> bool:
-        return bool(conn.closed)
+    is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
     def terminate(self, conn: Any) -> None:
         conn.pgconn.finish()
@@ -205,8 +211,7 @@ class PsycopgAdapter(SyncAdapter):
         cls, rest = _connect_args(with_connect_timeout(dsn, kwargs, timeout), psycopg.Connection)
         return cls.connect(dsn or "", **rest)
 
-    def is_closed(self, conn: Any) -> bool:
-        return bool(conn.closed)
+    is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
     def terminate(self, conn: Any) -> None:
         conn.pgconn.finish()

@@ -10,9 +10,11 @@ Keywords ``connection_factory`` and ``cursor_factory`` go to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any
 
+from .._lease import Lease, forward
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
 
 try:
@@ -21,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - checked by adapters.resolve
     psycopg2 = None
 
-__all__ = ["Psycopg2Adapter"]
+__all__ = ["Psycopg2Adapter", "Psycopg2Lease"]
 
 _FACTORIES = frozenset({"connection_factory", "cursor_factory"})
 
@@ -44,10 +46,24 @@ def _status(conn: Any) -> int:
     return _STATUS.get(conn.get_transaction_status(), BROKEN)
 
 
+# ``conn.closed`` without a Python frame: checked on every checkout.
+_closed: Callable[[Any], bool] = attrgetter("closed")
+
+
+class Psycopg2Lease(Lease):
+    """Lease of a psycopg2 connection."""
+
+    __slots__ = ()
+
+
+forward(Psycopg2Lease, "cursor", "commit", "rollback")
+
+
 class Psycopg2Adapter(SyncAdapter):
     """psycopg2 connections for the thread :class:`~pgmarina.Pool`."""
 
     name = "psycopg2"
+    lease_class = Psycopg2Lease
     transactional_context = True
     status = staticmethod(_status)
 
@@ -61,8 +77,7 @@ class Psycopg2Adapter(SyncAdapter):
     def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         return psycopg2.connect(dsn or "", **with_connect_timeout(dsn, kwargs, timeout))
 
-    def is_closed(self, conn: Any) -> bool:
-        return bool(conn.closed)
+    is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
     def terminate(self, conn: Any) -> None:
         conn.close()

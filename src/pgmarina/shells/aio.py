@@ -250,13 +250,22 @@ class AsyncPool(PoolBase):
         """
         if timeout is not DEFAULT:
             self._check_timeout(timeout)
+        got = self._take()
+        if type(got) is self._lease_class:
+            return got
+        return await self._acquire_slow(got, timeout)
+
+    def _take(self) -> Any:
+        """Acquire's fast path, with no await: a lease when a ready idle
+        connection is at hand, else the entry the slow path must deal with
+        (being checked, or dead), else ``None`` (wait)."""
         core = self._core
         entry = core.checkout(monotonic())
         if entry is not None and entry.state is IN_USE and not core.pending:
             conn = entry.conn
             if not self._is_closed(conn):
                 return self._lease_class(conn, entry, self)
-        return await self._acquire_slow(entry, timeout)
+        return entry
 
     async def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
         seconds = self._check_timeout(timeout)
@@ -400,19 +409,24 @@ class AsyncPool(PoolBase):
         if reset is not None:
             await reset
 
-    def _return(self, conn: Any) -> Awaitable[None] | None:
-        """Check the lease in; returns the reset to await, if the caller must."""
-        self._check_lease(conn)
+    def _return(self, conn: Any, status: int | None = None) -> Awaitable[None] | None:
+        """Check the lease in; returns the reset to await, if the caller must.
+
+        ``status`` is the driver connection's status if the caller just read it.
+        """
+        if type(conn) is not self._lease_class or conn._pool is not self:
+            self._check_lease(conn)  # raises
         raw = self._void_lease(conn)
         entry = conn._entry
         undo = conn._undo
-        if undo is None and self._reset_mode is AUTO and self._status(raw) == CLEAN:
+        if status is None:
+            status = self._status(raw)
+        if status == CLEAN and undo is None and self._reset_mode is AUTO:
             core = self._core
             core.checkin(entry, monotonic())
             if core.pending or core.closing:
                 self._after_checkin()
             return None
-        status = self._status(raw)
         if status == BROKEN or entry.state is not IN_USE or self._loop is None:
             self._discard(entry, lost=status == BROKEN)
             return None
@@ -476,6 +490,8 @@ class AsyncPool(PoolBase):
         With psycopg, the block commits on success and rolls back on error
         (unless the connection is in autocommit), as psycopg_pool does.
         """
+        if timeout is not DEFAULT:
+            self._check_timeout(timeout)
         return _Connection(self, timeout)
 
     # ------------------------------------------------------------------
@@ -659,20 +675,28 @@ class _Connection(ConnectionContextBase):
     __slots__ = ()
 
     async def __aenter__(self) -> Any:
-        self._conn = conn = await self._pool.acquire(timeout=self._timeout)
-        return conn
+        pool = self._pool
+        got = pool._take()
+        if type(got) is not pool._lease_class:
+            got = await pool._acquire_slow(got, self._timeout)
+        self._conn = got
+        return got
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
         pool = self._pool
         raw = conn._con
-        if pool._transactional and raw is not RELEASED and pool._status(raw) == IN_TRANSACTION:
-            try:
-                await pool._adapter.end_block(raw, exc_type is not None)
-            except BaseException:
-                await pool.release(conn)
-                raise
-        reset = pool._return(conn)
+        status = None
+        if pool._transactional and raw is not RELEASED:
+            status = pool._status(raw)
+            if status == IN_TRANSACTION:
+                try:
+                    await pool._adapter.end_block(raw, exc_type is not None)
+                except BaseException:
+                    await pool.release(conn)
+                    raise
+                status = None
+        reset = pool._return(conn, status)
         if reset is not None:
             await reset
 

@@ -293,12 +293,17 @@ class Pool(PoolBase):
             PoolTimeout, TooManyWaiters, PoolConnectError, PoolClosed,
             PoolNotOpen: as for :meth:`AsyncPool.acquire`.
         """
-        if timeout is not DEFAULT:
-            self._check_timeout(timeout)
+        seconds = self._config.timeout if timeout is DEFAULT else self._check_timeout(timeout)
         entry, waiter = self._checkout_or_enqueue()
-        if entry is not None and entry.state is IN_USE and not self._is_closed(entry.conn):
+        if waiter is not None:
+            start = waiter.start
+            entry = self._park(waiter, None if seconds is None else start + seconds)
+        else:
+            start = None
+        assert entry is not None
+        if entry.state is IN_USE and not self._is_closed(entry.conn):
             return self._lease_class(entry.conn, entry, self)
-        return self._acquire_slow(entry, waiter, timeout)
+        return self._acquire_slow(entry, monotonic() if start is None else start, seconds)
 
     getconn = acquire
 
@@ -320,17 +325,16 @@ class Pool(PoolBase):
         self._run(work)
         return entry, waiter
 
-    def _acquire_slow(self, entry: Entry | None, waiter: _Waiter | None, timeout: Any) -> Any:
-        seconds = self._check_timeout(timeout)
+    def _acquire_slow(self, entry: Entry | None, start: float, seconds: float | None) -> Any:
+        """The rest of ``acquire``: a dead or unchecked entry, then retries."""
         core = self._core
-        start = monotonic() if waiter is None else waiter.start
         deadline = None if seconds is None else start + seconds
         while True:
-            if entry is None and waiter is None:
+            if entry is None:
                 entry, waiter = self._checkout_or_enqueue()
-            if waiter is not None:
-                entry, waiter = self._park(waiter, deadline), None
-            assert entry is not None
+                if waiter is not None:
+                    entry = self._park(waiter, deadline)
+                assert entry is not None
             if self._is_closed(entry.conn):
                 self._discard(entry, lost=True)
                 entry = None
@@ -417,16 +421,18 @@ class Pool(PoolBase):
 
     def release(self, conn: Any) -> None:
         """Give a leased connection back; see :meth:`AsyncPool.release`."""
-        self._check_lease(conn)
+        self._return(conn, None)
+
+    def _return(self, conn: Any, status: int | None) -> None:
+        # ``status``: the driver connection's status, if the caller just read it.
+        if type(conn) is not self._lease_class or conn._pool is not self:
+            self._check_lease(conn)  # raises
         entry = conn._entry
         undo = conn._undo
         raw = conn._con
-        clean = (
-            undo is None
-            and self._reset_mode is AUTO
-            and raw is not RELEASED
-            and self._status(raw) == CLEAN
-        )
+        if status is None and raw is not RELEASED:
+            status = self._status(raw)
+        clean = status == CLEAN and undo is None and self._reset_mode is AUTO
         core = self._core
         with self._lock:
             # Voided under the lock: of two threads releasing one lease, one wins.
@@ -652,13 +658,17 @@ class _Connection(ConnectionContextBase):
         conn, self._conn = self._conn, None
         pool = self._pool
         raw = conn._con
-        if pool._transactional and raw is not RELEASED and pool._status(raw) == IN_TRANSACTION:
-            try:
-                pool._adapter.end_block(raw, exc_type is not None)
-            except BaseException:
-                pool.release(conn)
-                raise
-        pool.release(conn)
+        status = None
+        if pool._transactional and raw is not RELEASED:
+            status = pool._status(raw)
+            if status == IN_TRANSACTION:
+                try:
+                    pool._adapter.end_block(raw, exc_type is not None)
+                except BaseException:
+                    pool.release(conn)
+                    raise
+                status = None
+        pool._return(conn, status)
 
 
 def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: float) -> None:

@@ -1,0 +1,46 @@
+"""Round scheduling and reporting shared by the benchmarks.
+
+This machine's speed drifts by tens of percent over a few seconds (it is a
+small VM with neighbours), so a ratio of two medians taken seconds apart
+mostly measures the drift.  Instead every round runs each contender once,
+in a fresh random order, and a contender's ratio to a baseline is taken
+*within* the round; the median of those per-round ratios is reported,
+with the middle half of them ([25th-75th percentile]) beside it.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Iterator, Sequence
+
+
+def orders(names: Sequence[str], rounds: int, seed: int = 1) -> Iterator[list[str]]:
+    """One shuffled running order per round."""
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        order = list(names)
+        rng.shuffle(order)
+        yield order
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def report(title: str, results: dict[str, list[float]], baselines: Sequence[str]) -> None:
+    """Print ops/s and per-round ratios against each baseline."""
+    print(f"\n{title}")
+    for name, ops in results.items():
+        line = f"  {name:<13} {statistics.median(ops):>9.0f} ops/s"
+        for base in baselines:
+            if base == name:
+                line += f"   {'1.00x':>5} {base:<12} {'':>13}"
+                continue
+            ratios = [a / b for a, b in zip(ops, results[base], strict=True)]
+            q1, q2, q3 = _quartiles(ratios)
+            line += f"   {q2:.2f}x {base:<12} [{q1:.2f}-{q3:.2f}]"
+        print(line)
