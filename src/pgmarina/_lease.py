@@ -16,11 +16,13 @@ calls in ``_undo``; the pool reverts them on release.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .errors import ConnectionReleasedError
 
-__all__ = ["RELEASED", "Lease", "forward", "set_released", "unwrap"]
+__all__ = ["RELEASED", "Lease", "end", "forward", "new", "unwrap"]
+
+L = TypeVar("L", bound="Lease")
 
 
 class _Released:
@@ -45,16 +47,25 @@ class _Released:
 RELEASED: Any = _Released()
 
 
-class Lease:
-    """A borrowed connection.  Valid until released; useless (and loud) after."""
+class _Fields:
+    """A lease's own state, in a class with plain attribute stores.
+
+    :func:`new` fills these in while the object is still a ``_Fields`` and
+    only then gives it its lease class, so that making a lease does not go
+    through :meth:`Lease.__setattr__` four times (that tripled its cost).
+    Lease classes add no slots of their own, so the layouts match.
+    """
 
     __slots__ = ("_con", "_entry", "_pool", "_undo")
 
-    def __init__(self, con: Any, entry: Any, pool: Any) -> None:
-        _set_con(self, con)
-        _set_entry(self, entry)
-        _set_pool(self, pool)
-        _set_undo(self, None)
+
+class Lease(_Fields):
+    """A borrowed connection.  Valid until released; useless (and loud) after.
+
+    Made by pools with :func:`new`, not by calling the class.
+    """
+
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
@@ -89,13 +100,25 @@ class Lease:
         return f"<pgmarina lease #{self._entry.id} of {type(con).__module__}.{type(con).__name__}>"
 
 
-_OWN = frozenset(Lease.__slots__)
-# The slots' own setters: faster than object.__setattr__ on the hot path.
-_slot: Any = Lease.__dict__
+_OWN = frozenset(_Fields.__slots__)
+# The slots' own setters: faster than object.__setattr__.
+_slot: Any = _Fields.__dict__
 _set_con = _slot["_con"].__set__
-_set_entry = _slot["_entry"].__set__
-_set_pool = _slot["_pool"].__set__
 _set_undo = _slot["_undo"].__set__
+
+
+_blank = object.__new__
+
+
+def new(cls: type[L], con: Any, entry: Any, pool: Any) -> L:
+    """A lease of class ``cls`` on driver connection ``con``."""
+    lease: Any = _blank(_Fields)
+    lease._con = con
+    lease._entry = entry
+    lease._pool = pool
+    lease._undo = None
+    lease.__class__ = cls
+    return cast(L, lease)
 
 
 def forward(cls: type[Lease], *names: str) -> None:
@@ -114,9 +137,19 @@ def forward(cls: type[Lease], *names: str) -> None:
         setattr(cls, name, property(attrgetter(f"_con.{name}")))
 
 
-def set_released(lease: Lease) -> None:
-    """End ``lease``: every later use of it raises ``ConnectionReleasedError``."""
+def end(lease: Lease) -> Any:
+    """End ``lease`` and return its driver connection.
+
+    Every later use of the lease raises ``ConnectionReleasedError``.
+
+    Raises:
+        ConnectionReleasedError: the lease was already ended.
+    """
+    con = lease._con
+    if con is RELEASED:
+        raise ConnectionReleasedError("this connection was already released")
     _set_con(lease, RELEASED)
+    return con
 
 
 def unwrap(conn: Any) -> Any:

@@ -80,8 +80,9 @@ def _connect_args(kwargs: Mapping[str, Any], base: type) -> tuple[Any, dict[str,
     return rest.pop("connection_class", base), rest
 
 
-# ``conn.closed`` without a Python frame: checked on every checkout.
-_closed: Callable[[Any], bool] = attrgetter("closed")
+# Checked on every checkout, so read without a Python frame: libpq's status
+# is CONNECTION_OK (0) for a usable connection, CONNECTION_BAD once closed.
+_closed: Callable[[Any], bool] = attrgetter("pgconn.status")
 
 
 class PsycopgLease(Lease):

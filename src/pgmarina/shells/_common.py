@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
-from .._lease import RELEASED, set_released
 from .._redact import describe_target, redact
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, resolve
-from ..errors import ConnectionReleasedError, PoolConnectError, PoolError, PoolTimeout
+from ..errors import PoolConnectError, PoolError, PoolTimeout
 
 __all__ = [
     "AUTO",
@@ -253,15 +252,6 @@ class PoolBase:
             raise TypeError(f"release() takes a connection leased from a pool, not {conn!r}")
         if conn._pool is not self:
             raise ValueError(f"{conn!r} belongs to another pool, not {self.name}")
-
-    @staticmethod
-    def _void_lease(conn: Any) -> Any:
-        """End a lease: returns its driver connection; raises if already ended."""
-        raw = conn._con
-        if raw is RELEASED:
-            raise ConnectionReleasedError("this connection was already released")
-        set_released(conn)
-        return raw
 
     def _terminate_quietly(self, conn: Any) -> None:
         if conn is not None:
