@@ -34,7 +34,8 @@ QUIET: dict[str, Any] = {
 
 
 class Waiter:
-    """A queued caller: ``gone`` once it gave up, ``entry`` once served."""
+    """A queued caller: ``gone`` once it gave up, ``entry`` once served,
+    ``nudged`` while woken to come for an idle entry (barging)."""
 
     _ids = itertools.count(1)
 
@@ -42,6 +43,8 @@ class Waiter:
         self.name = name or f"w{next(self._ids)}"
         self.gone = False
         self.entry: Entry | None = None
+        self.nudged = False
+        self.since = 0.0
 
     def __repr__(self) -> str:
         return f"<Waiter {self.name}{' gone' if self.gone else ''}>"
@@ -74,10 +77,13 @@ class Shell:
 
     # -- the wake callable -------------------------------------------------
 
-    def wake(self, waiter: Waiter, entry: Entry) -> bool:
+    def wake(self, waiter: Waiter, entry: Entry | None) -> bool:
         if waiter.gone:
             return False
-        assert waiter.entry is None, f"{waiter!r} woken twice"
+        assert waiter.entry is None and not waiter.nudged, f"{waiter!r} woken twice"
+        if entry is None:
+            waiter.nudged = True
+            return True
         assert entry.state is IN_USE, f"{entry!r} handed out while not leased"
         waiter.entry = entry
         self.served.append((waiter, entry))
@@ -179,8 +185,20 @@ class Shell:
             return entry
         waiter = waiter or Waiter()
         self.core.enqueue(waiter, now)
+        waiter.since = now
         self.drain()
         return waiter
+
+    def come(self, waiter: Waiter, now: float) -> Entry | None:
+        """A nudged waiter comes for its idle entry (``checkout_nudged``)."""
+        assert waiter.nudged, f"{waiter!r} was not nudged"
+        waiter.nudged = False
+        entry = self.core.checkout_nudged(waiter, waiter.since, now)
+        self.drain()
+        if entry is not None:
+            waiter.entry = entry
+            self.served.append((waiter, entry))
+        return entry
 
     def take(self, now: float) -> Entry:
         """``checkout`` that must hand out a leased entry right away."""

@@ -23,6 +23,7 @@ NUMBERS = [
     "backoff_initial",
     "backoff_max",
     "housekeeping_interval",
+    "barge_window",
 ]
 NULLABLE = {"timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after"}
 
@@ -48,6 +49,7 @@ OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("backoff_max", 0),
     ("housekeeping_interval", 0),
     ("housekeeping_interval", -1.0),
+    ("barge_window", -0.01),
 ]
 
 # Values at the edge of the allowed range.
@@ -72,6 +74,8 @@ EDGES: list[tuple[str, Any]] = [
     ("fail_fast_after", None),
     ("backoff_initial", 0.001),
     ("housekeeping_interval", 0.01),
+    ("barge_window", 0),
+    ("barge_window", float("inf")),
 ]
 
 

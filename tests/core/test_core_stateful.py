@@ -65,6 +65,7 @@ class PoolMachine(RuleBasedStateMachine):
         keepalive=st.sampled_from([None, 3.0, 10.0]),
         max_idle=st.sampled_from([None, 5.0, 30.0]),
         fail_fast_after=st.sampled_from([None, 2.0, 10.0]),
+        barge_window=st.sampled_from([0.0, 0.0, 1.0, 5.0]),
         rand=st.sampled_from([0.0, 0.5, 0.99]),
     )
     def setup(self, min_size: int, extra: int, rand: float, **settings: Any) -> None:
@@ -121,6 +122,7 @@ class PoolMachine(RuleBasedStateMachine):
                 self._lease(entry, object())
             return
         waiter = Waiter()
+        waiter.since = self.now
         try:
             self.core.enqueue(waiter, self.now)
         except (TooManyWaiters, PoolConnectError, PoolClosed):
@@ -167,8 +169,31 @@ class PoolMachine(RuleBasedStateMachine):
         waiter = self._pick(self.waiting, i)
         self.waiting.remove(waiter)
         waiter.gone = True
-        if tell_core:
-            self.core.forget_waiter(waiter, timed_out=True)
+        # A nudged waiter always says it leaves: the nudge must go on.
+        if tell_core or waiter.nudged:
+            self.core.forget_waiter(waiter, timed_out=True, nudged=waiter.nudged)
+        self._settle()
+
+    @precondition(lambda self: any(w.nudged for w in self.waiting))
+    @rule(i=INDEX)
+    def nudged_waiter_comes(self, i: int) -> None:
+        """A waiter woken to take an idle entry (barging) comes for it."""
+        waiter = self._pick([w for w in self.waiting if w.nudged], i)
+        waiter.nudged = False
+        try:
+            entry = self.core.checkout_nudged(waiter, waiter.since, self.now)
+        except PoolClosed:
+            self.waiting.remove(waiter)
+            self._settle()
+            return
+        if entry is not None:
+            self.waiting.remove(waiter)
+            if entry.state is CHECKING:
+                self.checking.append(entry)
+            else:
+                self._lease(entry, waiter)
+        else:
+            assert self.core.waiters[0] is waiter
         self._settle()
 
     # -- the shell's IO --------------------------------------------------------
@@ -340,19 +365,21 @@ class PoolMachine(RuleBasedStateMachine):
         self.cap = core.size if core.size > core.config.max_size else 0
         assert core.connecting == sum(e.state is CONNECTING for e in core.entries)
 
-        # Nobody waits while a connection sits idle.
+        # Nobody waits while a connection sits idle, unless a waiter was
+        # nudged to come and take it (barging).
+        nudged = [w for w in self.waiting if w.nudged]
         if idle:
-            assert not core.waiters
+            assert not core.waiters or nudged
         for waiter in self.waiting:
             assert waiter.entry is None
-            assert waiter in core.waiters or core.closing
+            assert (waiter in core.waiters) != (waiter.nudged or core.closing)
         if core.closing:
             assert not core.waiters
 
         # A live waiter is never stranded: something is on its way back.
         if not core.closing and any(not w.gone for w in core.waiters):
             busy = len(self.held) + len(self.checking) + len(self.resetting) + len(sh.pings)
-            assert core.connecting > 0 or busy > 0, "live waiters with nothing coming"
+            assert core.connecting > 0 or busy > 0 or nudged, "live waiters with nothing coming"
 
         # Below min_size, a connect is always under way (or waiting to retry).
         if not core.closing and core.size < core.config.min_size:

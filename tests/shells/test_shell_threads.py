@@ -14,9 +14,15 @@ from harness import QUIET
 from pgmarina import Pool, PoolTimeout, unwrap
 
 
-def test_twenty_threads_sharing_four_connections_never_lose_or_share_one() -> None:
+@pytest.mark.parametrize("barge_window", [0.0, 0.01, float("inf")])
+def test_twenty_threads_sharing_four_connections_never_lose_or_share_one(
+    barge_window: float,
+) -> None:
     fake = FakeSyncAdapter()
-    pool = Pool(driver=fake, **{**QUIET, "min_size": 0, "max_size": 4, "timeout": 10})
+    pool = Pool(
+        driver=fake,
+        **{**QUIET, "min_size": 0, "max_size": 4, "timeout": 10, "barge_window": barge_window},
+    )
     pool.open()
     errors: list[BaseException] = []
     holders: dict[int, int] = {}  # raw connection id -> thread ident holding it
@@ -137,3 +143,82 @@ def test_the_connection_block_commits_nothing_for_a_plain_adapter_and_returns_th
         assert pool.stats().idle == 1
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------------------
+# barging (barge_window > 0)
+
+
+def _churn(pool: Pool, stop: threading.Event, counts: list[int], i: int) -> None:
+    while not stop.is_set():
+        lease = pool.acquire()
+        time.sleep(0.0002)
+        pool.release(lease)
+        counts[i] += 1
+
+
+def test_with_a_barge_window_every_thread_is_still_served() -> None:
+    pool = Pool(driver=FakeSyncAdapter(), **{**QUIET, "min_size": 2, "max_size": 2,
+                                             "barge_window": 0.02, "timeout": 5})
+    pool.open(wait=True)
+    stop = threading.Event()
+    counts = [0] * 12
+    threads = [threading.Thread(target=_churn, args=(pool, stop, counts, i)) for i in range(12)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert not any(t.is_alive() for t in threads), "workers hung"
+        # Nobody starves: past 20 ms of waiting, hand-off is strict FIFO.
+        assert min(counts) > 0, counts
+        s = pool.stats()
+        assert (s.in_use, s.waiting, s.timeouts) == (0, 0, 0)
+        assert s.acquires == sum(counts)
+        assert s.idle == 2
+    finally:
+        stop.set()
+        pool.close()
+
+
+def test_an_unbounded_barge_window_can_starve_a_waiter_until_its_timeout() -> None:
+    # The honest cost of barging: with no bound, a thread that keeps taking the
+    # connection back can starve a waiter.  The waiter must still leave
+    # cleanly with PoolTimeout, and the nudges it got must not be lost.
+    pool = Pool(driver=FakeSyncAdapter(), **{**QUIET, "min_size": 1, "max_size": 1,
+                                             "barge_window": float("inf"), "timeout": 5})
+    pool.open(wait=True)
+    stop = threading.Event()
+    counts = [0]
+    hog = threading.Thread(target=_churn, args=(pool, stop, counts, 0))
+    hog.start()
+    try:
+        time.sleep(0.05)
+        outcomes: list[Any] = []
+        for _ in range(3):
+            try:
+                pool.release(pool.acquire(timeout=0.3))
+                outcomes.append("served")
+            except PoolTimeout:
+                outcomes.append("timeout")
+        stop.set()
+        hog.join(5)
+        s = pool.stats()
+        assert s.waiting == 0 and s.in_use == 0 and s.idle == 1
+        assert s.timeouts == outcomes.count("timeout")
+        assert counts[0] > 0
+        # Whoever won each race, the pool still serves at once afterwards.
+        pool.release(pool.acquire(timeout=1))
+    finally:
+        stop.set()
+        hog.join(5)
+        pool.close()
+
+
+def test_the_async_pool_refuses_a_barge_window_naming_it() -> None:
+    from pgmarina import AsyncPool
+
+    with pytest.raises(ValueError, match="barge_window"):
+        AsyncPool(driver="asyncpg", barge_window=0.1)

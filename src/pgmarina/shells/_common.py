@@ -86,6 +86,7 @@ class PoolBase:
         lifetime_jitter: float = 0.1,
         backoff_initial: float = 0.01,
         backoff_max: float = 1.0,
+        barge_window: float = 0.0,
         connect_timeout: float = 10.0,
         reset_timeout: float = 5.0,
         reset: Any = "auto",
@@ -117,6 +118,7 @@ class PoolBase:
             lifetime_jitter=lifetime_jitter,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
+            barge_window=barge_window,
         )
         self._connect_timeout: float = _seconds("connect_timeout", connect_timeout) or 0.0
         self._reset_timeout: float = _seconds("reset_timeout", reset_timeout) or 0.0
@@ -161,7 +163,7 @@ class PoolBase:
         self._opened = False
         self._closed = False
 
-    def _wake(self, waiter: Any, entry: Entry) -> bool:
+    def _wake(self, waiter: Any, entry: Entry | None) -> bool:
         raise NotImplementedError
 
     # ------------------------------------------------------------------

@@ -80,6 +80,7 @@ class AsyncPool(PoolBase):
         housekeeping_interval: Period of the housekeeping task.
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
         backoff_initial, backoff_max: First and largest reconnect delay.
+        barge_window: Only for the thread :class:`~pgmarina.Pool`; must be 0.
         connect_timeout: Bound on one connect plus ``configure``.
         reset_timeout: Bound on a reset, check or ping round trip.
         reset: ``"auto"`` (roll back only what the local status shows, and
@@ -98,6 +99,12 @@ class AsyncPool(PoolBase):
 
     def __init__(self, dsn: str | None = None, *, driver: Any = "asyncpg", **kwargs: Any) -> None:
         super().__init__(dsn, driver=driver, **kwargs)
+        if self._config.barge_window:
+            # Measured: with asyncio a FIFO hand-off wakes no thread, and
+            # barging gained nothing (bench/bench_async.py, conc 10 and 100).
+            raise ValueError(
+                "barge_window is for the thread Pool; AsyncPool hands off in strict FIFO order"
+            )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connect_tasks: dict[Entry, asyncio.Task[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -319,7 +326,6 @@ class AsyncPool(PoolBase):
         finally:
             if deadline is not None:
                 del self._deadlines[fut]
-        core.record_wait(monotonic() - start)
         return entry
 
     # One timer serves every waiter's deadline: it is armed for the earliest
@@ -357,7 +363,8 @@ class AsyncPool(PoolBase):
         exc.__cause__ = core.last_connect_error
         fut.set_exception(exc)
 
-    def _wake(self, waiter: asyncio.Future[Entry], entry: Entry) -> bool:
+    def _wake(self, waiter: asyncio.Future[Entry], entry: Entry | None) -> bool:
+        assert entry is not None  # no barging here: no nudges
         if waiter.done():
             return False
         waiter.set_result(entry)
