@@ -31,8 +31,16 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def report(title: str, results: dict[str, list[float]], baselines: Sequence[str]) -> None:
-    """Print ops/s and per-round ratios against each baseline."""
+def report(
+    title: str,
+    results: dict[str, list[float]],
+    baselines: Sequence[str],
+    evenness: dict[str, list[float]] | None = None,
+) -> None:
+    """Print ops/s and per-round ratios against each baseline.
+
+    ``evenness``: per round, a contender's fewest / most cycles of one worker.
+    """
     print(f"\n{title}")
     for name, ops in results.items():
         line = f"  {name:<13} {statistics.median(ops):>9.0f} ops/s"
@@ -43,4 +51,6 @@ def report(title: str, results: dict[str, list[float]], baselines: Sequence[str]
             ratios = [a / b for a, b in zip(ops, results[base], strict=True)]
             q1, q2, q3 = _quartiles(ratios)
             line += f"   {q2:.2f}x {base:<12} [{q1:.2f}-{q3:.2f}]"
+        if evenness is not None:
+            line += f"   even {statistics.median(evenness[name]):.2f}"
         print(line)

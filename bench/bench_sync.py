@@ -8,13 +8,19 @@ within a round (see ``_rounds.py``).
 Contenders (driver psycopg):
   raw           one dedicated psycopg connection per thread
   psycopg_pool  psycopg_pool.ConnectionPool(min_size=size, max_size=size)
-  marina        pgmarina.Pool(driver="psycopg")
+  marina        pgmarina.Pool(driver="psycopg"), strict FIFO (the default)
+  marina-barge  the same with barge_window=0.05
 
 Contenders (driver psycopg2):
   raw           one dedicated psycopg2 connection per thread
   threaded      psycopg2.pool.ThreadedConnectionPool, bounded by a semaphore
                 (it raises instead of waiting when exhausted)
-  marina        pgmarina.Pool(driver="psycopg2")
+  marina        pgmarina.Pool(driver="psycopg2"), strict FIFO (the default)
+  marina-barge  the same with barge_window=0.05
+
+Beside the speed, each line shows how evenly the threads were served: the
+median over rounds of (fewest cycles of one thread) / (most cycles of one
+thread).  1.0 is perfectly even; near 0 means some threads starved.
 
 All connections run in autocommit, so every contender does exactly one
 round trip per cycle.
@@ -31,6 +37,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pgmarina
 from _rounds import orders, report
@@ -39,7 +46,8 @@ from pgmarina.contrib import embedded
 Cycle = Callable[[], None]
 
 
-def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> float:
+def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> tuple[float, float]:
+    """Cycles per second of all threads together, and min/max cycles per thread."""
     counts = [0] * threads
     start = threading.Barrier(threads + 1)
     stop_at = [0.0]
@@ -62,7 +70,23 @@ def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> float
     start.wait()
     for t in pool:
         t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    return sum(counts) / (time.perf_counter() - t0), min(counts) / max(max(counts), 1)
+
+
+BARGE_WINDOW = 0.05
+
+
+def _marinas(dsn: str, size: int, **kwargs: object) -> dict[str, pgmarina.Pool]:
+    """pgmarina with strict FIFO (the default) and with a barge window."""
+    pools = {
+        "marina": pgmarina.Pool(dsn, min_size=size, max_size=size, **kwargs),
+        "marina-barge": pgmarina.Pool(
+            dsn, min_size=size, max_size=size, barge_window=BARGE_WINDOW, **kwargs
+        ),
+    }
+    for pool in pools.values():
+        pool.open(wait=True)
+    return pools
 
 
 @contextlib.contextmanager
@@ -77,8 +101,7 @@ def psycopg_contenders(
         dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False
     )
     peer.open(wait=True)
-    marina = pgmarina.Pool(dsn, driver="psycopg", min_size=size, max_size=size, autocommit=True)
-    marina.open(wait=True)
+    marinas = _marinas(dsn, size, driver="psycopg", autocommit=True)
 
     def raw(i: int) -> Cycle:
         conn = raws[i]
@@ -88,24 +111,23 @@ def psycopg_contenders(
 
         return cycle
 
-    def peer_cycle(i: int) -> Cycle:
-        def cycle() -> None:
-            with peer.connection() as conn:
-                conn.execute("SELECT 1").fetchone()
+    def pooled(pool: Any) -> Callable[[int], Cycle]:
+        def make(i: int) -> Cycle:
+            def cycle() -> None:
+                with pool.connection() as conn:
+                    conn.execute("SELECT 1").fetchone()
 
-        return cycle
+            return cycle
 
-    def marina_cycle(i: int) -> Cycle:
-        def cycle() -> None:
-            with marina.connection() as conn:
-                conn.execute("SELECT 1").fetchone()
-
-        return cycle
+        return make
 
     try:
-        yield {"raw": raw, "psycopg_pool": peer_cycle, "marina": marina_cycle}
+        yield {"raw": raw, "psycopg_pool": pooled(peer)} | {
+            name: pooled(pool) for name, pool in marinas.items()
+        }
     finally:
-        marina.close()
+        for pool in marinas.values():
+            pool.close()
         peer.close()
         for c in raws:
             c.close()
@@ -118,25 +140,21 @@ def psycopg2_contenders(
     import psycopg2
     import psycopg2.pool
 
-    def connect() -> object:
-        conn = psycopg2.connect(dsn)
+    def autocommit(conn: Any) -> None:
         conn.autocommit = True
-        return conn
 
-    raws = [connect() for _ in range(threads)]
+    raws = [psycopg2.connect(dsn) for _ in range(threads)]
     peer = psycopg2.pool.ThreadedConnectionPool(size, size, dsn)
-    for _ in range(size):  # autocommit on every pooled connection
-        conns = [peer.getconn() for _ in range(size)]
-        for c in conns:
-            c.autocommit = True
-            peer.putconn(c)
-        break
+    conns = [peer.getconn() for _ in range(size)]
+    for conn in [*raws, *conns]:
+        autocommit(conn)
+    for conn in conns:
+        peer.putconn(conn)
     gate = threading.BoundedSemaphore(size)
-    marina = pgmarina.Pool(dsn, driver="psycopg2", min_size=size, max_size=size)
-    marina.open(wait=True)
+    marinas = _marinas(dsn, size, driver="psycopg2", configure=autocommit)
 
     def raw(i: int) -> Cycle:
-        cur = raws[i].cursor()  # type: ignore[attr-defined]
+        cur = raws[i].cursor()
 
         def cycle() -> None:
             cur.execute("SELECT 1")
@@ -157,28 +175,27 @@ def psycopg2_contenders(
 
         return cycle
 
-    def marina_cycle(i: int) -> Cycle:
-        def cycle() -> None:
-            with marina.connection() as conn, conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
+    def pooled(pool: pgmarina.Pool) -> Callable[[int], Cycle]:
+        def make(i: int) -> Cycle:
+            def cycle() -> None:
+                with pool.connection() as conn, conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetchone()
 
-        return cycle
+            return cycle
 
-    # pgmarina's psycopg2 connections: autocommit, like the others
-    for _ in range(size):
-        leases = [marina.acquire() for _ in range(size)]
-        for lease in leases:
-            lease.autocommit = True
-            marina.release(lease)
-        break
+        return make
+
     try:
-        yield {"raw": raw, "threaded": peer_cycle, "marina": marina_cycle}
+        yield {"raw": raw, "threaded": peer_cycle} | {
+            name: pooled(pool) for name, pool in marinas.items()
+        }
     finally:
-        marina.close()
+        for pool in marinas.values():
+            pool.close()
         peer.closeall()
         for c in raws:
-            c.close()  # type: ignore[attr-defined]
+            c.close()
 
 
 def bench(args: argparse.Namespace, dsn: str) -> None:
@@ -188,12 +205,15 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
     for threads in args.threads:
         with make(dsn, threads, args.size) as contenders:
             results: dict[str, list[float]] = {name: [] for name in contenders}
+            evenness: dict[str, list[float]] = {name: [] for name in contenders}
             for factory in contenders.values():  # warm-up
                 _run(factory, threads, 0.3)
             for order in orders(list(contenders), args.rounds):
                 for name in order:
-                    results[name].append(_run(contenders[name], threads, args.seconds))
-        report(f"threads={threads}", results, ["raw", peer])
+                    ops, even = _run(contenders[name], threads, args.seconds)
+                    results[name].append(ops)
+                    evenness[name].append(even)
+        report(f"threads={threads}", results, ["raw", peer], evenness)
 
 
 def main() -> None:

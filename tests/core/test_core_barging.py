@@ -157,3 +157,30 @@ def test_without_a_window_hand_off_stays_strict_fifo() -> None:
     sh.checkin(a, 0.2)
     assert w1.entry is a and not w1.nudged
     assert isinstance(sh.acquire(0.3), Waiter)
+
+
+def test_only_one_nudged_waiter_is_out_at_a_time() -> None:
+    sh, (a, b) = _full()
+    w1 = sh.acquire(0.1)
+    w2 = sh.acquire(0.2)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    sh.checkin(a, 0.3)
+    sh.checkin(b, 0.3)  # w1 is already on its way: w2 is not woken for nothing
+    assert w1.nudged and not w2.nudged
+    assert sh.come(w1, 0.4) is not None
+    assert w2.nudged  # one more sits idle: w1 passed the nudge on
+    assert sh.come(w2, 0.5) is not None
+    assert sh.core.idle == [] and list(sh.core.waiters) == []
+
+
+def test_a_nudged_waiter_that_was_barged_does_not_pass_the_nudge_on() -> None:
+    sh, (a, _) = _full()
+    w1 = sh.acquire(0.1)
+    w2 = sh.acquire(0.2)
+    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    sh.checkin(a, 0.3)
+    sh.take(0.3)
+    assert sh.come(w1, 0.4) is None
+    assert not w2.nudged
+    sh.checkin(a, 0.5)  # the next return nudges the head again: w1
+    assert w1.nudged and not w2.nudged

@@ -31,8 +31,11 @@ left never swallows one.
 oldest waiter is woken with ``wake(waiter, None)``: "come and take one".
 Until it does, any caller's ``checkout`` may take the entry first.  The woken
 waiter calls ``checkout_nudged``, which serves it or puts it back at the
-head of the queue.  Once the oldest waiter has waited ``barge_window``,
-checkouts queue and hand-off is strict again.
+head of the queue.  Only one woken waiter is out at a time (each wake-up
+costs a thread switch, and most would find the entry already taken); when
+it is served and more entries sit idle, it passes the nudge on.  Once the
+oldest waiter has waited ``barge_window``, checkouts queue and hand-off is
+strict again.
 
 *Work.*  Decisions that need IO are appended to ``pending`` as entries whose
 state says what to do: ``CONNECTING`` (open it), ``CLOSING`` (close it),
@@ -126,6 +129,7 @@ class PoolCore(Generic[W]):
         self.idle: list[Entry] = []
         self.waiters: deque[W] = deque()
         self._queued_at: deque[float] = deque()  # when each waiter queued
+        self._woken = 0  # waiters nudged and not yet come back (barging)
         self.pending: list[Entry] = []
         self.entries: set[Entry] = set()
         self.generation = 0
@@ -214,7 +218,8 @@ class PoolCore(Generic[W]):
                 entry.state = IDLE
                 entry.idle_since = now
                 self.idle.append(entry)
-                self._nudge()
+                if not self._woken:
+                    self._nudge()
                 return
             waiter = waiters.popleft()
             since = queued_at.popleft()
@@ -235,6 +240,7 @@ class PoolCore(Generic[W]):
             waiter = waiters.popleft()
             self._queued_at.popleft()
             if self._wake(waiter, None):
+                self._woken += 1
                 return
 
     def _expired(self, entry: Entry, now: float) -> bool:
@@ -384,8 +390,10 @@ class PoolCore(Generic[W]):
             del self._queued_at[at]
         if timed_out:
             self.timeouts += 1
-        if nudged and self.idle:
-            self._nudge()
+        if nudged:
+            self._woken -= 1
+            if self.idle and not self._woken:
+                self._nudge()
 
     def _may_barge(self, now: float) -> bool:
         """Whether a checkout may pass the queue (only while barging)."""
@@ -403,15 +411,19 @@ class PoolCore(Generic[W]):
         Raises:
             PoolClosed: the pool closed meanwhile.
         """
+        self._woken -= 1
         if self.closing:
             raise PoolClosed("the pool is closed")
         entry = self._take_idle(now)
         if entry is None:
             self.waiters.appendleft(waiter)
             self._queued_at.appendleft(since)
-            self._grow(now)
-        else:
-            self.wait_time_total += now - since
+            if self.size < self._max_size:
+                self._grow(now)
+            return None
+        self.wait_time_total += now - since
+        if self.idle and not self._woken:
+            self._nudge()  # more sit idle: pass the nudge on
         return entry
 
     def timeout_message(self, waited: float) -> str:
