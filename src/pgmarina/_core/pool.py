@@ -305,6 +305,22 @@ class PoolCore(Generic[W]):
         """
         if self.waiters and not self._may_barge(now):
             return None
+        idle = self.idle
+        if idle:
+            # The common case inline: the hot end is fresh and needs no check.
+            entry = idle[-1]
+            window = self._check_window
+            if (
+                entry.expires_at > now
+                and entry.generation == self.generation
+                and (window is None or now - entry.alive_at <= window)
+            ):
+                idle.pop()
+                entry.state = IN_USE
+                entry.uses += 1
+                entry.acquired_at = now
+                self.acquires += 1
+                return entry
         return self._take_idle(now)
 
     def _take_idle(self, now: float) -> Entry | None:

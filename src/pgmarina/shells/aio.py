@@ -42,6 +42,7 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBas
 __all__ = ["AsyncPool"]
 
 _INF = float("inf")
+_new_context = object.__new__
 
 async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
     result = hook(*args)
@@ -501,7 +502,11 @@ class AsyncPool(PoolBase):
         """
         if timeout is not DEFAULT:
             self._check_timeout(timeout)
-        return _Connection(self, timeout)
+        ctx = _new_context(_Connection)  # slots filled here: no __init__ frame
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        return ctx
 
     # ------------------------------------------------------------------
     # background work
