@@ -41,8 +41,7 @@ _STATUS = (
 
 
 def _status(conn: Any) -> int:
-    if conn.closed:
-        return BROKEN
+    # A closed connection reports TRANSACTION_STATUS_UNKNOWN: BROKEN.
     return _STATUS.get(conn.get_transaction_status(), BROKEN)
 
 

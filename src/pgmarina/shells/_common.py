@@ -311,12 +311,15 @@ class PoolBase:
 
 
 class ConnectionContextBase:
-    """State of the context manager behind ``pool.connection()``."""
+    """State of the context manager behind ``pool.connection()``.
+
+    Made once per ``with`` block, so ``connection()`` fills the slots itself
+    on a bare ``object.__new__`` instance instead of paying for ``__init__``.
+    """
 
     __slots__ = ("_conn", "_pool", "_timeout")
 
-    def __init__(self, pool: Any, timeout: Any) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._conn: Any = None
+    _conn: Any
+    _pool: Any
+    _timeout: Any
 

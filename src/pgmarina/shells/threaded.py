@@ -38,6 +38,8 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBas
 
 __all__ = ["Pool"]
 
+_new_context = object.__new__
+
 
 
 class _Waiter:
@@ -542,7 +544,11 @@ class Pool(PoolBase):
         The block commits on success and rolls back on error (unless the
         connection is in autocommit), as psycopg_pool does.
         """
-        return _Connection(self, timeout)
+        ctx = _new_context(_Connection)  # slots filled here: no __init__ frame
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        return ctx
 
     # ------------------------------------------------------------------
     # background work
