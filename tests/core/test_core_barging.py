@@ -20,11 +20,19 @@ def _full(window: float = 1.0, size: int = 2) -> tuple[Shell, list]:
     return sh, [sh.take(0.0) for _ in range(size)]
 
 
+def _queue(sh: Shell, *times: float) -> list[Waiter]:
+    """Waiters queued at ``times`` (nothing is idle)."""
+    waiters = []
+    for t in times:
+        waiter = sh.acquire(t)
+        assert isinstance(waiter, Waiter), f"expected to queue at {t}, got {waiter!r}"
+        waiters.append(waiter)
+    return waiters
+
+
 def test_a_returned_entry_goes_idle_and_the_oldest_waiter_is_nudged() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     sh.checkin(a, 0.3)
     assert a.state is IDLE and sh.core.idle == [a]
     assert w1.nudged and w1.entry is None
@@ -34,8 +42,7 @@ def test_a_returned_entry_goes_idle_and_the_oldest_waiter_is_nudged() -> None:
 
 def test_a_newcomer_may_take_the_idle_entry_before_the_nudged_waiter_comes() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 0.1)
     sh.checkin(a, 0.3)
     assert sh.take(0.3) is a  # the releasing caller comes straight back
     assert sh.come(w1, 0.4) is None  # too late: back at the head of the queue
@@ -45,9 +52,7 @@ def test_a_newcomer_may_take_the_idle_entry_before_the_nudged_waiter_comes() -> 
 
 def test_a_waiter_that_lost_the_race_keeps_its_place_ahead_of_later_waiters() -> None:
     sh, (a, b) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     sh.checkin(a, 0.3)
     sh.take(0.3)
     sh.come(w1, 0.4)
@@ -58,8 +63,7 @@ def test_a_waiter_that_lost_the_race_keeps_its_place_ahead_of_later_waiters() ->
 
 def test_the_nudged_waiter_takes_the_idle_entry_when_nobody_barged() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 0.1)
     sh.checkin(a, 0.3)
     assert sh.come(w1, 0.4) is a
     assert a.state is IN_USE
@@ -70,8 +74,7 @@ def test_the_nudged_waiter_takes_the_idle_entry_when_nobody_barged() -> None:
 
 def test_once_the_oldest_waiter_has_waited_the_window_hand_off_is_strict() -> None:
     sh, (a, _) = _full(window=1.0)
-    w1 = sh.acquire(0.0)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 0.0)
     sh.checkin(a, 1.0)  # w1 has waited exactly the window
     assert w1.entry is a and a.state is IN_USE and not w1.nudged
     assert sh.core.idle == []
@@ -79,8 +82,7 @@ def test_once_the_oldest_waiter_has_waited_the_window_hand_off_is_strict() -> No
 
 def test_newcomers_queue_once_the_oldest_waiter_has_waited_the_window() -> None:
     sh, (a, _) = _full(window=1.0)
-    w1 = sh.acquire(0.0)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 0.0)
     sh.checkin(a, 0.5)  # nudged, a idle
     w2 = sh.acquire(0.6)  # a newcomer barges and takes a
     assert w2 is a
@@ -92,9 +94,7 @@ def test_newcomers_queue_once_the_oldest_waiter_has_waited_the_window() -> None:
 
 def test_a_gone_waiter_is_skipped_by_the_nudge() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     w1.gone = True
     sh.checkin(a, 0.3)
     assert not w1.nudged and w2.nudged
@@ -103,9 +103,7 @@ def test_a_gone_waiter_is_skipped_by_the_nudge() -> None:
 
 def test_a_nudged_waiter_that_leaves_passes_the_nudge_on() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     sh.checkin(a, 0.3)
     assert w1.nudged
     sh.core.forget_waiter(w1, timed_out=True, nudged=True)
@@ -116,9 +114,7 @@ def test_a_nudged_waiter_that_leaves_passes_the_nudge_on() -> None:
 
 def test_a_nudged_waiter_that_leaves_after_a_barge_wakes_nobody() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     sh.checkin(a, 0.3)
     sh.take(0.3)  # barged: nothing idle
     sh.core.forget_waiter(w1, nudged=True)
@@ -128,8 +124,7 @@ def test_a_nudged_waiter_that_leaves_after_a_barge_wakes_nobody() -> None:
 
 def test_a_nudged_waiter_coming_after_close_is_refused() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 0.1)
     sh.checkin(a, 0.3)
     assert sh.core.close(0.35) == []  # w1 is out of the queue, nudged
     with pytest.raises(PoolClosed):
@@ -140,8 +135,7 @@ def test_a_nudged_waiter_skips_expired_idle_entries_and_opens_a_replacement() ->
     sh = Shell(min_size=1, max_size=1, barge_window=1.0, max_lifetime=10.0, lifetime_jitter=0)
     sh.fill(0.0)
     a = sh.take(0.0)
-    w1 = sh.acquire(5.0)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 5.0)
     sh.checkin(a, 5.5)  # nudges w1
     assert sh.come(w1, 10.5) is None  # a expired meanwhile: retired
     assert list(sh.core.waiters) == [w1]
@@ -152,8 +146,7 @@ def test_a_nudged_waiter_skips_expired_idle_entries_and_opens_a_replacement() ->
 
 def test_without_a_window_hand_off_stays_strict_fifo() -> None:
     sh, (a, _) = _full(window=0.0)
-    w1 = sh.acquire(0.1)
-    assert isinstance(w1, Waiter)
+    (w1,) = _queue(sh, 0.1)
     sh.checkin(a, 0.2)
     assert w1.entry is a and not w1.nudged
     assert isinstance(sh.acquire(0.3), Waiter)
@@ -161,9 +154,7 @@ def test_without_a_window_hand_off_stays_strict_fifo() -> None:
 
 def test_only_one_nudged_waiter_is_out_at_a_time() -> None:
     sh, (a, b) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     sh.checkin(a, 0.3)
     sh.checkin(b, 0.3)  # w1 is already on its way: w2 is not woken for nothing
     assert w1.nudged and not w2.nudged
@@ -175,9 +166,7 @@ def test_only_one_nudged_waiter_is_out_at_a_time() -> None:
 
 def test_a_nudged_waiter_that_was_barged_does_not_pass_the_nudge_on() -> None:
     sh, (a, _) = _full()
-    w1 = sh.acquire(0.1)
-    w2 = sh.acquire(0.2)
-    assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
+    w1, w2 = _queue(sh, 0.1, 0.2)
     sh.checkin(a, 0.3)
     sh.take(0.3)
     assert sh.come(w1, 0.4) is None
