@@ -222,3 +222,69 @@ def test_the_async_pool_refuses_a_barge_window_naming_it() -> None:
 
     with pytest.raises(ValueError, match="barge_window"):
         AsyncPool(driver="asyncpg", barge_window=0.1)
+
+
+class _SlowGate:
+    """A waiter's gate whose thread takes 0.2 s to get going once it opens."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            time.sleep(0.2)
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_a_nudged_waiter_that_comes_too_late_still_carries_out_the_pools_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # W1 is nudged for an idle connection but comes for it only after the
+    # connection expired and its own deadline passed.  Coming for it retired
+    # the connection and asked for a replacement: that work must run before
+    # W1's PoolTimeout is raised, or W2 waits with nobody connecting for it.
+    import pgmarina.shells.threaded as threaded
+
+    plain_init = threaded._Waiter.__init__
+
+    def init(self: Any, start: float) -> None:
+        plain_init(self, start)
+        if threading.current_thread().name == "W1":
+            self.gate = _SlowGate()
+
+    monkeypatch.setattr(threaded._Waiter, "__init__", init)
+    pool = Pool(driver=FakeSyncAdapter(), **{**QUIET, "min_size": 1, "max_size": 1,
+                                             "barge_window": 10.0, "max_lifetime": 0.3,
+                                             "lifetime_jitter": 0.0, "timeout": 5,
+                                             "housekeeping_interval": 10.0})
+    pool.open(wait=True)
+    results: dict[str, str] = {}
+
+    def wait_for_one(name: str, timeout: float) -> None:
+        try:
+            pool.release(pool.acquire(timeout=timeout))
+            results[name] = "served"
+        except PoolTimeout:
+            results[name] = "timeout"
+
+    try:
+        held = pool.acquire()
+        w1 = threading.Thread(target=wait_for_one, args=("W1", 0.25), name="W1")
+        w1.start()
+        time.sleep(0.01)
+        w2 = threading.Thread(target=wait_for_one, args=("W2", 2.0), name="W2")
+        w2.start()
+        time.sleep(0.19)
+        pool.release(held)  # not yet expired: goes idle, W1 is nudged
+        w1.join(5)
+        w2.join(5)
+        assert results == {"W1": "timeout", "W2": "served"}
+        s = pool.stats()
+        assert (s.timeouts, s.connections_opened, s.connections_closed) == (1, 2, 1)
+    finally:
+        pool.close()

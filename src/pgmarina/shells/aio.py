@@ -308,9 +308,11 @@ class AsyncPool(PoolBase):
         loop = self._loop
         assert loop is not None
         fut: asyncio.Future[Entry] = loop.create_future()
-        core.enqueue(fut, monotonic())
-        if core.pending:
-            self._drain()
+        try:
+            core.enqueue(fut, monotonic())
+        finally:  # refused or not, carry out what the checkout before it asked for
+            if core.pending:
+                self._drain()
         if deadline is not None:
             self._deadlines[fut] = (deadline, start)
             if deadline < self._watchdog_at:

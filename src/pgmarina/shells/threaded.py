@@ -323,6 +323,7 @@ class Pool(PoolBase):
         """Under one lock: an idle entry, or else a place in the queue."""
         core = self._core
         waiter = None
+        refused: Exception | None = None
         with self._lock:
             now = monotonic()
             entry = core.checkout(now)
@@ -330,11 +331,18 @@ class Pool(PoolBase):
                 if not self._opened:
                     raise PoolNotOpen(f"{self.name} is not open; call open() or use 'with'")
                 waiter = _Waiter(now)
-                core.enqueue(waiter, now)
+                try:
+                    core.enqueue(waiter, now)
+                except Exception as exc:  # refused; checkout may still have left work
+                    refused, waiter = exc, None
             if not core.pending:
+                if refused is not None:
+                    raise refused
                 return entry, waiter
             work = self._take_work()
         self._run(work)
+        if refused is not None:
+            raise refused
         return entry, waiter
 
     def _acquire_slow(self, entry: Entry | None, start: float, seconds: float | None) -> Any:
@@ -393,15 +401,18 @@ class Pool(PoolBase):
                 raise waiter.error
             if waiter.entry is not None:
                 return waiter.entry
+            late = None
             with self._lock:
                 waiter.nudged = False
                 now = monotonic()
                 entry = core.checkout_nudged(waiter, waiter.start, now)
                 if entry is None and deadline is not None and now >= deadline:
                     core.forget_waiter(waiter, timed_out=True)
-                    raise self._timed_out(waiter)
+                    late = self._timed_out(waiter)
                 work = self._take_work() if core.pending else None
-            self._run(work)
+            self._run(work)  # before raising: it may serve the waiters behind us
+            if late is not None:
+                raise late
             if entry is not None:
                 return entry
 
