@@ -15,12 +15,13 @@ calls in ``_undo``; the pool reverts them on release.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar, cast
 
 from .errors import ConnectionReleasedError
 
-__all__ = ["RELEASED", "Lease", "end", "forward", "new", "unwrap"]
+__all__ = ["RELEASED", "Lease", "end", "forward", "maker", "unwrap"]
 
 L = TypeVar("L", bound="Lease")
 
@@ -50,22 +51,26 @@ RELEASED: Any = _Released()
 class _Fields:
     """A lease's own state, in a class with plain attribute stores.
 
-    :func:`new` fills these in while the object is still a ``_Fields`` and
-    only then gives it its lease class, so that making a lease does not go
-    through :meth:`Lease.__setattr__` four times (that tripled its cost).
-    Lease classes add no slots of their own, so the layouts match.
+    The function :func:`maker` returns fills these in while the object is
+    still a ``_Fields`` and only then gives it its lease class, so that making
+    a lease does not go through :meth:`Lease.__setattr__` four times (that
+    tripled its cost).  That needs the lease class to add no slots,
+    ``__dict__`` or ``__weakref__``; other subclasses are built the usual way.
     """
 
     __slots__ = ("_con", "_entry", "_pool", "_undo")
 
 
 class Lease(_Fields):
-    """A borrowed connection.  Valid until released; useless (and loud) after.
-
-    Made by pools with :func:`new`, not by calling the class.
-    """
+    """A borrowed connection.  Valid until released; useless (and loud) after."""
 
     __slots__ = ()
+
+    def __init__(self, con: Any, entry: Any, pool: Any) -> None:
+        _set_con(self, con)
+        _set_entry(self, entry)
+        _set_pool(self, pool)
+        _set_undo(self, None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
@@ -104,21 +109,40 @@ _OWN = frozenset(_Fields.__slots__)
 # The slots' own setters: faster than object.__setattr__.
 _slot: Any = _Fields.__dict__
 _set_con = _slot["_con"].__set__
+_set_entry = _slot["_entry"].__set__
+_set_pool = _slot["_pool"].__set__
 _set_undo = _slot["_undo"].__set__
 
 
 _blank = object.__new__
 
 
-def new(cls: type[L], con: Any, entry: Any, pool: Any) -> L:
-    """A lease of class ``cls`` on driver connection ``con``."""
-    lease: Any = _blank(_Fields)
-    lease._con = con
-    lease._entry = entry
-    lease._pool = pool
-    lease._undo = None
-    lease.__class__ = cls
-    return cast(L, lease)
+def maker(cls: type[L]) -> Callable[[Any, Any, Any], L]:
+    """``make(con, entry, pool)``: a new lease of class ``cls``, made fast.
+
+    Raises:
+        TypeError: ``cls`` is not a :class:`Lease` subclass.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Lease)):
+        raise TypeError(f"lease_class must be a subclass of pgmarina.Lease, not {cls!r}")
+    same_layout = (
+        cls.__basicsize__ == _Fields.__basicsize__
+        and not cls.__dictoffset__
+        and not cls.__weakrefoffset__
+    )
+    if not same_layout:
+        return cls  # adds a __dict__ or slots: plain construction
+
+    def make(con: Any, entry: Any, pool: Any) -> L:
+        lease: Any = _blank(_Fields)
+        lease._con = con
+        lease._entry = entry
+        lease._pool = pool
+        lease._undo = None
+        lease.__class__ = cls
+        return cast(L, lease)
+
+    return make
 
 
 def forward(cls: type[Lease], *names: str) -> None:

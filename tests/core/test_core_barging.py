@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from coresim import IDLE, IN_USE, Shell, Waiter
 
-from pgmarina.errors import PoolClosed
+from pgmarina.errors import PoolClosed, TooManyWaiters
 
 
 def _full(window: float = 1.0, size: int = 2) -> tuple[Shell, list]:
@@ -173,3 +173,25 @@ def test_a_nudged_waiter_that_was_barged_does_not_pass_the_nudge_on() -> None:
     assert not w2.nudged
     sh.checkin(a, 0.5)  # the next return nudges the head again: w1
     assert w1.nudged and not w2.nudged
+
+
+def test_a_nudged_waiter_counts_against_max_waiting_and_in_stats() -> None:
+    sh = Shell(min_size=1, max_size=1, barge_window=1.0, max_waiting=1)
+    sh.fill(0.0)
+    a = sh.take(0.0)
+    (w1,) = _queue(sh, 0.1)
+    sh.checkin(a, 0.2)  # w1 nudged, out of the queue
+    assert w1.nudged and sh.core.stats().waiting == 1
+    sh.take(0.2)  # barged
+    with pytest.raises(TooManyWaiters):
+        sh.acquire(0.3)
+    assert sh.come(w1, 0.4) is None
+    assert sh.core.stats().waiting == 1
+
+
+def test_newcomers_queue_once_the_nudged_waiter_has_waited_the_window() -> None:
+    sh, (a, _) = _full(window=1.0)
+    (w1,) = _queue(sh, 0.0)
+    sh.checkin(a, 0.5)  # w1 nudged; nobody else queues
+    assert isinstance(sh.acquire(1.5), Waiter)  # w1 has waited 1.5: no barging past it
+    assert sh.come(w1, 1.6) is a

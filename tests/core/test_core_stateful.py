@@ -395,7 +395,7 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.size == core.size
         assert stats.idle == len(idle)
         assert stats.in_use == len(self.held) + len(self.checking) + len(self.resetting)
-        assert stats.waiting == len(core.waiters)
+        assert stats.waiting == len(core.waiters) + len(nudged)
         assert stats.connecting == core.connecting
         assert stats.acquires == self.leases
         assert stats.connections_opened == self.opened

@@ -15,6 +15,7 @@ from pgmarina import (
     AsyncPool,
     ConnectionReleasedError,
     DriverNotInstalled,
+    Lease,
     Pool,
     PoolClosed,
     PoolNotOpen,
@@ -395,3 +396,50 @@ def test_max_uses_replaces_a_connection_after_that_many_leases(kind: str) -> Non
         await h.release(lease)
 
     run(kind, body, max_uses=2)
+
+
+class _LeaseWithDict(Lease):
+    """A custom lease class that adds a ``__dict__`` (no ``__slots__``)."""
+
+    def hello(self) -> str:
+        return f"hi from #{self._con.id}"
+
+
+class _SlottedLease(Lease):
+    __slots__ = ()
+
+    def hello(self) -> str:
+        return f"hi from #{self._con.id}"
+
+
+@pytest.mark.parametrize("lease_class", [_LeaseWithDict, _SlottedLease])
+def test_an_adapter_may_bring_its_own_lease_class_with_or_without_slots(
+    lease_class: type[Lease],
+) -> None:
+    class Adapter(FakeSyncAdapter):
+        pass
+
+    Adapter.lease_class = lease_class
+    pool = Pool(driver=Adapter(), **{**QUIET, "max_size": 1})
+    pool.open(wait=True)
+    try:
+        for _ in range(2):  # handed out, given back, handed out again: nothing leaks
+            with pool.connection(timeout=1) as conn:
+                assert type(conn) is lease_class
+                assert conn.hello().startswith("hi from #")
+                raw = unwrap(conn)
+            assert isinstance(raw, FakeSyncConnection)
+            with pytest.raises(ConnectionReleasedError):
+                conn.hello()
+        s = pool.stats()
+        assert (s.in_use, s.idle, s.acquires) == (0, 1, 2)
+    finally:
+        pool.close()
+
+
+def test_a_lease_class_that_is_not_a_lease_is_refused_naming_it() -> None:
+    class Adapter(FakeSyncAdapter):
+        lease_class = dict  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match="lease_class"):
+        Pool(driver=Adapter(), **QUIET)

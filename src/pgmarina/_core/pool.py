@@ -130,6 +130,7 @@ class PoolCore(Generic[W]):
         self.waiters: deque[W] = deque()
         self._queued_at: deque[float] = deque()  # when each waiter queued
         self._woken = 0  # waiters nudged and not yet come back (barging)
+        self._nudged_since = 0.0  # when the one nudged waiter first queued
         self.pending: list[Entry] = []
         self.entries: set[Entry] = set()
         self.generation = 0
@@ -214,7 +215,7 @@ class PoolCore(Generic[W]):
         queued_at = self._queued_at
         window = self._barge_window
         while waiters:
-            if window and now - queued_at[0] < window:
+            if window and self._may_barge(now):
                 entry.state = IDLE
                 entry.idle_since = now
                 self.idle.append(entry)
@@ -238,9 +239,10 @@ class PoolCore(Generic[W]):
         waiters = self.waiters
         while waiters:
             waiter = waiters.popleft()
-            self._queued_at.popleft()
+            since = self._queued_at.popleft()
             if self._wake(waiter, None):
                 self._woken += 1
+                self._nudged_since = since
                 return
 
     def _expired(self, entry: Entry, now: float) -> bool:
@@ -303,7 +305,7 @@ class PoolCore(Generic[W]):
         past ``check_window``: check it, then report ``check_done``).  While
         anyone is queued, newcomers queue behind them: strict FIFO.
         """
-        if self.waiters and not self._may_barge(now):
+        if (self.waiters or self._woken) and not self._may_barge(now):
             return None
         idle = self.idle
         if idle:
@@ -372,10 +374,10 @@ class PoolCore(Generic[W]):
         if self.closing:
             raise PoolClosed("the pool is closed")
         limit = self._max_waiting
-        if limit and len(self.waiters) >= limit:
+        if limit and len(self.waiters) + self._woken >= limit:
             self.too_many_waiters += 1
             raise TooManyWaiters(
-                f"{len(self.waiters)} callers already wait for a connection "
+                f"{len(self.waiters) + self._woken} callers already wait for a connection "
                 f"(max_waiting={limit})"
             )
         since = self.failing_since
@@ -412,9 +414,17 @@ class PoolCore(Generic[W]):
                 self._nudge()
 
     def _may_barge(self, now: float) -> bool:
-        """Whether a checkout may pass the queue (only while barging)."""
+        """Whether a checkout may pass the waiters (only while barging).
+
+        The oldest waiter may be the nudged one, out of the queue for now.
+        """
         window = self._barge_window
-        return bool(window) and now - self._queued_at[0] < window
+        if not window:
+            return False
+        oldest = self._queued_at[0] if self._queued_at else now
+        if self._woken and self._nudged_since < oldest:
+            oldest = self._nudged_since
+        return now - oldest < window
 
     def checkout_nudged(self, waiter: W, since: float, now: float) -> Entry | None:
         """A waiter woken with ``wake(waiter, None)`` comes for its entry.
@@ -705,7 +715,7 @@ class PoolCore(Generic[W]):
             size=self.size,
             idle=len(self.idle),
             in_use=in_use,
-            waiting=len(self.waiters),
+            waiting=len(self.waiters) + self._woken,
             connecting=connecting,
             acquires=self.acquires,
             waited_acquires=self.waited_acquires,

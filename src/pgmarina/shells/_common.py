@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
+from .._lease import maker as lease_maker
 from .._redact import describe_target, redact
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, resolve
 from ..errors import PoolConnectError, PoolError, PoolTimeout
@@ -155,6 +156,7 @@ class PoolBase:
         self.name = name or f"pool-{next(_names)}"
         self._target = describe_target(dsn, ckw)
         self._lease_class = adapter.lease_class
+        self._new_lease = lease_maker(adapter.lease_class)
         # Bound once: the hot paths call these on every lease.
         self._is_closed = adapter.is_closed
         self._status = adapter.status

@@ -33,7 +33,6 @@ from .._core import Entry
 from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
 from .._lease import RELEASED
 from .._lease import end as end_lease
-from .._lease import new as new_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
 from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
@@ -274,7 +273,7 @@ class AsyncPool(PoolBase):
         if entry is not None and entry.state is IN_USE and not core.pending:
             conn = entry.conn
             if not self._is_closed(conn):
-                return new_lease(self._lease_class, conn, entry, self)
+                return self._new_lease(conn, entry, self)
         return entry
 
     async def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
@@ -299,7 +298,7 @@ class AsyncPool(PoolBase):
             if core.pending:
                 self._drain()
             if entry is not None:
-                return new_lease(self._lease_class, entry.conn, entry, self)
+                return self._new_lease(entry.conn, entry, self)
 
     async def _wait(self, start: float, deadline: float | None) -> Entry:
         core = self._core

@@ -31,7 +31,6 @@ from .._core import Entry, PoolStats
 from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
 from .._lease import RELEASED
 from .._lease import end as end_lease
-from .._lease import new as new_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
 from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBase, PoolBase, logger
@@ -314,7 +313,7 @@ class Pool(PoolBase):
             start = None
         assert entry is not None
         if entry.state is IN_USE and not self._is_closed(entry.conn):
-            return new_lease(self._lease_class, entry.conn, entry, self)
+            return self._new_lease(entry.conn, entry, self)
         return self._acquire_slow(entry, monotonic() if start is None else start, seconds)
 
     getconn = acquire
@@ -367,7 +366,7 @@ class Pool(PoolBase):
                 if not kept:
                     entry = None
             if entry is not None:
-                return new_lease(self._lease_class, entry.conn, entry, self)
+                return self._new_lease(entry.conn, entry, self)
 
     def _park(self, waiter: _Waiter, deadline: float | None) -> Entry:
         """Wait until the core hands ``waiter`` an entry (or time runs out).
