@@ -690,12 +690,21 @@ class _Connection(ConnectionContextBase):
     __slots__ = ()
 
     async def __aenter__(self) -> Any:
+        # AsyncPool._take, inline: this runs once per ``async with``.
         pool = self._pool
-        got = pool._take()
-        if type(got) is not pool._lease_class:
-            got = await pool._acquire_slow(got, self._timeout)
-        self._conn = got
-        return got
+        core = pool._core
+        entry = core.checkout(monotonic())
+        if (
+            entry is not None
+            and entry.state is IN_USE
+            and not core.pending
+            and not pool._is_closed(entry.conn)
+        ):
+            conn = pool._new_lease(entry.conn, entry, pool)
+        else:
+            conn = await pool._acquire_slow(entry, self._timeout)
+        self._conn = conn
+        return conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
