@@ -710,16 +710,24 @@ class _Connection(ConnectionContextBase):
         conn, self._conn = self._conn, None
         pool = self._pool
         raw = conn._con
-        status = None
-        if pool._transactional and raw is not RELEASED:
+        if raw is RELEASED:  # released inside the block
+            pool._return(conn)  # raises ConnectionReleasedError
+        status = pool._status(raw)
+        if status == IN_TRANSACTION and pool._transactional:
+            try:
+                await pool._adapter.end_block(raw, exc_type is not None)
+            except BaseException:
+                await pool.release(conn)
+                raise
             status = pool._status(raw)
-            if status == IN_TRANSACTION:
-                try:
-                    await pool._adapter.end_block(raw, exc_type is not None)
-                except BaseException:
-                    await pool.release(conn)
-                    raise
-                status = None
+        if status == CLEAN and conn._undo is None and pool._reset_mode is AUTO:
+            # AsyncPool._return's common case, inline: once per ``async with``.
+            end_lease(conn)
+            core = pool._core
+            core.checkin(conn._entry, monotonic())
+            if core.pending or core.closing:
+                pool._after_checkin()
+            return
         reset = pool._return(conn, status)
         if reset is not None:
             await reset
