@@ -304,8 +304,18 @@ class Pool(PoolBase):
             PoolTimeout, TooManyWaiters, PoolConnectError, PoolClosed,
             PoolNotOpen: as for :meth:`AsyncPool.acquire`.
         """
-        seconds = self._config.timeout if timeout is DEFAULT else self._check_timeout(timeout)
+        if timeout is not DEFAULT:
+            self._check_timeout(timeout)
         entry, waiter = self._checkout_or_enqueue()
+        if waiter is None and entry is not None and entry.state is IN_USE:
+            conn = entry.conn
+            if not self._is_closed(conn):
+                return self._new_lease(conn, entry, self)
+        return self._acquire_rest(entry, waiter, timeout)
+
+    def _acquire_rest(self, entry: Entry | None, waiter: _Waiter | None, timeout: Any) -> Any:
+        """The rest of an acquire, given what ``_checkout_or_enqueue`` gave."""
+        seconds = self._config.timeout if timeout is DEFAULT else self._check_timeout(timeout)
         if waiter is not None:
             start = waiter.start
             entry = self._park(waiter, None if seconds is None else start + seconds)
@@ -554,6 +564,8 @@ class Pool(PoolBase):
         The block commits on success and rolls back on error (unless the
         connection is in autocommit), as psycopg_pool does.
         """
+        if timeout is not DEFAULT:
+            self._check_timeout(timeout)
         ctx = _new_context(_Connection)  # slots filled here: no __init__ frame
         ctx._pool = self
         ctx._timeout = timeout
@@ -704,8 +716,16 @@ class _Connection(ConnectionContextBase):
     __slots__ = ()
 
     def __enter__(self) -> Any:
-        self._conn = conn = self._pool.acquire(timeout=self._timeout)
-        return conn
+        # Pool.acquire, with its common case first: once per ``with`` block.
+        pool = self._pool
+        entry, waiter = pool._checkout_or_enqueue()
+        if waiter is None and entry is not None and entry.state is IN_USE:
+            conn = entry.conn
+            if not pool._is_closed(conn):
+                self._conn = lease = pool._new_lease(conn, entry, pool)
+                return lease
+        self._conn = lease = pool._acquire_rest(entry, waiter, self._timeout)
+        return lease
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
