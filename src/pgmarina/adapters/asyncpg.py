@@ -77,6 +77,7 @@ class AsyncpgAdapter(AsyncAdapter):
     name = "asyncpg"
     lease_class = AsyncpgLease
     status = staticmethod(_status)
+    quick_status = staticmethod(_status)
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         try:

@@ -71,6 +71,13 @@ class _AdapterBase:
         """One of the status codes, read locally (no round trip)."""
         raise NotImplementedError
 
+    def quick_status(self, conn: Any) -> int:
+        """``0`` (:data:`CLEAN`) when the connection is clean, anything else
+        when :meth:`status` must be asked.  Read on every release, so drivers
+        whose own status code is ``0`` for "idle, no transaction" (libpq's)
+        bind it to a C-level getter here; the default asks :meth:`status`."""
+        return self.status(conn)
+
     def terminate(self, conn: Any) -> None:
         """Close at once, without talking to the server."""
         raise NotImplementedError

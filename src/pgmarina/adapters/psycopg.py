@@ -47,6 +47,8 @@ _CONNECT_OPTIONS = frozenset(
 
 def _status_table() -> dict[int, int]:
     ts = pq.TransactionStatus
+    if ts.IDLE != CLEAN:  # pragma: no cover - libpq's codes are fixed
+        raise RuntimeError("libpq's IDLE transaction status is not 0")
     return {
         ts.IDLE: CLEAN,
         ts.INTRANS: IN_TRANSACTION,
@@ -79,6 +81,10 @@ def _connect_args(kwargs: Mapping[str, Any], base: type) -> tuple[Any, dict[str,
     rest = dict(kwargs)
     return rest.pop("connection_class", base), rest
 
+
+# libpq's own transaction status, read without a Python frame on every
+# release: its IDLE is 0, which is CLEAN (checked when the table is built).
+_libpq_status: Callable[[Any], int] = attrgetter("pgconn.transaction_status")
 
 # Checked on every checkout, so read without a Python frame: libpq's status
 # is CONNECTION_OK (0) for a usable connection, CONNECTION_BAD once closed.
@@ -122,6 +128,7 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     lease_class = PsycopgLease
     transactional_context = True
     status = staticmethod(_status)
+    quick_status = staticmethod(_libpq_status)  # type: ignore[assignment]  # a C getter
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         _validate(dsn, kwargs, psycopg.AsyncConnection)
@@ -204,6 +211,7 @@ class PsycopgAdapter(SyncAdapter):
     lease_class = PsycopgLease
     transactional_context = True
     status = staticmethod(_status)
+    quick_status = staticmethod(_libpq_status)  # type: ignore[assignment]  # a C getter
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         _validate(dsn, kwargs, psycopg.Connection)

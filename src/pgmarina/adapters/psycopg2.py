@@ -11,7 +11,7 @@ Keywords ``connection_factory`` and ``cursor_factory`` go to
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from .._lease import Lease, forward
@@ -38,6 +38,12 @@ _STATUS = (
     if psycopg2 is not None
     else {}
 )
+if psycopg2 is not None and ext.TRANSACTION_STATUS_IDLE != CLEAN:  # pragma: no cover
+    raise RuntimeError("libpq's IDLE transaction status is not 0")
+
+
+# libpq's own transaction status, without a Python frame: IDLE (0) is CLEAN.
+_libpq_status: Callable[[Any], int] = methodcaller("get_transaction_status")
 
 
 def _status(conn: Any) -> int:
@@ -65,6 +71,7 @@ class Psycopg2Adapter(SyncAdapter):
     lease_class = Psycopg2Lease
     transactional_context = True
     status = staticmethod(_status)
+    quick_status = staticmethod(_libpq_status)  # type: ignore[assignment]  # a C call
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         params = {k: v for k, v in kwargs.items() if k not in _FACTORIES}

@@ -160,6 +160,7 @@ class PoolBase:
         # Bound once: the hot paths call these on every lease.
         self._is_closed = adapter.is_closed
         self._status = adapter.status
+        self._quick_status = adapter.quick_status
         self._transactional = adapter.transactional_context
         self._core: PoolCore[Any] = PoolCore(self._config, self._wake)
         self._opened = False

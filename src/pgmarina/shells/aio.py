@@ -712,14 +712,16 @@ class _Connection(ConnectionContextBase):
         raw = conn._con
         if raw is RELEASED:  # released inside the block
             pool._return(conn)  # raises ConnectionReleasedError
-        status = pool._status(raw)
-        if status == IN_TRANSACTION and pool._transactional:
-            try:
-                await pool._adapter.end_block(raw, exc_type is not None)
-            except BaseException:
-                await pool.release(conn)
-                raise
+        status = pool._quick_status(raw)
+        if status != CLEAN:
             status = pool._status(raw)
+            if status == IN_TRANSACTION and pool._transactional:
+                try:
+                    await pool._adapter.end_block(raw, exc_type is not None)
+                except BaseException:
+                    await pool.release(conn)
+                    raise
+                status = pool._status(raw)
         if status == CLEAN and conn._undo is None and pool._reset_mode is AUTO:
             # AsyncPool._return's common case, inline: once per ``async with``.
             end_lease(conn)

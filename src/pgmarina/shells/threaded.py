@@ -732,15 +732,17 @@ class _Connection(ConnectionContextBase):
         pool = self._pool
         raw = conn._con
         status = None
-        if pool._transactional and raw is not RELEASED:
-            status = pool._status(raw)
-            if status == IN_TRANSACTION:
-                try:
-                    pool._adapter.end_block(raw, exc_type is not None)
-                except BaseException:
-                    pool.release(conn)
-                    raise
-                status = None
+        if raw is not RELEASED:
+            status = pool._quick_status(raw)
+            if status != CLEAN:
+                status = pool._status(raw)
+                if status == IN_TRANSACTION and pool._transactional:
+                    try:
+                        pool._adapter.end_block(raw, exc_type is not None)
+                    except BaseException:
+                        pool.release(conn)
+                        raise
+                    status = None
         pool._return(conn, status)
 
 
