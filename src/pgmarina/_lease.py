@@ -112,6 +112,9 @@ _set_con = _slot["_con"].__set__
 _set_entry = _slot["_entry"].__set__
 _set_pool = _slot["_pool"].__set__
 _set_undo = _slot["_undo"].__set__
+#: ``set_con(lease, RELEASED)`` ends a lease the caller knows is live, with no
+#: Python frame: the async release path's common case (:func:`end` checks).
+set_con = _set_con
 
 
 _blank = object.__new__

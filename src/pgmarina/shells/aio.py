@@ -31,7 +31,7 @@ from typing import Any
 
 from .._core import Entry
 from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
-from .._lease import RELEASED
+from .._lease import RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
@@ -712,24 +712,22 @@ class _Connection(ConnectionContextBase):
         raw = conn._con
         if raw is RELEASED:  # released inside the block
             pool._return(conn)  # raises ConnectionReleasedError
-        status = pool._quick_status(raw)
-        if status != CLEAN:
-            status = pool._status(raw)
-            if status == IN_TRANSACTION and pool._transactional:
-                try:
-                    await pool._adapter.end_block(raw, exc_type is not None)
-                except BaseException:
-                    await pool.release(conn)
-                    raise
-                status = pool._status(raw)
-        if status == CLEAN and conn._undo is None and pool._reset_mode is AUTO:
+        if pool._quick_status(raw) == CLEAN and conn._undo is None and pool._reset_mode is AUTO:
             # AsyncPool._return's common case, inline: once per ``async with``.
-            end_lease(conn)
+            set_con(conn, RELEASED)  # live: checked above, and nothing awaited since
             core = pool._core
             core.checkin(conn._entry, monotonic())
             if core.pending or core.closing:
                 pool._after_checkin()
             return
+        status = pool._status(raw)
+        if status == IN_TRANSACTION and pool._transactional:
+            try:
+                await pool._adapter.end_block(raw, exc_type is not None)
+            except BaseException:
+                await pool.release(conn)
+                raise
+            status = pool._status(raw)
         reset = pool._return(conn, status)
         if reset is not None:
             await reset
