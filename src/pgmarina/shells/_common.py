@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
 from .._lease import maker as lease_maker
@@ -32,6 +32,7 @@ logger = logging.getLogger("pgmarina")
 
 AUTO, FULL, NO_RESET, CUSTOM = "auto", "full", "none", "custom"
 _names = itertools.count(1)
+_blank = object.__new__
 
 
 class _Default:
@@ -313,16 +314,30 @@ class PoolBase:
         return min_size, max_size
 
 
-class ConnectionContextBase:
-    """State of the context manager behind ``pool.connection()``.
+_C = TypeVar("_C", bound="ConnectionContextBase")
 
-    Made once per ``with`` block, so ``connection()`` fills the slots itself
-    on a bare ``object.__new__`` instance instead of paying for ``__init__``.
-    """
+
+class ConnectionContextBase:
+    """State of the context manager behind ``pool.connection()``."""
 
     __slots__ = ("_conn", "_pool", "_timeout")
 
     _conn: Any
     _pool: Any
     _timeout: Any
+
+    @classmethod
+    def made_for(cls: type[_C], pool: PoolBase, timeout: Any) -> _C:
+        """A context for ``pool`` (``timeout`` checked now, not at entry).
+
+        Made once per ``with`` block, so the slots are filled on a bare
+        instance rather than through an ``__init__``.
+        """
+        if timeout is not DEFAULT:
+            pool._check_timeout(timeout)
+        ctx: _C = _blank(cls)
+        ctx._pool = pool
+        ctx._timeout = timeout
+        ctx._conn = None
+        return ctx
 

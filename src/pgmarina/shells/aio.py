@@ -41,7 +41,6 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBas
 __all__ = ["AsyncPool"]
 
 _INF = float("inf")
-_new_context = object.__new__
 
 async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
     result = hook(*args)
@@ -501,13 +500,7 @@ class AsyncPool(PoolBase):
         With psycopg, the block commits on success and rolls back on error
         (unless the connection is in autocommit), as psycopg_pool does.
         """
-        if timeout is not DEFAULT:
-            self._check_timeout(timeout)
-        ctx = _new_context(_Connection)  # slots filled here: no __init__ frame
-        ctx._pool = self
-        ctx._timeout = timeout
-        ctx._conn = None
-        return ctx
+        return _Connection.made_for(self, timeout)
 
     # ------------------------------------------------------------------
     # background work

@@ -37,7 +37,6 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBas
 
 __all__ = ["Pool"]
 
-_new_context = object.__new__
 
 
 
@@ -564,13 +563,7 @@ class Pool(PoolBase):
         The block commits on success and rolls back on error (unless the
         connection is in autocommit), as psycopg_pool does.
         """
-        if timeout is not DEFAULT:
-            self._check_timeout(timeout)
-        ctx = _new_context(_Connection)  # slots filled here: no __init__ frame
-        ctx._pool = self
-        ctx._timeout = timeout
-        ctx._conn = None
-        return ctx
+        return _Connection.made_for(self, timeout)
 
     # ------------------------------------------------------------------
     # background work
