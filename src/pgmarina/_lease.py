@@ -67,7 +67,7 @@ class Lease(_Fields):
     __slots__ = ()
 
     def __init__(self, con: Any, entry: Any, pool: Any) -> None:
-        _set_con(self, con)
+        set_con(self, con)
         _set_entry(self, entry)
         _set_pool(self, pool)
         _set_undo(self, None)
@@ -108,13 +108,12 @@ class Lease(_Fields):
 _OWN = frozenset(_Fields.__slots__)
 # The slots' own setters: faster than object.__setattr__.
 _slot: Any = _Fields.__dict__
-_set_con = _slot["_con"].__set__
+#: ``set_con(lease, RELEASED)`` ends a lease the caller knows is live, with no
+#: Python frame: the async release path's common case (:func:`end` checks).
+set_con = _slot["_con"].__set__
 _set_entry = _slot["_entry"].__set__
 _set_pool = _slot["_pool"].__set__
 _set_undo = _slot["_undo"].__set__
-#: ``set_con(lease, RELEASED)`` ends a lease the caller knows is live, with no
-#: Python frame: the async release path's common case (:func:`end` checks).
-set_con = _set_con
 
 
 _blank = object.__new__
@@ -175,7 +174,7 @@ def end(lease: Lease) -> Any:
     con = lease._con
     if con is RELEASED:
         raise ConnectionReleasedError("this connection was already released")
-    _set_con(lease, RELEASED)
+    set_con(lease, RELEASED)
     return con
 
 

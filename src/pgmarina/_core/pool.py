@@ -219,8 +219,7 @@ class PoolCore(Generic[W]):
                 entry.state = IDLE
                 entry.idle_since = now
                 self.idle.append(entry)
-                if not self._woken:
-                    self._nudge()
+                self._nudge()
                 return
             waiter = waiters.popleft()
             since = queued_at.popleft()
@@ -235,7 +234,10 @@ class PoolCore(Generic[W]):
         self.idle.append(entry)
 
     def _nudge(self) -> None:
-        """Wake the oldest live waiter to come for an idle entry (barging)."""
+        """Wake the oldest live waiter to come for an idle entry (barging),
+        unless one is already on its way or nothing is idle."""
+        if self._woken or not self.idle:
+            return
         waiters = self.waiters
         while waiters:
             waiter = waiters.popleft()
@@ -337,10 +339,7 @@ class PoolCore(Generic[W]):
                 entry.state = CHECKING
                 entry.acquired_at = now
                 return entry
-            entry.state = IN_USE
-            entry.uses += 1
-            entry.acquired_at = now
-            self.acquires += 1
+            self._lease(entry, now)
             return entry
         return None
 
@@ -410,8 +409,7 @@ class PoolCore(Generic[W]):
             self.timeouts += 1
         if nudged:
             self._woken -= 1
-            if self.idle and not self._woken:
-                self._nudge()
+            self._nudge()
 
     def _may_barge(self, now: float) -> bool:
         """Whether a checkout may pass the waiters (only while barging).
@@ -448,8 +446,7 @@ class PoolCore(Generic[W]):
                 self._grow(now)
             return None
         self.wait_time_total += now - since
-        if self.idle and not self._woken:
-            self._nudge()  # more sit idle: pass the nudge on
+        self._nudge()  # if more sit idle, pass the nudge on
         return entry
 
     def timeout_message(self, waited: float) -> str:

@@ -315,15 +315,12 @@ class Pool(PoolBase):
     def _acquire_rest(self, entry: Entry | None, waiter: _Waiter | None, timeout: Any) -> Any:
         """The rest of an acquire, given what ``_checkout_or_enqueue`` gave."""
         seconds = self._config.timeout if timeout is DEFAULT else self._check_timeout(timeout)
-        if waiter is not None:
+        if waiter is None:
+            start = monotonic()
+        else:
             start = waiter.start
             entry = self._park(waiter, None if seconds is None else start + seconds)
-        else:
-            start = None
-        assert entry is not None
-        if entry.state is IN_USE and not self._is_closed(entry.conn):
-            return self._new_lease(entry.conn, entry, self)
-        return self._acquire_slow(entry, monotonic() if start is None else start, seconds)
+        return self._acquire_slow(entry, start, seconds)
 
     getconn = acquire
 
@@ -343,9 +340,7 @@ class Pool(PoolBase):
                     core.enqueue(waiter, now)
                 except Exception as exc:  # refused; checkout may still have left work
                     refused, waiter = exc, None
-            if not core.pending:
-                if refused is not None:
-                    raise refused
+            if not core.pending and refused is None:
                 return entry, waiter
             work = self._take_work()
         self._run(work)
@@ -354,7 +349,7 @@ class Pool(PoolBase):
         return entry, waiter
 
     def _acquire_slow(self, entry: Entry | None, start: float, seconds: float | None) -> Any:
-        """The rest of ``acquire``: a dead or unchecked entry, then retries."""
+        """The rest of ``acquire``: the entry got (ready, dead or unchecked), then retries."""
         core = self._core
         deadline = None if seconds is None else start + seconds
         while True:
