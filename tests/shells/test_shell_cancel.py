@@ -88,7 +88,10 @@ def test_a_cancelled_hand_off_goes_to_the_next_waiter() -> None:
     run("async", body, max_size=1)
 
 
-def test_a_borrower_cancelled_during_a_slow_checkout_check_discards_the_connection() -> None:
+def test_a_borrower_cancelled_during_a_slow_check_leaves_it_to_finish_and_keep_it() -> None:
+    """A caller that gives up must not condemn a healthy connection (Reliability defect 1):
+    the check goes on without it, and a connection that passes is kept."""
+
     async def body(h: Harness) -> None:
         await h.open()
         first = h.fake.connections[0]
@@ -98,12 +101,16 @@ def test_a_borrower_cancelled_during_a_slow_checkout_check_discards_the_connecti
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert first.terminated
+        assert not first.terminated
+        assert h.stats().in_use == 1  # still being checked
         gate.set()
-        await eventually(lambda: h.stats().idle == 1, what="replacement")
+        await eventually(lambda: h.stats().idle == 1, what="the check passes")
         s = h.stats()
-        assert (s.size, s.in_use, s.connections_opened) == (1, 0, 2)
-        assert h.fake.connections[1] is not first
+        assert (s.size, s.in_use, s.connections_opened, s.checks_failed) == (1, 0, 1, 0)
+        assert not first.terminated
+        lease = await h.acquire(timeout=1)
+        assert unwrap(lease) is first
+        await h.release(lease)
 
     run("async", body, check_window=0)
 

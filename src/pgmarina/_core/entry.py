@@ -56,7 +56,7 @@ CLOSED = S.CLOSED
 ALLOWED: dict[EntryState, frozenset[EntryState]] = {
     S.CONNECTING: frozenset({S.IDLE, S.IN_USE, S.CLOSING, S.CLOSED}),
     S.IDLE: frozenset({S.IN_USE, S.CHECKING, S.PINGING, S.CLOSING}),
-    S.CHECKING: frozenset({S.IN_USE, S.CLOSING}),
+    S.CHECKING: frozenset({S.IDLE, S.IN_USE, S.CLOSING}),
     S.IN_USE: frozenset({S.IDLE, S.IN_USE, S.RESETTING, S.CLOSING}),
     S.RESETTING: frozenset({S.IDLE, S.IN_USE, S.CLOSING}),
     S.PINGING: frozenset({S.IDLE, S.IN_USE, S.CLOSING}),

@@ -343,8 +343,14 @@ class PoolCore(Generic[W]):
             return entry
         return None
 
-    def check_done(self, entry: Entry, ok: bool, now: float) -> bool:
+    def check_done(
+        self, entry: Entry, ok: bool, now: float, *, borrower_left: bool = False
+    ) -> bool:
         """Report a checkout health check; ``True`` means the lease stands.
+
+        ``borrower_left``: the caller it was for gave up (its deadline came
+        first) while the check ran on.  A check that passes then keeps the
+        connection: it goes to the oldest waiter, or back to the idle stack.
 
         An entry taken by ``terminate()`` meanwhile is ignored (``False``).
         """
@@ -354,6 +360,12 @@ class PoolCore(Generic[W]):
             raise IllegalTransition(f"{entry!r} was not being checked")
         if ok:
             entry.alive_at = now
+            if borrower_left:
+                if self.closing or self._expired(entry, now):
+                    self._retire(entry, now)
+                else:
+                    self._give(entry, now)
+                return False
             self._lease(entry, now)
             return True
         self.checks_failed += 1
@@ -390,6 +402,10 @@ class PoolCore(Generic[W]):
         self.waited_acquires += 1
         if self.size < self._max_size:
             self._grow(now)
+
+    def count_timeout(self) -> None:
+        """A caller gave up waiting for a connection that was not yet ready."""
+        self.timeouts += 1
 
     def _failing_fast(self, since: float, now: float) -> bool:
         after = self.config.fail_fast_after

@@ -29,6 +29,7 @@ from .base import (
     AsyncAdapter,
     SyncAdapter,
     bounded,
+    shutdown_socket,
     with_connect_timeout,
 )
 
@@ -140,9 +141,12 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
     def terminate(self, conn: Any) -> None:
-        conn.pgconn.finish()
+        _cut_off(conn)
 
     async def close(self, conn: Any, timeout: float) -> None:
+        if conn.lock.locked():  # cut off while in use: finished once psycopg lets go
+            _cut_off(conn)
+            return
         await bounded(conn.close(), timeout)
 
     async def rollback(self, conn: Any, timeout: float) -> None:
@@ -180,28 +184,75 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+# Tasks that finish connections once psycopg lets go of their sockets.
+_finishing: set[asyncio.Task[None]] = set()
+
+
+def _cut_off(conn: Any) -> None:
+    """Close ``conn`` at once, without pulling its socket from under the loop.
+
+    While a psycopg operation runs (it holds ``conn.lock``), its socket is
+    registered with the event loop.  Closing the descriptor then would let
+    the next socket opened in this loop reuse its number while the loop
+    still tracks the old registration, and that socket's IO would fail
+    (``FileNotFoundError``), even in code that has nothing to do with the
+    pool.  So the socket is shut down instead, which makes the operation
+    fail promptly and unregister, and the connection is finished once the
+    operation has let go of the lock.
+    """
+    pgconn = conn.pgconn
+    if not conn.lock.locked():
+        pgconn.finish()
+        return
+    try:
+        loop = asyncio.get_running_loop()
+        fd = pgconn.socket
+    except (RuntimeError, psycopg.Error):
+        pgconn.finish()  # no loop to watch it, or already gone
+        return
+    shutdown_socket(fd)
+    task = loop.create_task(_finish_when_free(conn))
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
+async def _finish_when_free(conn: Any) -> None:
+    try:
+        await asyncio.wait_for(conn.lock.acquire(), 10.0)
+    except asyncio.TimeoutError:  # pragma: no cover - psycopg ignored the shutdown
+        pass
+    else:
+        conn.lock.release()
+    conn.pgconn.finish()
+
+
 async def _bounded_io(conn: Any, aw: Awaitable[Any], timeout: float) -> Any:
     """Run one IO step on ``conn``, cutting the connection off if it overruns.
 
     Cancelling psycopg mid-query makes it send a cancel request and wait for
     the server, which on a dead network never answers.  So on timeout (or if
-    the caller is cancelled) the socket is closed first; psycopg then fails
-    at once and the step's task is cancelled and left to finish alone.
+    the caller is cancelled) the connection is cut off (see :func:`_cut_off`):
+    the step then fails at once on its own, and is left to finish alone.
     """
     task = asyncio.ensure_future(aw)
     try:
         done, _ = await asyncio.wait((task,), timeout=timeout)
     except BaseException:
-        conn.pgconn.finish()
-        task.cancel()
-        task.add_done_callback(_consume)
+        _abandon(conn, task)
         raise
     if not done:
-        conn.pgconn.finish()
-        task.cancel()
-        task.add_done_callback(_consume)
-        raise TimeoutError(f"gave up after {timeout:g}s; connection closed")
+        _abandon(conn, task)
+        raise TimeoutError(f"gave up after {timeout:g}s; connection cut off")
     return task.result()
+
+
+def _abandon(conn: Any, task: asyncio.Future[Any]) -> None:
+    if not conn.lock.locked():
+        # The step has not started: it must never run on the finished
+        # connection (psycopg's rollback does not check for one).
+        task.cancel()
+    _cut_off(conn)
+    task.add_done_callback(_consume)
 
 
 class PsycopgAdapter(SyncAdapter):

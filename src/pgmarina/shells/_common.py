@@ -341,3 +341,11 @@ class ConnectionContextBase:
         ctx._conn = None
         return ctx
 
+    def _in_use(self) -> PoolError:
+        # Entering one context twice (nested, or shared between tasks or
+        # threads) would lose track of the first connection.
+        return PoolError(
+            f"this {self._pool.name}.connection() context is already in use; "
+            "call pool.connection() once for each block"
+        )
+

@@ -23,8 +23,10 @@ Cancellation never loses a connection:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import weakref
+from asyncio import get_running_loop as _running_loop
 from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic
 from typing import Any
@@ -35,7 +37,7 @@ from .._lease import RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
-from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
+from ..errors import PoolClosed, PoolError, PoolNotOpen, PoolTimeout
 from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBase, PoolBase, logger
 
 __all__ = ["AsyncPool"]
@@ -186,12 +188,13 @@ class AsyncPool(PoolBase):
         ever), their connections are terminated under their borrowers.
         """
         seconds = self._check_close_timeout(timeout)
-        if self._closed:
-            await self._join()
-            return
         core = self._core
-        self._shut("closed while waiting")
-        self._drain()
+        if not self._closed:
+            self._shut("closed while waiting")
+            self._drain()
+        # Every close() waits for the leases, not just the first: a second or
+        # concurrent call, or one after a cancelled close(), returns only when
+        # the pool is drained or its own timeout terminated what was left.
         if self._drained is not None and not core.drained:
             try:
                 await asyncio.wait_for(self._drained.wait(), seconds)
@@ -266,7 +269,10 @@ class AsyncPool(PoolBase):
     def _take(self) -> Any:
         """Acquire's fast path, with no await: a lease when a ready idle
         connection is at hand, else the entry the slow path must deal with
-        (being checked, or dead), else ``None`` (wait)."""
+        (being checked, or dead), else ``None`` (wait, or refuse a caller
+        on another event loop)."""
+        if _running_loop() is not self._loop:
+            return None
         core = self._core
         entry = core.checkout(monotonic())
         if entry is not None and entry.state is IN_USE and not core.pending:
@@ -282,6 +288,8 @@ class AsyncPool(PoolBase):
         deadline = None if seconds is None else start + seconds
         if core.pending:
             self._drain()
+        if entry is None:
+            self._check_loop()
         while True:
             if entry is None:
                 entry = core.checkout(monotonic())
@@ -291,13 +299,27 @@ class AsyncPool(PoolBase):
                 core.discard(entry, monotonic())
                 entry = None
             elif entry.state is CHECKING:
-                ok = await self._check_on_checkout(entry, deadline)
+                ok = await self._check_on_checkout(entry, start, deadline)
                 if not core.check_done(entry, ok, monotonic()):
                     entry = None
             if core.pending:
                 self._drain()
             if entry is not None:
                 return self._new_lease(entry.conn, entry, self)
+
+    def _check_loop(self) -> None:
+        """Refuse a caller on another event loop than the one that opened the pool.
+
+        The pool's futures, timers and tasks live on that loop, and so do its
+        driver connections; a waiter queued from another loop could never be
+        woken and would swallow the next connection handed to it.
+        """
+        loop = self._loop
+        if loop is not None and _running_loop() is not loop:
+            raise PoolError(
+                f"{self.name} belongs to the event loop that opened it and cannot be used "
+                "from another one; open one pool per event loop"
+            )
 
     async def _wait(self, start: float, deadline: float | None) -> Entry:
         core = self._core
@@ -311,11 +333,11 @@ class AsyncPool(PoolBase):
         finally:  # refused or not, carry out what the checkout before it asked for
             if core.pending:
                 self._drain()
-        if deadline is not None:
-            self._deadlines[fut] = (deadline, start)
-            if deadline < self._watchdog_at:
-                self._arm_watchdog(deadline)
         try:
+            if deadline is not None:
+                self._deadlines[fut] = (deadline, start)
+                if deadline < self._watchdog_at:
+                    self._arm_watchdog(deadline)
             entry = await fut
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -375,13 +397,45 @@ class AsyncPool(PoolBase):
         self._core.checkin(entry, monotonic())
         self._after_checkin()
 
-    async def _check_on_checkout(self, entry: Entry, deadline: float | None) -> bool:
-        seconds = self._reset_timeout
-        if deadline is not None:
-            seconds = max(0.0, min(seconds, deadline - monotonic()))
+    async def _check_on_checkout(self, entry: Entry, start: float, deadline: float | None) -> bool:
+        """Health-check ``entry`` for its borrower; ``True``: it passed.
+
+        The check runs in a task of its own, bounded by ``reset_timeout``;
+        the borrower waits for it only up to its own deadline.  When the
+        deadline comes first (``PoolTimeout``) or the borrower is cancelled,
+        the check goes on in the background: a caller that gives up must not
+        condemn a healthy connection, which is kept (or handed to the next
+        waiter) if it passes.
+        """
+        loop = self._loop
+        assert loop is not None
+        check = loop.create_task(self._run_check(entry))
+        self._track(check)
+        wait = None if deadline is None else max(0.0, deadline - monotonic())
         try:
-            await self._ping(entry.conn, seconds)
-        except asyncio.CancelledError:
+            done, _ = await asyncio.wait((check,), timeout=wait)
+        except BaseException:
+            check.add_done_callback(functools.partial(self._check_left_behind, entry))
+            raise
+        if done:
+            if check.cancelled():  # the pool was terminated under the check
+                raise PoolClosed(f"{self.name} was terminated during a health check")
+            return check.result()
+        check.add_done_callback(functools.partial(self._check_left_behind, entry))
+        core = self._core
+        core.count_timeout()
+        exc = PoolTimeout(
+            f"{self.name}: no connection available after waiting {monotonic() - start:.3g}s; "
+            f"the health check of connection #{entry.id} was still running (it goes on in "
+            "the background, and the connection is kept if it passes)"
+        )
+        exc.__cause__ = core.last_connect_error
+        raise exc
+
+    async def _run_check(self, entry: Entry) -> bool:
+        try:
+            await self._ping(entry.conn, self._reset_timeout)
+        except asyncio.CancelledError:  # the pool is being terminated
             self._adapter.terminate(entry.conn)
             self._core.discard(entry, monotonic())
             self._drain()
@@ -391,6 +445,13 @@ class AsyncPool(PoolBase):
             self._adapter.terminate(entry.conn)
             return False
         return True
+
+    def _check_left_behind(self, entry: Entry, check: asyncio.Task[bool]) -> None:
+        """A check whose borrower left ended: keep the connection if it passed."""
+        if check.cancelled():
+            return  # the check discarded the connection itself
+        self._core.check_done(entry, check.result(), monotonic(), borrower_left=True)
+        self._after_checkin()
 
     def _ping(self, conn: Any, timeout: float) -> Awaitable[Any]:
         if self._check is not None:
@@ -683,10 +744,12 @@ class _Connection(ConnectionContextBase):
     __slots__ = ()
 
     async def __aenter__(self) -> Any:
+        if self._conn is not None:
+            raise self._in_use()
         # AsyncPool._take, inline: this runs once per ``async with``.
         pool = self._pool
         core = pool._core
-        entry = core.checkout(monotonic())
+        entry = core.checkout(monotonic()) if _running_loop() is pool._loop else None
         if (
             entry is not None
             and entry.state is IN_USE
@@ -716,7 +779,16 @@ class _Connection(ConnectionContextBase):
         status = pool._status(raw)
         if status == IN_TRANSACTION and pool._transactional:
             try:
-                await pool._adapter.end_block(raw, exc_type is not None)
+                if exc_type is None:
+                    await pool._adapter.end_block(raw, False)
+                else:  # bounded like a reset: a partition must not hang the block's end
+                    await pool._adapter.rollback(raw, pool._reset_timeout)
+            except Exception as end_exc:
+                await pool.release(conn)
+                if exc_type is None:
+                    raise
+                pool._log_reset_failed(conn._entry, end_exc)
+                return  # the block's own error goes on
             except BaseException:
                 await pool.release(conn)
                 raise

@@ -18,6 +18,7 @@ one lock, so a connection is never lost between the two.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import queue
@@ -54,6 +55,17 @@ class _Waiter:
         self.nudged = False  # woken to take an idle entry (barging)
 
 
+class _CheckRace:
+    """A health check run for a caller whose deadline may come first."""
+
+    __slots__ = ("done", "left", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok: bool | None = None  # the check's verdict, if the caller still waits
+        self.left = False  # the caller gave up; the check's thread finishes the job
+
+
 class _Workers:
     """A few daemon threads that run the pool's background IO."""
 
@@ -81,6 +93,9 @@ class _Workers:
                 fn(*args)
             except Exception:  # pragma: no cover - jobs handle their own errors
                 logger.exception("pgmarina background job failed")
+            # A job is a bound method of the pool: holding it while blocked on
+            # the queue would keep a forgotten pool (and its threads) alive.
+            del job, fn, args
 
     def stop(self, timeout: float | None) -> None:
         for _ in self._threads:
@@ -201,6 +216,12 @@ class Pool(PoolBase):
                 work = self._take_work()
         if starting:
             self._workers = _Workers(self.name, self._config.max_connecting + 1)
+            # A pool dropped without close() must not leave its threads and
+            # server connections behind once it is collected.
+            weakref.finalize(
+                self, _forgotten, self.name, self._core.entries, self._adapter,
+                self._workers, self._watchdog, self._stopping,
+            )
             self._housekeeper = threading.Thread(
                 target=_housekeeping,
                 args=(weakref.ref(self), self._stopping, self._config.housekeeping_interval),
@@ -324,8 +345,14 @@ class Pool(PoolBase):
 
     getconn = acquire
 
-    def _checkout_or_enqueue(self) -> tuple[Entry | None, _Waiter | None]:
-        """Under one lock: an idle entry, or else a place in the queue."""
+    def _checkout_or_enqueue(
+        self, start: float | None = None
+    ) -> tuple[Entry | None, _Waiter | None]:
+        """Under one lock: an idle entry, or else a place in the queue.
+
+        ``start``: when the acquire began, if it began earlier (its waits are
+        measured from there).
+        """
         core = self._core
         waiter = None
         refused: Exception | None = None
@@ -335,7 +362,7 @@ class Pool(PoolBase):
             if entry is None:
                 if not self._opened:
                     raise PoolNotOpen(f"{self.name} is not open; call open() or use 'with'")
-                waiter = _Waiter(now)
+                waiter = _Waiter(now if start is None else start)
                 try:
                     core.enqueue(waiter, now)
                 except Exception as exc:  # refused; checkout may still have left work
@@ -354,7 +381,7 @@ class Pool(PoolBase):
         deadline = None if seconds is None else start + seconds
         while True:
             if entry is None:
-                entry, waiter = self._checkout_or_enqueue()
+                entry, waiter = self._checkout_or_enqueue(start)
                 if waiter is not None:
                     entry = self._park(waiter, deadline)
                 assert entry is not None
@@ -362,7 +389,10 @@ class Pool(PoolBase):
                 self._discard(entry, lost=True)
                 entry = None
             elif entry.state is CHECKING:
-                ok = self._check_on_checkout(entry)
+                if deadline is not None and deadline - monotonic() < self._reset_timeout:
+                    ok = self._check_racing(entry, start, deadline)
+                else:
+                    ok = self._check_on_checkout(entry)
                 with self._lock:
                     kept = core.check_done(entry, ok, monotonic())
                     work = self._take_work()
@@ -454,6 +484,56 @@ class Pool(PoolBase):
             self._discard(entry, lost=False)
             raise
         return True
+
+    def _check_racing(self, entry: Entry, start: float, deadline: float) -> bool:
+        """Check ``entry`` on a thread of its own, waiting only until ``deadline``.
+
+        The check is bounded by ``reset_timeout``, which this caller cannot
+        wait for.  If the deadline comes first the caller gets ``PoolTimeout``
+        and the check runs on; a connection that passes is kept (handed to the
+        next waiter or made idle) rather than condemned by a caller in a hurry.
+        """
+        race = _CheckRace()
+        threading.Thread(
+            target=self._check_for_race, args=(entry, race),
+            name=f"{self.name} check #{entry.id}", daemon=True,
+        ).start()
+        core = self._core
+        try:
+            race.done.wait(max(0.0, deadline - monotonic()))
+        except BaseException:  # interrupted: leave the check to finish the job
+            with self._lock:
+                race.left = True
+                late = race.ok
+                if late is not None:  # it finished just now, for nobody
+                    core.check_done(entry, late, monotonic(), borrower_left=True)
+                work = self._take_work()
+            self._run(work)
+            raise
+        with self._lock:
+            if race.ok is not None:
+                return race.ok
+            race.left = True
+            core.count_timeout()
+            exc = PoolTimeout(
+                f"{self.name}: no connection available after waiting "
+                f"{monotonic() - start:.3g}s; the health check of connection #{entry.id} was "
+                "still running (it goes on, and the connection is kept if it passes)"
+            )
+            exc.__cause__ = core.last_connect_error
+        raise exc
+
+    def _check_for_race(self, entry: Entry, race: _CheckRace) -> None:
+        ok = self._check_on_checkout(entry)
+        with self._lock:
+            if not race.left:
+                race.ok = ok
+                race.done.set()
+                return
+            self._core.check_done(entry, ok, monotonic(), borrower_left=True)
+            work = self._take_work()
+            self._notify_if_closing()
+        self._run(work)
 
     def _ping(self, conn: Any) -> None:
         if self._check is not None:
@@ -704,6 +784,8 @@ class _Connection(ConnectionContextBase):
     __slots__ = ()
 
     def __enter__(self) -> Any:
+        if self._conn is not None:
+            raise self._in_use()
         # Pool.acquire, with its common case first: once per ``with`` block.
         pool = self._pool
         entry, waiter = pool._checkout_or_enqueue()
@@ -726,12 +808,47 @@ class _Connection(ConnectionContextBase):
                 status = pool._status(raw)
                 if status == IN_TRANSACTION and pool._transactional:
                     try:
-                        pool._adapter.end_block(raw, exc_type is not None)
+                        if exc_type is None:
+                            pool._adapter.end_block(raw, False)
+                        else:  # bounded like a reset: a partition must not hang it
+                            pool._bounded(raw, pool._adapter.rollback, raw)
+                    except Exception as end_exc:
+                        pool.release(conn)
+                        if exc_type is None:
+                            raise
+                        pool._log_reset_failed(conn._entry, end_exc)
+                        return  # the block's own error goes on
                     except BaseException:
                         pool.release(conn)
                         raise
                     status = None
         pool._return(conn, status)
+
+
+def _forgotten(
+    name: str,
+    entries: set[Entry],
+    adapter: Any,
+    workers: _Workers,
+    watchdog: _Watchdog,
+    stopping: threading.Event,
+) -> None:
+    """Finalizer of a Pool collected without ``close()``: stop, drop connections."""
+    if stopping.is_set():
+        return  # closed properly
+    stopping.set()
+    watchdog.stop()
+    workers.stop(0)
+    dropped = 0
+    for entry in list(entries):
+        if entry.conn is not None and entry.state is not CLOSED:
+            dropped += 1
+            with contextlib.suppress(Exception):  # best effort
+                adapter.terminate(entry.conn)
+    logger.warning(
+        "%s was never closed; its %d connection(s) were dropped when it was collected",
+        name, dropped,
+    )
 
 
 def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: float) -> None:
