@@ -15,7 +15,7 @@ import pytest
 from conformance_harness import Combo, dsn_via, eventually, run_async
 
 from faultproxy import FaultProxy
-from pgmarina import PoolError, PoolTimeout
+from pgmarina import PoolClosed, PoolError, PoolTimeout
 
 
 class BlockFailed(Exception):
@@ -179,3 +179,19 @@ async def test_entering_one_connection_context_twice_is_refused_and_leaks_nothin
     assert (s.size, s.idle, s.in_use) == (2, 2, 0)
     async with combo.connection(pool) as again:  # a fresh context works as ever
         assert await combo.query_value(again, "SELECT 1") == 1
+
+
+@run_async
+async def test_pool_closed_errors_name_the_pool(combo: Combo, pg: Any) -> None:
+    """Also seen under attack: ``PoolClosed`` said "the pool is closed" without naming it."""
+    pool = await combo.make_pool(pg, min_size=1, max_size=1, name="orders-db")
+    held = await combo.acquire(pool)
+    waiting = asyncio.ensure_future(combo.acquire(pool, timeout=10))
+    await eventually(lambda: pool.stats().waiting == 1, what="a caller queues")
+    closing = asyncio.ensure_future(combo.close(pool, timeout=10))
+    with pytest.raises(PoolClosed, match="orders-db"):
+        await waiting
+    await combo.release(pool, held)
+    await asyncio.wait_for(closing, 10)
+    with pytest.raises(PoolClosed, match="orders-db"):
+        await combo.acquire(pool, timeout=1)

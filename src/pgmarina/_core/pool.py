@@ -114,6 +114,7 @@ class PoolCore(Generic[W]):
         size: Entries that are neither closing nor closed.
         connecting: Entries whose connect is under way (or backing off).
         closing: ``close()`` was called; nothing more is handed out.
+        name: How errors name the pool.
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class PoolCore(Generic[W]):
         self.config = config
         self._wake = wake
         self._rand = rand
+        self.name = "the pool"  # the shell sets its pool's name, for errors
         self.idle: list[Entry] = []
         self.waiters: deque[W] = deque()
         self._queued_at: deque[float] = deque()  # when each waiter queued
@@ -256,7 +258,7 @@ class PoolCore(Generic[W]):
     def open(self, now: float) -> None:
         """Start filling the pool up to ``min_size``."""
         if self.closing:
-            raise PoolClosed("the pool is closed and cannot be reopened")
+            raise PoolClosed(f"{self.name} is closed and cannot be reopened")
         if not self.opened:
             self.opened = True
             self._grow(now)
@@ -383,7 +385,7 @@ class PoolCore(Generic[W]):
                 ``fail_fast_after`` and is still trying.
         """
         if self.closing:
-            raise PoolClosed("the pool is closed")
+            raise PoolClosed(f"{self.name} is closed")
         limit = self._max_waiting
         if limit and len(self.waiters) + self._woken >= limit:
             self.too_many_waiters += 1
@@ -453,7 +455,7 @@ class PoolCore(Generic[W]):
         """
         self._woken -= 1
         if self.closing:
-            raise PoolClosed("the pool is closed")
+            raise PoolClosed(f"{self.name} is closed")
         entry = self._take_idle(now)
         if entry is None:
             self.waiters.appendleft(waiter)

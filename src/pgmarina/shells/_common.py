@@ -164,6 +164,7 @@ class PoolBase:
         self._quick_status = adapter.quick_status
         self._transactional = adapter.transactional_context
         self._core: PoolCore[Any] = PoolCore(self._config, self._wake)
+        self._core.name = self.name
         self._opened = False
         self._closed = False
 
