@@ -7,6 +7,9 @@ every ratio is taken within a round (see ``_rounds.py``), so that drift in
 the machine's speed hits them all alike.
 
 Contenders (driver asyncpg):
+  raw10        ten dedicated connections driven by ten tasks, whatever ``conc`` is: the
+               most ten server connections can deliver, so the honest ceiling for a pool
+               of ten (``--size``) at any concurrency
   raw          one dedicated asyncpg connection per task (no pool at all)
   asyncpg      asyncpg.create_pool(min_size=size, max_size=size)
   marina       pgmarina.AsyncPool(reset="auto")
@@ -15,12 +18,13 @@ Contenders (driver asyncpg):
                reset query: no pool at all, the ceiling for any pool that resets fully
 
 Contenders (driver psycopg):
+  raw10        ten dedicated connections driven by ten tasks (as above)
   raw          one dedicated psycopg.AsyncConnection per task
   psycopg_pool psycopg_pool.AsyncConnectionPool
   marina       pgmarina.AsyncPool(driver="psycopg")
 
 Usage:
-  python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN]
+  python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN] [--loop asyncio|uvloop]
                               [--conc 1,10,100] [--size 10] [--seconds 1] [--rounds 7]
 
 Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
@@ -64,7 +68,7 @@ async def asyncpg_contenders(
 ) -> AsyncIterator[dict[str, Callable[[int], Cycle]]]:
     import asyncpg
 
-    raws = [await asyncpg.connect(dsn) for _ in range(conc)]
+    raws = [await asyncpg.connect(dsn) for _ in range(max(conc, size))]
     peer = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
     auto = pgmarina.AsyncPool(dsn, min_size=size, max_size=size)
     full = pgmarina.AsyncPool(dsn, min_size=size, max_size=size, reset="full")
@@ -107,7 +111,7 @@ async def asyncpg_contenders(
         return make
 
     try:
-        yield {"raw": raw, "asyncpg": peer_cycle, "marina": marina(auto),
+        yield {"raw10": raw, "raw": raw, "asyncpg": peer_cycle, "marina": marina(auto),
                "marina-full": marina(full), "raw+reset": raw_reset}
     finally:
         await auto.close()
@@ -124,7 +128,10 @@ async def psycopg_contenders(
     import psycopg
     import psycopg_pool
 
-    raws = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(conc)]
+    raws = [
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        for _ in range(max(conc, size))
+    ]
     peer = psycopg_pool.AsyncConnectionPool(
         dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False
     )
@@ -159,7 +166,7 @@ async def psycopg_contenders(
         return cycle
 
     try:
-        yield {"raw": raw, "psycopg_pool": peer_cycle, "marina": marina}
+        yield {"raw10": raw, "raw": raw, "psycopg_pool": peer_cycle, "marina": marina}
     finally:
         await auto.close()
         await peer.close()
@@ -170,16 +177,21 @@ async def psycopg_contenders(
 async def bench(args: argparse.Namespace, dsn: str) -> None:
     make = asyncpg_contenders if args.driver == "asyncpg" else psycopg_contenders
     peer = "asyncpg" if args.driver == "asyncpg" else "psycopg_pool"
-    print(f"driver={args.driver} size={args.size} seconds={args.seconds} rounds={args.rounds}")
+    print(f"driver={args.driver} loop={args.loop} size={args.size} seconds={args.seconds} "
+          f"rounds={args.rounds}")
     for conc in args.conc:
         async with make(dsn, conc, args.size) as contenders:
+            # raw10 drives ``size`` connections from as many tasks, at every conc.
+            tasks = {name: args.size if name == "raw10" else conc for name in contenders}
             results: dict[str, list[float]] = {name: [] for name in contenders}
-            for factory in contenders.values():  # warm-up
-                await _run(factory, conc, 0.3)
+            for name, factory in contenders.items():  # warm-up
+                await _run(factory, tasks[name], 0.3)
             for order in orders(list(contenders), args.rounds):
                 for name in order:
-                    results[name].append(await _run(contenders[name], conc, args.seconds))
-        report(f"conc={conc}", results, ["raw", peer])
+                    results[name].append(
+                        await _run(contenders[name], tasks[name], args.seconds)
+                    )
+        report(f"conc={conc}", results, ["raw10", "raw", peer])
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:
@@ -213,7 +225,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.dsn:
         asyncio.run(bench(args, args.dsn))
         asyncio.run(fairness(args.dsn, args.driver, 3.0))

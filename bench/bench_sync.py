@@ -10,6 +10,8 @@ Contenders (driver psycopg):
   psycopg_pool  psycopg_pool.ConnectionPool(min_size=size, max_size=size)
   marina        pgmarina.Pool(driver="psycopg"), strict FIFO (the default)
   marina-barge  the same with barge_window=0.05
+  fifo-floor    a bare strict-FIFO pool (one lock, an idle list, a deque of parked threads,
+                no timeouts or anything else): what any strict FIFO hand-off costs here
 
 Contenders (driver psycopg2):
   raw           one dedicated psycopg2 connection per thread
@@ -17,6 +19,7 @@ Contenders (driver psycopg2):
                 (it raises instead of waiting when exhausted)
   marina        pgmarina.Pool(driver="psycopg2"), strict FIFO (the default)
   marina-barge  the same with barge_window=0.05
+  fifo-floor    the bare strict-FIFO pool, as above
 
 Beside the speed, each line shows how evenly the threads were served: the
 median over rounds of (fewest cycles of one thread) / (most cycles of one
@@ -33,6 +36,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import threading
 import time
@@ -76,6 +80,48 @@ def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> tuple
 BARGE_WINDOW = 0.05
 
 
+class BareFifo:
+    """The least a strict FIFO hand-off can do: the measuring stick for ``marina``.
+
+    A returned connection goes straight to the thread that has waited longest, which
+    then has to be woken: the cost that barging avoids.
+    """
+
+    def __init__(self, conns: list[Any]) -> None:
+        self.conns = conns
+        self.idle = list(conns)
+        self.lock = threading.Lock()
+        self.waiters: collections.deque[list[Any]] = collections.deque()
+
+    def get(self) -> Any:
+        with self.lock:
+            if self.idle and not self.waiters:
+                return self.idle.pop()
+            gate = threading.Lock()
+            gate.acquire()
+            box = [gate, None]
+            self.waiters.append(box)
+        gate.acquire()
+        return box[1]
+
+    def put(self, conn: Any) -> None:
+        with self.lock:
+            if self.waiters:
+                box = self.waiters.popleft()
+                box[1] = conn
+                box[0].release()
+            else:
+                self.idle.append(conn)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        conn = self.get()
+        try:
+            yield conn
+        finally:
+            self.put(conn)
+
+
 def _marinas(dsn: str, size: int, **kwargs: object) -> dict[str, pgmarina.Pool]:
     """pgmarina with strict FIFO (the default) and with a barge window."""
     pools = {
@@ -102,6 +148,7 @@ def psycopg_contenders(
     )
     peer.open(wait=True)
     marinas = _marinas(dsn, size, driver="psycopg", autocommit=True)
+    floor = BareFifo([psycopg.connect(dsn, autocommit=True) for _ in range(size)])
 
     def raw(i: int) -> Cycle:
         conn = raws[i]
@@ -122,14 +169,14 @@ def psycopg_contenders(
         return make
 
     try:
-        yield {"raw": raw, "psycopg_pool": pooled(peer)} | {
+        yield {"raw": raw, "psycopg_pool": pooled(peer), "fifo-floor": pooled(floor)} | {
             name: pooled(pool) for name, pool in marinas.items()
         }
     finally:
         for pool in marinas.values():
             pool.close()
         peer.close()
-        for c in raws:
+        for c in raws + floor.conns:
             c.close()
 
 
@@ -152,6 +199,9 @@ def psycopg2_contenders(
         peer.putconn(conn)
     gate = threading.BoundedSemaphore(size)
     marinas = _marinas(dsn, size, driver="psycopg2", configure=autocommit)
+    floor = BareFifo([psycopg2.connect(dsn) for _ in range(size)])
+    for conn in floor.conns:
+        autocommit(conn)
 
     def raw(i: int) -> Cycle:
         cur = raws[i].cursor()
@@ -175,7 +225,7 @@ def psycopg2_contenders(
 
         return cycle
 
-    def pooled(pool: pgmarina.Pool) -> Callable[[int], Cycle]:
+    def pooled(pool: Any) -> Callable[[int], Cycle]:
         def make(i: int) -> Cycle:
             def cycle() -> None:
                 with pool.connection() as conn, conn.cursor() as cur:
@@ -187,14 +237,14 @@ def psycopg2_contenders(
         return make
 
     try:
-        yield {"raw": raw, "threaded": peer_cycle} | {
+        yield {"raw": raw, "threaded": peer_cycle, "fifo-floor": pooled(floor)} | {
             name: pooled(pool) for name, pool in marinas.items()
         }
     finally:
         for pool in marinas.values():
             pool.close()
         peer.closeall()
-        for c in raws:
+        for c in raws + floor.conns:
             c.close()
 
 
