@@ -129,6 +129,7 @@ class AsyncPool(PoolBase):
             PoolTimeout, PoolConnectError: see :meth:`wait` (the pool is
                 closed again before the error propagates).
         """
+        self._check_timeout(timeout)  # before starting anything
         if self._closed:
             raise PoolClosed(f"{self.name} is closed and cannot be reopened")
         if not self._opened:

@@ -37,7 +37,11 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBas
 
 __all__ = ["Pool"]
 
+_INF = float("inf")
 
+#: Worker threads a pool runs at most besides the spare one, however large
+#: ``max_connecting`` is: connects beyond them queue for a free thread.
+_MAX_CONNECT_THREADS = 8
 
 
 class _Waiter:
@@ -85,7 +89,7 @@ class _Workers:
     def stop(self, timeout: float | None) -> None:
         for _ in self._threads:
             self._jobs.put(None)
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = None if timeout is None or timeout == _INF else monotonic() + timeout
         for thread in self._threads:
             if thread is threading.current_thread():
                 continue
@@ -112,6 +116,8 @@ class _Watchdog:
 
     def arm(self, seconds: float, action: Callable[..., Any], *args: Any) -> int:
         token = next(self._ids)
+        if seconds == _INF:
+            return token  # never due: nothing to watch, and disarm finds it unfired
         with self._cond:
             self._actions[token] = (action, args)
             heapq.heappush(self._heap, (monotonic() + seconds, token))
@@ -191,6 +197,7 @@ class Pool(PoolBase):
 
     def open(self, wait: bool = False, timeout: float | None = DEFAULT) -> None:
         """Start the pool; see :meth:`AsyncPool.open`."""
+        self._check_timeout(timeout)  # before starting anything
         with self._lock:
             if self._closed:
                 raise PoolClosed(f"{self.name} is closed and cannot be reopened")
@@ -200,7 +207,11 @@ class Pool(PoolBase):
                 self._core.open(monotonic())
                 work = self._take_work()
         if starting:
-            self._workers = _Workers(self.name, self._config.max_connecting + 1)
+            # One thread more than connects may run, so a close or a ping
+            # does not queue behind them; a max_connecting above the cap
+            # makes connects (and the rest) queue for threads instead.
+            threads = min(self._config.max_connecting, _MAX_CONNECT_THREADS) + 1
+            self._workers = _Workers(self.name, threads)
             self._housekeeper = threading.Thread(
                 target=_housekeeping,
                 args=(weakref.ref(self), self._stopping, self._config.housekeeping_interval),
@@ -241,16 +252,16 @@ class Pool(PoolBase):
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Close gracefully; see :meth:`AsyncPool.close`."""
-        self._check_close_timeout(timeout)
+        seconds = self._check_close_timeout(timeout)
         core = self._core
         with self._lock:
             self._shut("closed while waiting")
             work = self._take_work()
         self._run(work)  # idle connections close now, on the workers
         with self._lock:
-            if not self._changed.wait_for(lambda: core.drained, timeout):
+            if not self._changed.wait_for(lambda: core.drained, seconds):
                 logger.warning(
-                    "%s: leases still out after %.3gs; terminating them", self.name, timeout
+                    "%s: leases still out after %.3gs; terminating them", self.name, seconds
                 )
                 taken = core.terminate(monotonic())
                 self._changed.notify_all()  # a concurrent close() waits no longer
