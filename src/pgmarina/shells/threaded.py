@@ -179,6 +179,12 @@ class Pool(PoolBase):
     connections this saves a thread wake-up per cycle (about a third more
     throughput measured with 50 threads on 10 connections) at the price of
     less even waits; see :class:`~pgmarina._core.PoolConfig`.
+
+    Durations follow the same rule as in :class:`~pgmarina.AsyncPool`, so
+    no value that is accepted can overflow a thread wait: a timeout of 30
+    days or more (``inf`` too) is no timeout.  Connects run on at
+    most 8 worker threads (plus a spare) however large ``max_connecting``
+    is; more connects queue for them.
     """
 
     _sync = True
