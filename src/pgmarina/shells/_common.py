@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
-from .._core.config import seconds
+from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
 from .._redact import describe_target, redact
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, resolve
@@ -219,6 +219,12 @@ class PoolBase:
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is DEFAULT:
             return self._config.timeout
+        # The common cases inline (NaN fails the comparison); the rest, and
+        # every error message, in _timeout.
+        if type(timeout) is float and 0.0 <= timeout < LONGEST_WAIT:
+            return timeout
+        if timeout is None:
+            return None
         return _timeout(timeout)
 
     # ------------------------------------------------------------------
