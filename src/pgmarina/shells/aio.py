@@ -169,9 +169,9 @@ class AsyncPool(PoolBase):
             PoolTimeout: not filled within ``timeout``.
             PoolConnectError: connects have failed for ``fail_fast_after``.
         """
+        seconds = self._check_timeout(timeout)  # first, as the thread Pool does
         if not self._opened or self._filled is None:
             raise PoolNotOpen(f"{self.name} is not open")
-        seconds = self._check_timeout(timeout)
         start = monotonic()
         while not self._filled.is_set():
             if self._closed:
