@@ -3,31 +3,91 @@
 Validation lives here so that both shells (and, later, the compat façades)
 reject bad input with the same words: a ``TypeError`` when an argument has the
 wrong type, a ``ValueError`` when its value is out of range, and in both cases
-the message starts with the argument's name.
+the message starts with the argument's name.  :func:`seconds` and
+:func:`period` check every duration the pools take, settings and per-call
+timeouts alike, by the rule written down in :class:`PoolConfig`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["PoolConfig"]
+__all__ = ["LONGEST_WAIT", "PoolConfig", "period", "seconds"]
+
+_INF = math.inf
+_FLOAT_MAX = sys.float_info.max
+
+#: Thirty days, in seconds: the longest wait a pool ever arms.  A timeout this
+#: long or longer is no timeout at all, and a period or a delay may not be
+#: longer.  Nobody means a longer wait, and longer ones overflow some
+#: platforms' blocking calls (``threading.TIMEOUT_MAX`` is under 50 days on
+#: Windows); a bound of our own keeps every shell and platform alike.
+LONGEST_WAIT = 30 * 24 * 3600.0
 
 
-def _number(name: str, value: Any, *, allow_none: bool, minimum: float, strict: bool) -> Any:
+def seconds(
+    name: str, value: Any, *, nullable: bool = False, positive: bool = False,
+    waited: bool = False,
+) -> float | None:
+    """Check a limit in seconds and return it as the pool keeps it: a float.
+
+    ``inf`` means "no limit", and so does ``None`` when ``nullable``.  A
+    ``waited`` limit (one the pool arms a timer or a blocking wait for) of
+    :data:`LONGEST_WAIT` or more is no limit as well.  No limit comes back as
+    ``None`` when ``nullable``, else as ``inf``.
+
+    Args:
+        name: The argument's name, which every error message starts with.
+        value: What the caller passed: an int or a float (not a bool).
+        nullable: ``None`` is accepted (and means no limit).
+        positive: ``0`` is refused.
+        waited: Values from :data:`LONGEST_WAIT` up mean no limit.
+
+    Raises:
+        TypeError: ``value`` is not a number (or is ``None`` where not allowed).
+        ValueError: ``value`` is NaN, negative, or ``0`` when ``positive``.
+    """
     if value is None:
-        if allow_none:
+        if nullable:
             return None
-        raise TypeError(f"{name} must be a number, not None")
+        raise TypeError(f"{name} must be a number of seconds, not None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value != value:
+        raise ValueError(f"{name} must be a number of seconds, not NaN")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {value!r}")
+    if value > _FLOAT_MAX or (waited and value >= LONGEST_WAIT):
+        return None if nullable else _INF  # inf, or an int too big for a float
+    return float(value)
+
+
+def period(name: str, value: Any) -> float:
+    """Check a period or a delay in seconds: more than 0, at most :data:`LONGEST_WAIT`.
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is NaN, not positive, infinite or above the bound.
+    """
+    checked = seconds(name, value, positive=True)
+    assert checked is not None
+    if checked > LONGEST_WAIT:
+        raise ValueError(
+            f"{name} must be at most {LONGEST_WAIT:.0f} seconds (30 days), got {value!r}"
+        )
+    return checked
+
+
+def _number(name: str, value: Any, *, minimum: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     if math.isnan(value):
         raise ValueError(f"{name} must be a number, not NaN")
-    if value < minimum or (strict and value == minimum):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {minimum:g}, got {value!r}")
-    return value
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> int:
@@ -41,6 +101,37 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     """Every knob that steers a pool's decisions.  All durations are in seconds.
+
+    One rule holds for every duration a pool takes, here, in the shells'
+    ``connect_timeout`` and ``reset_timeout``, and in every per-call
+    ``timeout`` (``acquire``, ``connection``, ``open``, ``wait``, ``close``):
+
+    * A duration is an ``int`` or a ``float``; anything else (``bool`` and
+      numeric strings included) raises ``TypeError``.  NaN and negative
+      values raise ``ValueError``.  Both messages start with the name.
+    * A *limit* (how long something may wait, last or take) is no limit
+      when it is ``inf``, or ``None`` where the signature allows ``None``;
+      it is then kept as ``None`` (where allowed) or ``inf``.  A limit the
+      pool waits on with a timer (``timeout``, ``connect_timeout``,
+      ``reset_timeout``, the per-call timeouts) is no limit from
+      :data:`LONGEST_WAIT` (30 days) up, too: longer waits overflow some
+      platforms' blocking calls, and nobody means one.
+    * ``0`` means "not at all" wherever it is accepted: an acquire that
+      does not wait, a ``close`` that terminates leases at once, a health
+      check on every checkout (``check_window``), failing fast or calling
+      ``reconnect_failed`` at the first failure, strict FIFO
+      (``barge_window``).  Where "not at all" makes no sense, ``0`` is
+      refused: ``max_lifetime``, ``max_idle``, ``keepalive``,
+      ``connect_timeout`` (libpq would read it as "no limit", asyncio as
+      "fail at once") and ``reset_timeout`` (which would throw every dirty
+      connection away).
+    * A *period* or *delay* (``housekeeping_interval``, ``backoff_initial``,
+      ``backoff_max``) is how often something happens, not a limit: it must
+      be more than ``0`` and at most :data:`LONGEST_WAIT`, so ``inf`` is
+      refused.  (Housekeeping refills the pool to ``min_size``; a pool
+      cannot do without it.)
+    * Settings are stored as checked: ``PoolConfig(timeout=inf).timeout``
+      is ``None``.
 
     Attributes:
         min_size: Connections kept open even when nobody uses them.
@@ -60,7 +151,10 @@ class PoolConfig:
             a round trip (``None``: never check on checkout).
         keepalive: Housekeeping pings connections idle for longer than this
             (``None``: no pings).
-        max_connecting: Connections opened in parallel at most.
+        max_connecting: Connections opened in parallel at most.  The thread
+            ``Pool`` connects in a few worker threads of its own; beyond
+            their number connects queue, so a large value does not start a
+            thread per connect.
         reconnect_timeout: After failing to connect for this long, the pool calls
             ``reconnect_failed`` (once per outage) and keeps retrying.
         fail_fast_after: After failing to connect for this long, an acquire that
@@ -108,29 +202,35 @@ class PoolConfig:
                 f"max_size must be >= min_size, got max_size={self.max_size} "
                 f"and min_size={self.min_size}"
             )
-        _number("timeout", self.timeout, allow_none=True, minimum=0, strict=False)
+        self._seconds("timeout", nullable=True, waited=True)
         _integer("max_waiting", self.max_waiting, minimum=0)
-        _number("max_lifetime", self.max_lifetime, allow_none=True, minimum=0, strict=True)
-        _number("lifetime_jitter", self.lifetime_jitter, allow_none=False, minimum=0, strict=False)
+        self._seconds("max_lifetime", nullable=True, positive=True)
+        _number("lifetime_jitter", self.lifetime_jitter, minimum=0)
         if self.lifetime_jitter > 0.5:
             raise ValueError(f"lifetime_jitter must be <= 0.5, got {self.lifetime_jitter!r}")
-        _number("max_idle", self.max_idle, allow_none=True, minimum=0, strict=True)
+        self._seconds("max_idle", nullable=True, positive=True)
         _integer("max_uses", self.max_uses, minimum=0)
-        _number("check_window", self.check_window, allow_none=True, minimum=0, strict=False)
-        _number("keepalive", self.keepalive, allow_none=True, minimum=0, strict=True)
+        self._seconds("check_window", nullable=True)
+        self._seconds("keepalive", nullable=True, positive=True)
         _integer("max_connecting", self.max_connecting, minimum=1)
-        _number("reconnect_timeout", self.reconnect_timeout, allow_none=False, minimum=0,
-                strict=False)
-        _number("fail_fast_after", self.fail_fast_after, allow_none=True, minimum=0,
-                strict=False)
-        _number("backoff_initial", self.backoff_initial, allow_none=False, minimum=0,
-                strict=True)
-        _number("backoff_max", self.backoff_max, allow_none=False, minimum=0, strict=True)
+        self._seconds("reconnect_timeout")
+        self._seconds("fail_fast_after", nullable=True)
+        self._set("backoff_initial", period("backoff_initial", self.backoff_initial))
+        self._set("backoff_max", period("backoff_max", self.backoff_max))
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be >= backoff_initial")
-        _number("housekeeping_interval", self.housekeeping_interval, allow_none=False,
-                minimum=0, strict=True)
-        _number("barge_window", self.barge_window, allow_none=False, minimum=0, strict=False)
+        self._set("housekeeping_interval", period("housekeeping_interval",
+                                                  self.housekeeping_interval))
+        self._seconds("barge_window")
+
+    def _seconds(self, name: str, **rule: bool) -> None:
+        self._set(name, seconds(name, getattr(self, name), **rule))
+
+    def _set(self, name: str, value: float | None) -> None:
+        # Kept as checked: floats, with None for "no limit" wherever None is
+        # allowed, so neither the core nor a shell meets a huge int, or an
+        # inf where a None means the same.
+        object.__setattr__(self, name, value)
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_INF = float("inf")
 
 if sys.version_info >= (3, 11):
 
@@ -162,9 +163,12 @@ class SyncAdapter(_AdapterBase):
 def with_connect_timeout(
     dsn: str | None, kwargs: Mapping[str, Any], timeout: float
 ) -> dict[str, Any]:
-    """``kwargs`` plus libpq's ``connect_timeout`` unless the caller set one."""
+    """``kwargs`` plus libpq's ``connect_timeout`` unless the caller set one.
+
+    ``timeout`` is the pool's, more than 0; ``inf`` (no limit) sets none.
+    """
     out = dict(kwargs)
-    if timeout > 0 and "connect_timeout" not in out and "connect_timeout" not in (dsn or ""):
+    if timeout != _INF and "connect_timeout" not in out and "connect_timeout" not in (dsn or ""):
         out["connect_timeout"] = max(2, int(timeout + 0.999))  # libpq: whole seconds, >= 2
     return out
 

@@ -21,6 +21,7 @@ from operator import attrgetter
 from typing import Any
 
 from .._lease import Lease, forward
+from .._redact import scrub
 from .base import (
     BROKEN,
     BUSY,
@@ -72,10 +73,26 @@ def _validate(dsn: str | None, kwargs: Mapping[str, Any], base: type) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise TypeError(f"connection_class must be a subclass of {base.__qualname__}, not {cls!r}")
     params = {k: v for k, v in kwargs.items() if k not in _CONNECT_OPTIONS | {"connection_class"}}
+    problem = _conninfo_problem(dsn or "", {})
+    if problem is not None:
+        raise ValueError(f"dsn is not a valid connection string: {scrub(problem, dsn, kwargs)}")
+    problem = _conninfo_problem(dsn or "", params)
+    if problem is not None:
+        raise TypeError(f"connect keywords rejected by libpq: {scrub(problem, dsn, kwargs)}")
+
+
+def _conninfo_problem(dsn: str, params: Mapping[str, Any]) -> str | None:
+    """libpq's complaint about ``dsn`` plus ``params``, if it has one.
+
+    Returned, not raised: the pool's own error is raised outside the
+    ``except`` so it carries no context, for libpq's text may quote a
+    password (the caller scrubs it).
+    """
     try:
-        psycopg.conninfo.make_conninfo(dsn or "", **params)
+        psycopg.conninfo.make_conninfo(dsn, **params)
     except psycopg.ProgrammingError as exc:
-        raise TypeError(f"connect keywords rejected by libpq: {exc}") from None
+        return str(exc).strip()
+    return None
 
 
 def _connect_args(kwargs: Mapping[str, Any], base: type) -> tuple[Any, dict[str, Any]]:

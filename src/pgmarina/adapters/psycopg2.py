@@ -15,6 +15,7 @@ from operator import attrgetter, methodcaller
 from typing import Any
 
 from .._lease import Lease, forward
+from .._redact import scrub
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
 
 try:
@@ -55,6 +56,14 @@ def _status(conn: Any) -> int:
 _closed: Callable[[Any], bool] = attrgetter("closed")
 
 
+def _dsn_problem(dsn: str, params: Mapping[str, Any]) -> str | None:
+    try:
+        ext.make_dsn(dsn, **params)
+    except psycopg2.ProgrammingError as exc:
+        return str(exc).strip().removeprefix("invalid dsn: ")
+    return None
+
+
 class Psycopg2Lease(Lease):
     """Lease of a psycopg2 connection."""
 
@@ -74,11 +83,15 @@ class Psycopg2Adapter(SyncAdapter):
     quick_status = staticmethod(_libpq_status)  # type: ignore[assignment]  # a C call
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        # As psycopg's adapter does: libpq's complaint is scrubbed (it may
+        # quote a password) and the error raised without it as its context.
         params = {k: v for k, v in kwargs.items() if k not in _FACTORIES}
-        try:
-            ext.make_dsn(dsn or "", **params)
-        except psycopg2.ProgrammingError as exc:
-            raise TypeError(f"connect keywords rejected by libpq: {exc}") from None
+        problem = _dsn_problem(dsn or "", {})
+        if problem is not None:
+            raise ValueError(f"dsn is not a valid connection string: {scrub(problem, dsn, kwargs)}")
+        problem = _dsn_problem(dsn or "", params)
+        if problem is not None:
+            raise TypeError(f"connect keywords rejected by libpq: {scrub(problem, dsn, kwargs)}")
 
     def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         return psycopg2.connect(dsn or "", **with_connect_timeout(dsn, kwargs, timeout))

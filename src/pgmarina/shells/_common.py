@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
+from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
 from .._redact import describe_target, redact
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, resolve
@@ -52,14 +53,16 @@ def _hook(name: str, value: Any) -> Any:
     return value
 
 
-def _seconds(name: str, value: Any, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return float(value)
+def _limit(name: str, value: Any) -> float:
+    """``connect_timeout``/``reset_timeout``: more than 0; ``inf`` is no limit."""
+    checked = seconds(name, value, positive=True, waited=True)
+    assert checked is not None
+    return checked
+
+
+def _timeout(value: Any) -> float | None:
+    """A per-call ``timeout``: ``None`` (or ``inf``, or 30 days and up) is no limit."""
+    return seconds("timeout", value, nullable=True, waited=True)
 
 
 class PoolBase:
@@ -122,8 +125,10 @@ class PoolBase:
             backoff_max=backoff_max,
             barge_window=barge_window,
         )
-        self._connect_timeout: float = _seconds("connect_timeout", connect_timeout) or 0.0
-        self._reset_timeout: float = _seconds("reset_timeout", reset_timeout) or 0.0
+        # ``inf`` when there is no limit: asyncio takes it as it is, and the
+        # thread shell arms no watchdog and sets no libpq connect_timeout.
+        self._connect_timeout = _limit("connect_timeout", connect_timeout)
+        self._reset_timeout = _limit("reset_timeout", reset_timeout)
         if connect_kwargs is not None and not isinstance(connect_kwargs, Mapping):
             raise TypeError(
                 f"connect_kwargs must be a mapping, not {type(connect_kwargs).__name__}"
@@ -215,7 +220,13 @@ class PoolBase:
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is DEFAULT:
             return self._config.timeout
-        return _seconds("timeout", timeout, allow_none=True)
+        # The common cases inline (NaN fails the comparison); the rest, and
+        # every error message, in _timeout.
+        if type(timeout) is float and 0.0 <= timeout < LONGEST_WAIT:
+            return timeout
+        if timeout is None:
+            return None
+        return _timeout(timeout)
 
     # ------------------------------------------------------------------
     # pieces of the shells' IO paths that are not IO themselves
@@ -300,11 +311,7 @@ class PoolBase:
 
     @staticmethod
     def _check_close_timeout(timeout: Any) -> float | None:
-        if timeout is None:
-            return None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-            raise ValueError(f"timeout must be a number >= 0 or None, not {timeout!r}")
-        return float(timeout)
+        return _timeout(timeout)
 
     def _check_resize(self, min_size: Any, max_size: Any) -> tuple[int, int]:
         if max_size is None:

@@ -59,6 +59,12 @@ class AsyncPool(PoolBase):
     order they arrived, and the harbour master (the core) decides who gets
     which boat, when a boat is too old to sail, and when to build another.
 
+    Durations are seconds, by one rule for every setting and per-call
+    timeout (see :class:`~pgmarina._core.PoolConfig`): NaN, negatives and
+    non-numbers are refused naming the argument; ``inf`` (and ``None`` where
+    shown) is no limit, and so is a timeout of 30 days or more; ``0`` is
+    "not at all" where it makes sense and refused where it does not.
+
     Args:
         dsn: Connection string passed to the driver.
         driver: ``"asyncpg"`` (default), ``"psycopg"``, or an adapter object.
@@ -78,12 +84,16 @@ class AsyncPool(PoolBase):
             ``reconnect_failed(pool)`` once (the pool keeps retrying).
         fail_fast_after: After failing to connect this long, acquires that would
             wait raise ``PoolConnectError`` at once.
-        housekeeping_interval: Period of the housekeeping task.
+        housekeeping_interval: Period of the housekeeping task (more than 0,
+            at most 30 days).
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
         backoff_initial, backoff_max: First and largest reconnect delay.
         barge_window: Only for the thread :class:`~pgmarina.Pool`; must be 0.
-        connect_timeout: Bound on one connect plus ``configure``.
-        reset_timeout: Bound on a reset, check or ping round trip.
+        connect_timeout: Bound on one connect plus ``configure`` (more than 0;
+            ``inf``: no limit).  The thread pool hands it to libpq, which
+            counts whole seconds, at least 2.
+        reset_timeout: Bound on a reset, check or ping round trip (more than
+            0; ``inf``: no limit).
         reset: ``"auto"`` (roll back only what the local status shows, and
             undo listeners: no round trip for a clean connection), ``"full"``
             (the driver's full session reset every time), ``None`` (nothing),
@@ -131,6 +141,7 @@ class AsyncPool(PoolBase):
             PoolTimeout, PoolConnectError: see :meth:`wait` (the pool is
                 closed again before the error propagates).
         """
+        self._check_timeout(timeout)  # before starting anything
         if self._closed:
             raise PoolClosed(f"{self.name} is closed and cannot be reopened")
         if not self._opened:
@@ -160,9 +171,9 @@ class AsyncPool(PoolBase):
             PoolTimeout: not filled within ``timeout``.
             PoolConnectError: connects have failed for ``fail_fast_after``.
         """
+        seconds = self._check_timeout(timeout)  # first, as the thread Pool does
         if not self._opened or self._filled is None:
             raise PoolNotOpen(f"{self.name} is not open")
-        seconds = self._check_timeout(timeout)
         start = monotonic()
         while not self._filled.is_set():
             if self._closed:
@@ -184,8 +195,8 @@ class AsyncPool(PoolBase):
 
         New acquires fail with ``PoolClosed`` at once, and so do queued ones.
         Idle connections close now; leased ones close as they come back.  If
-        leases are still out after ``timeout`` seconds (``None``: wait for
-        ever), their connections are terminated under their borrowers.
+        leases are still out after ``timeout`` seconds (``None`` or ``inf``:
+        wait for ever), their connections are terminated under their borrowers.
         """
         seconds = self._check_close_timeout(timeout)
         core = self._core
@@ -240,8 +251,13 @@ class AsyncPool(PoolBase):
             self._watchdog.cancel()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
-        for task in self._connect_tasks.values():
+        for entry, task in list(self._connect_tasks.items()):
             task.cancel()
+            # A task cancelled before its first step never runs its body,
+            # ``finally`` included: give up on its entry here (a no-op once
+            # the connect has ended).
+            self._connect_tasks.pop(entry, None)
+            self._core.connect_aborted(entry)
 
     async def _join(self) -> None:
         while self._tasks:

@@ -38,7 +38,11 @@ from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBas
 
 __all__ = ["Pool"]
 
+_INF = float("inf")
 
+#: Worker threads a pool runs at most besides the spare one, however large
+#: ``max_connecting`` is: connects beyond them queue for a free thread.
+_MAX_CONNECT_THREADS = 8
 
 
 class _Waiter:
@@ -100,7 +104,7 @@ class _Workers:
     def stop(self, timeout: float | None) -> None:
         for _ in self._threads:
             self._jobs.put(None)
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = None if timeout is None or timeout == _INF else monotonic() + timeout
         for thread in self._threads:
             if thread is threading.current_thread():
                 continue
@@ -127,6 +131,8 @@ class _Watchdog:
 
     def arm(self, seconds: float, action: Callable[..., Any], *args: Any) -> int:
         token = next(self._ids)
+        if seconds == _INF:
+            return token  # never due: nothing to watch, and disarm finds it unfired
         with self._cond:
             self._actions[token] = (action, args)
             heapq.heappush(self._heap, (monotonic() + seconds, token))
@@ -188,6 +194,12 @@ class Pool(PoolBase):
     connections this saves a thread wake-up per cycle (about a third more
     throughput measured with 50 threads on 10 connections) at the price of
     less even waits; see :class:`~pgmarina._core.PoolConfig`.
+
+    Durations follow the same rule as in :class:`~pgmarina.AsyncPool`, so
+    no value that is accepted can overflow a thread wait: a timeout of 30
+    days or more (``inf`` too) is no timeout.  Connects run on at
+    most 8 worker threads (plus a spare) however large ``max_connecting``
+    is; more connects queue for them.
     """
 
     _sync = True
@@ -206,6 +218,7 @@ class Pool(PoolBase):
 
     def open(self, wait: bool = False, timeout: float | None = DEFAULT) -> None:
         """Start the pool; see :meth:`AsyncPool.open`."""
+        self._check_timeout(timeout)  # before starting anything
         with self._lock:
             if self._closed:
                 raise PoolClosed(f"{self.name} is closed and cannot be reopened")
@@ -215,7 +228,11 @@ class Pool(PoolBase):
                 self._core.open(monotonic())
                 work = self._take_work()
         if starting:
-            self._workers = _Workers(self.name, self._config.max_connecting + 1)
+            # One thread more than connects may run, so a close or a ping
+            # does not queue behind them; a max_connecting above the cap
+            # makes connects (and the rest) queue for threads instead.
+            threads = min(self._config.max_connecting, _MAX_CONNECT_THREADS) + 1
+            self._workers = _Workers(self.name, threads)
             # A pool dropped without close() must not leave its threads and
             # server connections behind once it is collected.
             weakref.finalize(
@@ -262,16 +279,16 @@ class Pool(PoolBase):
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Close gracefully; see :meth:`AsyncPool.close`."""
-        self._check_close_timeout(timeout)
+        seconds = self._check_close_timeout(timeout)
         core = self._core
         with self._lock:
             self._shut("closed while waiting")
             work = self._take_work()
         self._run(work)  # idle connections close now, on the workers
         with self._lock:
-            if not self._changed.wait_for(lambda: core.drained, timeout):
+            if not self._changed.wait_for(lambda: core.drained, seconds):
                 logger.warning(
-                    "%s: leases still out after %.3gs; terminating them", self.name, timeout
+                    "%s: leases still out after %.3gs; terminating them", self.name, seconds
                 )
                 taken = core.terminate(monotonic())
                 self._changed.notify_all()  # a concurrent close() waits no longer
