@@ -96,7 +96,7 @@ async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> _Tally:
         max_size=args.size,
         timeout=10.0,
         name="demo",
-        **({"autocommit": True} if args.driver == "psycopg" else {}),
+        connect_kwargs={"autocommit": True} if args.driver == "psycopg" else None,
     )
     async with pool:
         start = time.monotonic()

@@ -163,8 +163,8 @@ class Pool(PoolBase):
     """A thread-safe connection pool for psycopg 3 or psycopg2.
 
     Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
-    ``await``; ``driver`` is ``"psycopg"`` (default), ``"psycopg2"`` or an
-    adapter object, and hooks (``configure``, ``check``, ``reset``,
+    ``await``; ``driver`` is ``"psycopg"`` (the default, ``None``),
+    ``"psycopg2"`` or an adapter object, and hooks (``configure``, ``check``, ``reset``,
     ``reconnect_failed``) are plain callables.
 
     One more argument, ``barge_window`` (seconds, default ``0``: strict
@@ -176,9 +176,9 @@ class Pool(PoolBase):
     """
 
     _sync = True
+    _default_driver = "psycopg"
 
-    def __init__(self, dsn: str | None = None, *, driver: Any = "psycopg", **kwargs: Any) -> None:
-        super().__init__(dsn, driver=driver, **kwargs)
+    def _init_shell(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # filled / drained
         self._stopping = threading.Event()
