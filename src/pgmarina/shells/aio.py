@@ -58,8 +58,8 @@ class AsyncPool(PoolBase):
     order they arrived, and the harbour master (the core) decides who gets
     which boat, when a boat is too old to sail, and when to build another.
 
-    Every argument but ``dsn`` is a keyword; ``help(AsyncPool)`` shows each
-    with its default.
+    Every argument but ``dsn`` is a keyword; the signature shows each with
+    its type and default.
 
     Args:
         dsn: Connection string passed to the driver.
@@ -264,9 +264,10 @@ class AsyncPool(PoolBase):
         when the block ends, with a plain release as asyncpg's pool does: no
         commit, so with psycopg a transaction left open is rolled back (use
         :meth:`connection` to commit on success).  Nothing is taken from the
-        pool until the result is awaited or entered.
+        pool until the result is awaited or entered, and that is when these
+        are raised.
 
-        Raises (when awaited or entered):
+        Raises:
             PoolTimeout: none became available within ``timeout``.
             TooManyWaiters: ``max_waiting`` callers already wait.
             PoolConnectError: the pool is failing to connect (fail fast).
