@@ -365,7 +365,6 @@ class ConnectionContextBase:
         return ctx
 
 
-
 #: Every keyword a pool constructor takes, from its signature: for "did you
 #: mean" hints when a keyword is neither a setting nor taken by the driver.
 _POOL_KEYWORDS = tuple(

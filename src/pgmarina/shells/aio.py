@@ -783,9 +783,21 @@ class _Acquire(ConnectionContextBase):
             raise PoolError(
                 "this pool.acquire() is already in use: call pool.acquire() for each block"
             )
+        # __await__'s fast path, inline: this runs once per ``async with``.
+        pool = self._pool
+        core = pool._core
+        entry = core.checkout(monotonic())
+        if (
+            entry is not None
+            and entry.state is IN_USE
+            and not core.pending
+            and not pool._is_closed(entry.conn)
+        ):
+            conn = self._conn = pool._new_lease(entry.conn, entry, pool)
+            return conn
         self._conn = _ENTERING  # a second entry meanwhile is refused too
         try:
-            conn = await self
+            conn = await pool._acquire_slow(entry, self._timeout)
         except BaseException:
             self._conn = None
             raise
