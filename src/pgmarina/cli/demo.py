@@ -158,6 +158,17 @@ async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> tuple[_Tall
     return tally, acquires
 
 
+class _ToStderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is now: rich's live display swaps it for a
+    stream that prints above the table, which a plain handler would bypass."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # pragma: no cover - as logging.StreamHandler does
+            self.handleError(record)
+
+
 def _print_errors(errors: dict[str, int], messages: dict[str, str]) -> None:
     for name, count in errors.items():
         text = messages[name]
@@ -169,7 +180,7 @@ def _print_errors(errors: dict[str, int], messages: dict[str, str]) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code (1 if an acquire failed)."""
     # The pool logs its reconnect attempts while the server is down; say whose lines they are.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ToStderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     log = logging.getLogger("pgmarina")
     log.addHandler(handler)
