@@ -5,6 +5,11 @@ shows (``repr``, log lines, error messages) goes through :func:`redact` or is
 built by :func:`describe_target`, which never includes a password at all.
 A driver's complaint about the connect arguments themselves goes through
 :func:`scrub`, which blanks out whatever it quotes from them.
+
+Driver messages also span lines: libpq puts its hints on lines of their own
+and psycopg2 keeps libpq's trailing newline.  Text built from them goes
+through :func:`describe_error` or :func:`one_line`, so that a log record or
+an error message stays one line.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["describe_target", "redact", "scrub"]
+__all__ = ["describe_error", "describe_target", "one_line", "redact", "scrub"]
 
 _URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.I)
 _KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -71,6 +76,15 @@ def scrub(text: str, dsn: str | None, kwargs: Mapping[str, Any]) -> str:
         return word
 
     return redact(_WORD.sub(mask, text))
+def one_line(text: str) -> str:
+    """``text`` redacted, with every run of whitespace (newlines too) made one space."""
+    return redact(" ".join(text.split()))
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of a (driver) error on one line, passwords blanked."""
+    text = one_line(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def describe_target(dsn: str | None, kwargs: Mapping[str, Any]) -> str:

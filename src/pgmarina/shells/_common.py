@@ -6,6 +6,8 @@ they run IO; everything else about a pool is set up here, once.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import itertools
 import logging
 from collections.abc import Callable, Mapping
@@ -14,14 +16,15 @@ from typing import Any, ClassVar, TypeVar
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
 from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
-from .._redact import describe_target, redact
-from ..adapters import BUSY, CLEAN, IN_TRANSACTION, resolve
+from .._redact import describe_error, describe_target, one_line, redact
+from ..adapters import BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, resolve
 from ..errors import PoolConnectError, PoolError, PoolTimeout
 
 __all__ = [
     "AUTO",
     "CUSTOM",
     "DEFAULT",
+    "ENTERING",
     "FULL",
     "NO_RESET",
     "ConnectionContextBase",
@@ -34,6 +37,8 @@ logger = logging.getLogger("pgmarina")
 AUTO, FULL, NO_RESET, CUSTOM = "auto", "full", "none", "custom"
 _names = itertools.count(1)
 _blank = object.__new__
+#: The settings' defaults, read by the constructor's signature: one source.
+_D = PoolConfig()
 
 
 class _Default:
@@ -45,6 +50,10 @@ class _Default:
 
 #: "Use the pool's setting" for per-call arguments such as ``timeout``.
 DEFAULT: Any = _Default()
+
+#: What a with-block context holds while its acquire waits: a second entry
+#: meanwhile is refused as if the block were already running.
+ENTERING: Any = object()
 
 
 def _hook(name: str, value: Any) -> Any:
@@ -70,42 +79,54 @@ class PoolBase:
 
     _sync: ClassVar[bool]
 
+    #: The driver used when ``driver`` is not given.
+    _default_driver: ClassVar[str]
+
     def __init__(
         self,
         dsn: str | None = None,
         *,
-        driver: Any,
-        min_size: int = 1,
+        driver: str | AsyncAdapter | SyncAdapter | None = None,
+        min_size: int = _D.min_size,
         max_size: int | None = None,
-        timeout: float | None = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float | None = 3600.0,
-        max_idle: float | None = 600.0,
-        max_uses: int = 0,
-        check_window: float | None = 2.0,
-        keepalive: float | None = 60.0,
-        max_connecting: int = 2,
-        reconnect_timeout: float = 300.0,
-        fail_fast_after: float | None = 5.0,
-        housekeeping_interval: float = 1.0,
-        lifetime_jitter: float = 0.1,
-        backoff_initial: float = 0.01,
-        backoff_max: float = 1.0,
-        barge_window: float = 0.0,
+        timeout: float | None = _D.timeout,
+        max_waiting: int = _D.max_waiting,
+        max_lifetime: float | None = _D.max_lifetime,
+        max_idle: float | None = _D.max_idle,
+        max_uses: int = _D.max_uses,
+        check_window: float | None = _D.check_window,
+        keepalive: float | None = _D.keepalive,
+        max_connecting: int = _D.max_connecting,
+        reconnect_timeout: float = _D.reconnect_timeout,
+        fail_fast_after: float | None = _D.fail_fast_after,
+        housekeeping_interval: float = _D.housekeeping_interval,
+        lifetime_jitter: float = _D.lifetime_jitter,
+        backoff_initial: float = _D.backoff_initial,
+        backoff_max: float = _D.backoff_max,
+        barge_window: float = _D.barge_window,
         connect_timeout: float = 10.0,
         reset_timeout: float = 5.0,
-        reset: Any = "auto",
+        reset: str | Callable[..., Any] | None = "auto",
         configure: Callable[..., Any] | None = None,
         check: Callable[..., Any] | None = None,
         reconnect_failed: Callable[..., Any] | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
-        **kwargs: Any,
+        **driver_kwargs: Any,
     ) -> None:
+        """Set the pool up; nothing connects before ``open()``.
+
+        Every pool setting is a keyword with its default shown here (the
+        :class:`~pgmarina._core.PoolConfig` defaults: one place).  See the
+        shell's class docstring for what each does.  Keywords that are not
+        pool settings go to the driver's connect, merged with
+        ``connect_kwargs``; a misspelt setting (``max_sise=5``) is refused
+        at once with a ``TypeError`` naming it, since no driver takes it.
+        """
         if dsn is not None and not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str or None, not {type(dsn).__name__}")
         if max_size is None:
-            max_size = max(min_size, 10) if isinstance(min_size, int) else 10
+            max_size = max(min_size, _D.max_size) if isinstance(min_size, int) else _D.max_size
         self._config = PoolConfig(
             min_size=min_size,
             max_size=max_size,
@@ -134,12 +155,14 @@ class PoolBase:
                 f"connect_kwargs must be a mapping, not {type(connect_kwargs).__name__}"
             )
         ckw = dict(connect_kwargs or {})
-        overlap = ckw.keys() & kwargs.keys()
+        overlap = ckw.keys() & driver_kwargs.keys()
         if overlap:
             raise TypeError(f"connect keyword given twice: {', '.join(sorted(overlap))}")
-        ckw.update(kwargs)
-        self._adapter = adapter = resolve(driver, sync=self._sync)
-        adapter.validate(dsn, ckw)
+        ckw.update(driver_kwargs)
+        self._adapter = adapter = resolve(
+            self._default_driver if driver is None else driver, sync=self._sync
+        )
+        _validate_connect_args(adapter, dsn, ckw, driver_kwargs)
         self._dsn = dsn
         self._connect_kwargs = ckw
         if reset in ("auto", "full", None):
@@ -172,6 +195,11 @@ class PoolBase:
         self._core.name = self.name
         self._opened = False
         self._closed = False
+        self._init_shell()
+
+    def _init_shell(self) -> None:
+        """The shell's own set-up, once the settings are checked."""
+        raise NotImplementedError
 
     def _wake(self, waiter: Any, entry: Entry | None) -> bool:
         raise NotImplementedError
@@ -245,7 +273,7 @@ class PoolBase:
             and now - core.failing_since >= self._config.fail_fast_after
         ):
             exc = PoolConnectError(
-                f"{self.name} cannot connect: {redact(str(core.last_connect_error))}"
+                f"{self.name} cannot connect: {one_line(str(core.last_connect_error))}"
             )
         else:
             return None
@@ -282,7 +310,7 @@ class PoolBase:
         logger.warning(
             "%s: connect failed (%s)%s",
             self.name,
-            redact(f"{type(exc).__name__}: {exc}"),
+            describe_error(exc),
             "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
         )
 
@@ -349,11 +377,52 @@ class ConnectionContextBase:
         ctx._conn = None
         return ctx
 
-    def _in_use(self) -> PoolError:
+    def _in_use(self, method: str) -> PoolError:
         # Entering one context twice (nested, or shared between tasks or
         # threads) would lose track of the first connection.
         return PoolError(
-            f"this {self._pool.name}.connection() context is already in use; "
-            "call pool.connection() once for each block"
+            f"this {self._pool.name}.{method}() context is already in use; "
+            f"call pool.{method}() once for each block"
         )
 
+
+#: Every keyword a pool constructor takes, from its signature: for "did you
+#: mean" hints when a keyword is neither a setting nor taken by the driver.
+_POOL_KEYWORDS = tuple(
+    name
+    for name, p in inspect.signature(PoolBase.__init__).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+)
+
+
+def _validate_connect_args(
+    adapter: Any, dsn: str | None, kwargs: dict[str, Any], loose: Mapping[str, Any]
+) -> None:
+    """Let the driver check its connect arguments, naming a misspelt setting.
+
+    ``loose`` are the keywords that were not pool settings.  One that looks
+    like a setting (``max_sise``) and is the one the driver refuses is most
+    likely a typo: say so, rather than pass on the driver's words about an
+    unknown connection option.  Driver messages are made one line.
+    """
+    try:
+        adapter.validate(dsn, kwargs)
+    except (TypeError, ValueError) as exc:
+        for key in loose:
+            near = difflib.get_close_matches(key, _POOL_KEYWORDS, n=1)
+            if near and _driver_takes(adapter, dsn, {k: v for k, v in kwargs.items() if k != key}):
+                raise TypeError(
+                    f"unexpected keyword argument {key!r} (did you mean {near[0]!r}?): it is "
+                    f"not a pool setting, and {adapter.name}'s connect does not take it either"
+                ) from None
+        if len(exc.args) == 1 and isinstance(exc.args[0], str):
+            exc.args = (one_line(exc.args[0]),)
+        raise
+
+
+def _driver_takes(adapter: Any, dsn: str | None, kwargs: dict[str, Any]) -> bool:
+    try:
+        adapter.validate(dsn, kwargs)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -27,7 +27,7 @@ import functools
 import inspect
 import weakref
 from asyncio import get_running_loop as _running_loop
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from time import monotonic
 from typing import Any
 
@@ -38,11 +38,22 @@ from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
 from ..errors import PoolClosed, PoolError, PoolNotOpen, PoolTimeout
-from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBase, PoolBase, logger
+from ._common import (
+    AUTO,
+    CUSTOM,
+    DEFAULT,
+    ENTERING,
+    FULL,
+    NO_RESET,
+    ConnectionContextBase,
+    PoolBase,
+    logger,
+)
 
 __all__ = ["AsyncPool"]
 
 _INF = float("inf")
+_blank = object.__new__
 
 async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
     result = hook(*args)
@@ -59,6 +70,9 @@ class AsyncPool(PoolBase):
     order they arrived, and the harbour master (the core) decides who gets
     which boat, when a boat is too old to sail, and when to build another.
 
+    Every argument but ``dsn`` is a keyword; the signature shows each with
+    its type and default.
+
     Durations are seconds, by one rule for every setting and per-call
     timeout (see :class:`~pgmarina._core.PoolConfig`): NaN, negatives and
     non-numbers are refused naming the argument; ``inf`` (and ``None`` where
@@ -67,9 +81,10 @@ class AsyncPool(PoolBase):
 
     Args:
         dsn: Connection string passed to the driver.
-        driver: ``"asyncpg"`` (default), ``"psycopg"``, or an adapter object.
+        driver: ``"asyncpg"`` (the default, ``None``), ``"psycopg"``, or an
+            adapter object.
         min_size: Connections kept open even when idle.
-        max_size: Most connections at once (default: ``max(min_size, 10)``).
+        max_size: Most connections at once (``None``: ``max(min_size, 10)``).
         timeout: Default acquire timeout in seconds (``None``: wait forever).
         max_waiting: Most queued callers (``0``: unlimited); beyond it
             ``TooManyWaiters`` is raised at once.
@@ -102,14 +117,18 @@ class AsyncPool(PoolBase):
         check: ``async def check(conn)`` health check (raise if unhealthy);
             default: ``SELECT 1``.
         reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async).
-        connect_kwargs: Keywords for the driver's connect; ``**kwargs`` too.
+        connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
+        **driver_kwargs: Any other keyword goes to the driver's connect too
+            (``server_settings={...}`` for asyncpg, ``autocommit=True`` or
+            libpq parameters such as ``application_name="app"`` for psycopg).
+            One the driver does not take is refused at once.
     """
 
     _sync = False
+    _default_driver = "asyncpg"
 
-    def __init__(self, dsn: str | None = None, *, driver: Any = "asyncpg", **kwargs: Any) -> None:
-        super().__init__(dsn, driver=driver, **kwargs)
+    def _init_shell(self) -> None:
         if self._config.barge_window:
             # Measured: with asyncio a FIFO hand-off wakes no thread, and
             # barging gained nothing (bench/bench_async.py, conc 10 and 100).
@@ -266,8 +285,16 @@ class AsyncPool(PoolBase):
     # ------------------------------------------------------------------
     # acquire / release
 
-    async def acquire(self, *, timeout: float | None = DEFAULT) -> Any:
-        """Lease a connection; give it back with :meth:`release`.
+    def acquire(self, *, timeout: float | None = DEFAULT) -> _Acquire:
+        """Lease a connection, asyncpg style: awaited or as an async context.
+
+        ``conn = await pool.acquire()`` returns the lease; give it back with
+        :meth:`release`.  ``async with pool.acquire() as conn:`` releases it
+        when the block ends, with a plain release as asyncpg's pool does: no
+        commit, so with psycopg a transaction left open is rolled back (use
+        :meth:`connection` to commit on success).  Nothing is taken from the
+        pool until the result is awaited or entered, and that is when these
+        are raised.
 
         Raises:
             PoolTimeout: none became available within ``timeout``.
@@ -275,12 +302,14 @@ class AsyncPool(PoolBase):
             PoolConnectError: the pool is failing to connect (fail fast).
             PoolClosed, PoolNotOpen: the pool is not serving.
         """
+        # ConnectionContextBase.made_for, inline: this runs once per acquire.
         if timeout is not DEFAULT:
             self._check_timeout(timeout)
-        got = self._take()
-        if type(got) is self._lease_class:
-            return got
-        return await self._acquire_slow(got, timeout)
+        ctx = _blank(_Acquire)
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        return ctx
 
     def _take(self) -> Any:
         """Acquire's fast path, with no await: a lease when a ready idle
@@ -761,7 +790,7 @@ class _Connection(ConnectionContextBase):
 
     async def __aenter__(self) -> Any:
         if self._conn is not None:
-            raise self._in_use()
+            raise self._in_use("connection")
         # AsyncPool._take, inline: this runs once per ``async with``.
         pool = self._pool
         core = pool._core
@@ -774,7 +803,12 @@ class _Connection(ConnectionContextBase):
         ):
             conn = pool._new_lease(entry.conn, entry, pool)
         else:
-            conn = await pool._acquire_slow(entry, self._timeout)
+            self._conn = ENTERING  # a second entry meanwhile is refused too
+            try:
+                conn = await pool._acquire_slow(entry, self._timeout)
+            except BaseException:
+                self._conn = None
+                raise
         self._conn = conn
         return conn
 
@@ -812,6 +846,84 @@ class _Connection(ConnectionContextBase):
         reset = pool._return(conn, status)
         if reset is not None:
             await reset
+
+
+class _Acquire(ConnectionContextBase):
+    """What ``pool.acquire()`` returns: an awaitable and an async context manager.
+
+    Awaiting it runs the acquire and returns the lease; ``async with`` also
+    releases the lease when the block ends.  Either way the pool is asked
+    only then, so an ``_Acquire`` that is dropped unused took nothing and
+    leaves no "never awaited" warning behind.
+
+    It also speaks the coroutine protocol (``send``, ``throw``, ``close``),
+    so code written when ``acquire`` was a coroutine function, such as
+    ``asyncio.create_task(pool.acquire())``, keeps working.
+    """
+
+    # _run: the acquire in progress when driven through send/throw (unset
+    # until then).  _conn: the block's lease while in ``async with``.
+    __slots__ = ("_run",)
+
+    _run: Generator[Any, None, Any]
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        pool = self._pool
+        got = pool._take()
+        if type(got) is pool._lease_class:
+            return got
+        return (yield from pool._acquire_slow(got, self._timeout).__await__())
+
+    async def __aenter__(self) -> Any:
+        if self._conn is not None:
+            raise self._in_use("acquire")
+        pool = self._pool
+        got = pool._take()
+        if type(got) is pool._lease_class:
+            self._conn = got
+            return got
+        self._conn = ENTERING  # a second entry meanwhile is refused too
+        try:
+            conn = await pool._acquire_slow(got, self._timeout)
+        except BaseException:
+            self._conn = None
+            raise
+        self._conn = conn
+        return conn
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        reset = self._pool._return(conn)  # a plain release, as in asyncpg
+        if reset is not None:
+            await reset
+
+    # -- the coroutine protocol ------------------------------------------
+
+    @property
+    def __name__(self) -> str:  # what a Task's repr calls its coroutine
+        return "AsyncPool.acquire"
+
+    def _steps(self) -> Generator[Any, None, Any]:
+        try:
+            return self._run
+        except AttributeError:
+            run = self._run = self.__await__()
+            return run
+
+    def send(self, value: Any) -> Any:
+        return self._steps().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._steps().throw(*args)
+
+    def close(self) -> None:
+        try:
+            run = self._run
+        except AttributeError:
+            return
+        run.close()
+
+
 
 
 async def _housekeeping(ref: weakref.ref[AsyncPool], interval: float) -> None:

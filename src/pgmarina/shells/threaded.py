@@ -34,7 +34,17 @@ from .._lease import RELEASED
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
-from ._common import AUTO, CUSTOM, DEFAULT, FULL, NO_RESET, ConnectionContextBase, PoolBase, logger
+from ._common import (
+    AUTO,
+    CUSTOM,
+    DEFAULT,
+    ENTERING,
+    FULL,
+    NO_RESET,
+    ConnectionContextBase,
+    PoolBase,
+    logger,
+)
 
 __all__ = ["Pool"]
 
@@ -184,8 +194,8 @@ class Pool(PoolBase):
     """A thread-safe connection pool for psycopg 3 or psycopg2.
 
     Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
-    ``await``; ``driver`` is ``"psycopg"`` (default), ``"psycopg2"`` or an
-    adapter object, and hooks (``configure``, ``check``, ``reset``,
+    ``await``; ``driver`` is ``"psycopg"`` (the default, ``None``),
+    ``"psycopg2"`` or an adapter object, and hooks (``configure``, ``check``, ``reset``,
     ``reconnect_failed``) are plain callables.
 
     One more argument, ``barge_window`` (seconds, default ``0``: strict
@@ -203,9 +213,9 @@ class Pool(PoolBase):
     """
 
     _sync = True
+    _default_driver = "psycopg"
 
-    def __init__(self, dsn: str | None = None, *, driver: Any = "psycopg", **kwargs: Any) -> None:
-        super().__init__(dsn, driver=driver, **kwargs)
+    def _init_shell(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # filled / drained
         self._stopping = threading.Event()
@@ -802,7 +812,7 @@ class _Connection(ConnectionContextBase):
 
     def __enter__(self) -> Any:
         if self._conn is not None:
-            raise self._in_use()
+            raise self._in_use("connection")
         # Pool.acquire, with its common case first: once per ``with`` block.
         pool = self._pool
         entry, waiter = pool._checkout_or_enqueue()
@@ -811,7 +821,12 @@ class _Connection(ConnectionContextBase):
             if not pool._is_closed(conn):
                 self._conn = lease = pool._new_lease(conn, entry, pool)
                 return lease
-        self._conn = lease = pool._acquire_rest(entry, waiter, self._timeout)
+        self._conn = ENTERING  # a second entry meanwhile is refused too
+        try:
+            self._conn = lease = pool._acquire_rest(entry, waiter, self._timeout)
+        except BaseException:
+            self._conn = None
+            raise
         return lease
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
