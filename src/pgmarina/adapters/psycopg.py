@@ -132,7 +132,8 @@ class PsycopgLease(Lease):
 
     @staticmethod
     def _void(con: Any, made: Any) -> None:
-        close_tracked(made, _shut)
+        if made:  # empty when every cursor was dropped already, the common case
+            close_tracked(made, _shut)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _SESSION_NAMES:

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from operator import attrgetter, methodcaller
 from typing import Any
+from weakref import ref
 
-from .._lease import Lease, close_tracked, forward, track
+from .._lease import Lease, close_tracked, forward, set_made
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
 
 try:
@@ -90,7 +91,8 @@ class Psycopg2Lease(Lease):
 
     @staticmethod
     def _void(con: Any, made: Any) -> None:
-        close_tracked(made, _shut)
+        if made:  # empty when every cursor was dropped already, the common case
+            close_tracked(made, _shut)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _SESSION_NAMES:
@@ -108,8 +110,13 @@ class Psycopg2Lease(Lease):
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         cur = self._con.cursor(*args, **kwargs)
         if cur.name is None:
-            return track(self, cur)
-        if cur.withhold:
+            # track(), inline: with psycopg2 every query needs a cursor.
+            made = self._made
+            if made is None:
+                made = set()
+                set_made(self, made)
+            made.add(ref(cur, made.discard))
+        elif cur.withhold:
             self._note(("cursor", cur))
         return cur
 
