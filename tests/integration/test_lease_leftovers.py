@@ -17,8 +17,10 @@ from typing import Any
 
 import asyncpg
 import psycopg
+import psycopg.rows
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 import pytest
 
 from pgmarina import AsyncPool, Pool
@@ -159,8 +161,44 @@ def test_psycopg_set_autocommit_method_on_a_lease_is_undone_on_release(pg: Any) 
         pool.close()
 
 
+@pytest.mark.parametrize("kind", ["async", "thread"])
+def test_psycopg_row_factory_and_prepare_settings_a_borrower_assigned_do_not_reach_the_next(
+    pg: Any, kind: str
+) -> None:
+    async def body() -> None:
+        pool = AsyncPool(pg.dsn, driver="psycopg", min_size=1, max_size=1, timeout=10.0)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                conn.row_factory = psycopg.rows.dict_row
+                conn.prepare_threshold = None
+                assert await (await conn.execute("SELECT 1 AS one")).fetchone() == {"one": 1}
+            async with pool.connection() as conn:
+                assert await (await conn.execute("SELECT 1 AS one")).fetchone() == (1,)
+                assert conn.prepare_threshold == 5
+        finally:
+            await pool.close()
+
+    if kind == "async":
+        asyncio.run(body())
+        return
+    pool = _sync_pool(pg, "psycopg")
+    try:
+        with pool.connection() as conn:
+            conn.row_factory = psycopg.rows.dict_row
+            conn.cursor_factory = psycopg.ClientCursor
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+        with pool.connection() as conn:
+            cur = conn.execute("SELECT 1 AS one")
+            assert (type(cur), cur.fetchone()) == (psycopg.Cursor, (1,))
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
-def test_a_lease_closes_its_cursors_at_release_but_does_not_keep_them_alive(pg: Any, driver: str) -> None:
+def test_a_lease_closes_its_cursors_at_release_but_does_not_keep_them_alive(
+    pg: Any, driver: str
+) -> None:
     # A cursor kept past the block used to run on the next borrower's connection; closing
     # them at release must not mean that a long lease holds every cursor (and its results).
     pool = _sync_pool(pg, driver)
@@ -197,6 +235,18 @@ def test_psycopg2_read_only_set_in_autocommit_does_not_stay_a_server_default(pg:
                 cur.execute("SHOW default_transaction_read_only")
                 assert cur.fetchone() == ("off",)
                 cur.execute("CREATE TEMP TABLE writable (x int)")
+    finally:
+        pool.close()
+
+
+def test_psycopg2_cursor_factory_a_borrower_assigned_does_not_reach_the_next(pg: Any) -> None:
+    pool = _sync_pool(pg, "psycopg2")
+    try:
+        with pool.connection() as conn:
+            conn.cursor_factory = psycopg2.extras.RealDictCursor
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 AS one")
+            assert cur.fetchone() == (1,)
     finally:
         pool.close()
 

@@ -7,13 +7,15 @@ normally and rolls back when it raises, unless the connection is in
 autocommit.  Pings run in autocommit for a moment, so a health check never
 leaves a transaction open behind it.
 
-psycopg keeps ``autocommit``, ``isolation_level``, ``read_only`` and
-``deferrable`` on the connection object, not in the server session, so no
-reset query can undo them.  :class:`PsycopgLease` notes their values before
-a borrower's first change and the pool puts them back on release; a
-borrower's ``autocommit = True`` must not turn the next borrower's
-``with`` block into a series of commits.  Cursors made from a lease are
-closed when it ends, and a ``transaction()`` block refuses to begin after.
+psycopg keeps ``autocommit``, ``isolation_level``, ``read_only``,
+``deferrable``, the row and cursor factories and the prepare settings on
+the connection object, not in the server session, so no reset query can
+undo them.  :class:`PsycopgLease` notes their values before a borrower's
+first change and the pool puts them back on release: a borrower's
+``autocommit = True`` must not turn the next borrower's ``with`` block into
+a series of commits, nor its ``row_factory`` change the next one's rows.
+Cursors made from a lease are closed when it ends, and a ``transaction()``
+block refuses to begin after it.
 
 Keywords ``connection_class`` (a ``psycopg.Connection``/``AsyncConnection``
 subclass), ``autocommit``, ``prepare_threshold``, ``row_factory``,
@@ -101,10 +103,17 @@ _libpq_status: Callable[[Any], int] = attrgetter("pgconn.transaction_status")
 _closed: Callable[[Any], bool] = attrgetter("pgconn.status")
 
 
-_SESSION = ("autocommit", "isolation_level", "read_only", "deferrable")
-_SESSION_NAMES = frozenset(_SESSION)
-# The four as one tuple, read with no Python frame.
-_session_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_SESSION)
+# What psycopg keeps on the connection object and a borrower may assign.
+# An AsyncConnection takes the first four only through its set_*() methods.
+_CHARACTERISTICS = ("autocommit", "isolation_level", "read_only", "deferrable")
+_KEPT = (
+    *_CHARACTERISTICS,
+    *("row_factory", "cursor_factory", "server_cursor_factory"),
+    *("prepare_threshold", "prepared_max"),
+)
+_KEPT_NAMES = frozenset(_KEPT)
+# All of them as one tuple, read with no Python frame.
+_kept_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_KEPT)
 
 
 # psycopg's own "non-blocking part of closing", the same for sync and async
@@ -112,12 +121,12 @@ _session_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_SESSION)
 _shut = methodcaller("_close")
 
 
-def _keep_session(lease: Lease) -> None:
+def _keep_attributes(lease: Lease) -> None:
     # Called before each change: only the first one's "before" is kept, which
     # is what the lease started with and so what its release restores.
     undo = lease._undo
-    if undo is None or not any(item[0] == "session" for item in undo):
-        lease._note(("session", _session_of(lease._con)))
+    if undo is None or not any(item[0] == "attributes" for item in undo):
+        lease._note(("attributes", _kept_of(lease._con)))
 
 
 class PsycopgLease(Lease):
@@ -136,24 +145,24 @@ class PsycopgLease(Lease):
             close_tracked(made, _shut)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SESSION_NAMES:
-            _keep_session(self)
+        if name in _KEPT_NAMES:
+            _keep_attributes(self)
         Lease.__setattr__(self, name, value)
 
     def set_autocommit(self, value: bool) -> Any:
-        _keep_session(self)
+        _keep_attributes(self)
         return self._con.set_autocommit(value)
 
     def set_isolation_level(self, value: Any) -> Any:
-        _keep_session(self)
+        _keep_attributes(self)
         return self._con.set_isolation_level(value)
 
     def set_read_only(self, value: bool | None) -> Any:
-        _keep_session(self)
+        _keep_attributes(self)
         return self._con.set_read_only(value)
 
     def set_deferrable(self, value: bool | None) -> Any:
-        _keep_session(self)
+        _keep_attributes(self)
         return self._con.set_deferrable(value)
 
     def add_notify_handler(self, callback: Any) -> None:
@@ -265,8 +274,8 @@ def _undo(conn: Any, undo: list[Any]) -> None:
             conn.remove_notice_handler(item[1])
         elif kind == "cursor" and idle:
             item[1].close()  # a WITH HOLD cursor: CLOSE on the server
-        elif kind == "session" and idle:
-            for name, value in zip(_SESSION, item[1], strict=True):
+        elif kind == "attributes" and idle:
+            for name, value in zip(_KEPT, item[1], strict=True):
                 if getattr(conn, name) != value:
                     setattr(conn, name, value)
 
@@ -282,10 +291,14 @@ async def _async_undo(conn: Any, undo: list[Any]) -> None:
             conn.remove_notice_handler(item[1])
         elif kind == "cursor" and idle:
             await item[1].close()
-        elif kind == "session" and idle:
-            for name, value in zip(_SESSION, item[1], strict=True):
-                if getattr(conn, name) != value:
+        elif kind == "attributes" and idle:
+            for name, value in zip(_KEPT, item[1], strict=True):
+                if getattr(conn, name) == value:
+                    continue
+                if name in _CHARACTERISTICS:
                     await getattr(conn, f"set_{name}")(value)
+                else:
+                    setattr(conn, name, value)
 
 
 def _needs_end(conn: Any) -> bool:

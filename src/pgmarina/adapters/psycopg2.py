@@ -8,9 +8,9 @@ Keywords ``connection_factory`` and ``cursor_factory`` go to
 ``psycopg2.connect``; the others are libpq parameters, checked up front.
 
 As with psycopg 3, the connection attributes a borrower changes
-(``autocommit``, ``isolation_level``, ``readonly``, ``deferrable``, by
-assignment, ``set_session`` or ``set_isolation_level``) are put back on
-release, and the cursors made from a lease are closed when it ends.
+(``autocommit``, ``isolation_level``, ``readonly``, ``deferrable`` by
+assignment, ``set_session`` or ``set_isolation_level``; ``cursor_factory``)
+are put back on release, and the cursors made from a lease are closed when it ends.
 psycopg2 itself refuses a named cursor once its transaction is over; a
 ``withhold`` one lives on in the session, so the release closes it.
 """
@@ -63,20 +63,21 @@ def _status(conn: Any) -> int:
 _closed: Callable[[Any], bool] = attrgetter("closed")
 
 
-_SESSION = ("autocommit", "isolation_level", "readonly", "deferrable")
-_SESSION_NAMES = frozenset(_SESSION)
-# The four as one tuple, read with no Python frame.
-_session_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_SESSION)
+# What psycopg2 keeps on the connection object and a borrower may assign.
+_KEPT = ("autocommit", "isolation_level", "readonly", "deferrable", "cursor_factory")
+_KEPT_NAMES = frozenset(_KEPT)
+# All of them as one tuple, read with no Python frame.
+_kept_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_KEPT)
 
 
 _shut = methodcaller("close")  # an unnamed cursor's close() does no IO
 
 
-def _keep_session(lease: Lease) -> None:
+def _keep_attributes(lease: Lease) -> None:
     # Only the first change's "before" is kept: what the lease started with.
     undo = lease._undo
-    if undo is None or not any(item[0] == "session" for item in undo):
-        lease._note(("session", _session_of(lease._con)))
+    if undo is None or not any(item[0] == "attributes" for item in undo):
+        lease._note(("attributes", _kept_of(lease._con)))
 
 
 class Psycopg2Lease(Lease):
@@ -95,16 +96,16 @@ class Psycopg2Lease(Lease):
             close_tracked(made, _shut)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SESSION_NAMES:
-            _keep_session(self)
+        if name in _KEPT_NAMES:
+            _keep_attributes(self)
         Lease.__setattr__(self, name, value)
 
     def set_session(self, *args: Any, **kwargs: Any) -> None:
-        _keep_session(self)
+        _keep_attributes(self)
         self._con.set_session(*args, **kwargs)
 
     def set_isolation_level(self, level: Any) -> None:
-        _keep_session(self)
+        _keep_attributes(self)
         self._con.set_isolation_level(level)
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
@@ -193,11 +194,15 @@ class Psycopg2Adapter(SyncAdapter):
             kind = item[0]
             if kind == "cursor":
                 item[1].close()  # WITH HOLD: CLOSE on the server
-            elif kind == "session" and _session_of(conn) != item[1]:
+            elif kind == "attributes":
+                autocommit, isolation_level, readonly, deferrable, cursor_factory = item[1]
+                if conn.cursor_factory is not cursor_factory:
+                    conn.cursor_factory = cursor_factory
+                if _kept_of(conn)[:4] == item[1][:4]:
+                    continue
                 # All four in one call: in autocommit psycopg2 keeps the
                 # characteristics as server settings, and toggling autocommit
                 # alone does not bring those back.
-                autocommit, isolation_level, readonly, deferrable = item[1]
                 conn.set_session(
                     isolation_level=_or_default(isolation_level),
                     readonly=_or_default(readonly),
