@@ -83,9 +83,12 @@ class AsyncPool(PoolBase):
         connect_timeout: Bound on one connect plus ``configure``.
         reset_timeout: Bound on a reset, check or ping round trip.
         reset: ``"auto"`` (roll back only what the local status shows, and
-            undo listeners: no round trip for a clean connection), ``"full"``
-            (the driver's full session reset every time), ``None`` (nothing),
-            or ``async def reset(conn)`` run after the automatic rollback.
+            undo listeners and driver attributes: no round trip for a clean
+            connection; session state stays, see the README), ``"full"``
+            (the driver's full session reset every time; one lease can ask
+            for it with :func:`~pgmarina.reset_on_release`), ``None``
+            (nothing), or ``async def reset(conn)`` run after the automatic
+            rollback.
         configure: ``async def configure(conn)`` run on each new connection.
         check: ``async def check(conn)`` health check (raise if unhealthy);
             default: ``SELECT 1``.
