@@ -251,21 +251,25 @@ async def _make_objects(combo: Combo, conn: Any) -> dict[str, Callable[[], Any]]
         cur = conn.cursor()
         ran = await conn.execute("SELECT 1")
         block = conn.transaction()
+        pipeline = conn.pipeline()
         return {
             "cursor": lambda: cur.execute(insert),
             "cursor from execute": lambda: ran.execute(insert),
             "cursor results": ran.fetchall,
             "transaction": block.__aenter__,
+            "pipeline": pipeline.__aenter__,
         }
     if combo.driver == "psycopg":
         cur = conn.cursor()
         ran = conn.execute("SELECT 1")
         block = conn.transaction()
+        pipeline = conn.pipeline()
         return {
             "cursor": lambda: cur.execute(insert),
             "cursor from execute": lambda: ran.execute(insert),
             "cursor results": ran.fetchall,
             "transaction": block.__enter__,
+            "pipeline": pipeline.__enter__,
         }
     cur = conn.cursor()
     cur.execute("SELECT 1")
@@ -316,6 +320,9 @@ async def test_objects_made_and_used_within_one_lease_work_as_usual(combo: Combo
                 async with conn.transaction():
                     await ran.execute("SELECT 2")
                     assert await ran.fetchall() == [(2,)]
+                async with conn.pipeline():
+                    piped = await conn.execute("SELECT 3")
+                assert await piped.fetchone() == (3,)
             elif combo.driver == "psycopg":
 
                 def use_psycopg(conn: Any = conn) -> None:
@@ -326,6 +333,9 @@ async def test_objects_made_and_used_within_one_lease_work_as_usual(combo: Combo
                     with conn.transaction():
                         ran.execute("SELECT 2")
                         assert ran.fetchall() == [(2,)]
+                    with conn.pipeline():
+                        piped = conn.execute("SELECT 3")
+                    assert piped.fetchone() == (3,)
 
                 await asyncio.to_thread(use_psycopg)
             else:

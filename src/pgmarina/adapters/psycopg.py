@@ -15,7 +15,7 @@ first change and the pool puts them back on release: a borrower's
 ``autocommit = True`` must not turn the next borrower's ``with`` block into
 a series of commits, nor its ``row_factory`` change the next one's rows.
 Cursors made from a lease are closed when it ends, and a ``transaction()``
-block refuses to begin after it.
+or ``pipeline()`` block refuses to begin after it.
 
 Keywords ``connection_class`` (a ``psycopg.Connection``/``AsyncConnection``
 subclass), ``autocommit``, ``prepare_threshold``, ``row_factory``,
@@ -193,7 +193,10 @@ class PsycopgLease(Lease):
         return cur
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return _Transaction(self, args, kwargs)
+        return _Block(self, "transaction", args, kwargs)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        return _Block(self, "pipeline", args, kwargs)
 
 
 class AsyncPsycopgLease(PsycopgLease):
@@ -210,52 +213,54 @@ class AsyncPsycopgLease(PsycopgLease):
         made.add(ref(cur, made.discard))
         return cur
 
-    def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return _AsyncTransaction(self, args, kwargs)
+
+forward(PsycopgLease, "commit", "rollback")
 
 
-forward(PsycopgLease, "commit", "rollback", "pipeline")
+class _Block:
+    """``lease.transaction()`` or ``lease.pipeline()``: psycopg's block, begun
+    only if the lease is still live.
 
-
-class _Transaction:
-    """``lease.transaction()``: psycopg's block, begun only if the lease is live.
-
-    psycopg's ``transaction()`` sends nothing until the block is entered, so
-    an object made under one lease and entered after its release would open
-    a transaction in the next borrower's session.
+    psycopg sends nothing until such a block is entered, so one made under a
+    lease and entered after its release would open a transaction (or enter
+    pipeline mode) in the next borrower's session.
     """
 
-    __slots__ = ("_args", "_block", "_kwargs", "_lease")
+    __slots__ = ("_args", "_block", "_kwargs", "_lease", "_method")
 
-    def __init__(self, lease: Lease, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, lease: Lease, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self._lease = lease
+        self._method = method
         self._args = args
         self._kwargs = kwargs
         self._block: Any = None
 
+    def _open(self) -> Any:
+        # ``_con`` is RELEASED once the lease is over: this raises there.
+        block = getattr(self._lease._con, self._method)(*self._args, **self._kwargs)
+        self._block = block
+        return block
+
     def __enter__(self) -> Any:
-        # ``_con`` is RELEASED after the lease ends: this raises there.
-        self._block = self._lease._con.transaction(*self._args, **self._kwargs)
-        return self._block.__enter__()
+        return self._open().__enter__()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Any:
         return self._block.__exit__(exc_type, exc, tb)
 
-
-class _AsyncTransaction(_Transaction):
-    """``async with lease.transaction()``; see :class:`_Transaction`."""
-
-    __slots__ = ()
-
     async def __aenter__(self) -> Any:
-        self._block = self._lease._con.transaction(*self._args, **self._kwargs)
-        return await self._block.__aenter__()
+        return await self._open().__aenter__()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Any:
         return await self._block.__aexit__(exc_type, exc, tb)
