@@ -6,7 +6,7 @@ sans-IO core (:mod:`pgmarina._core`) that makes every pool decision.
 """
 
 from ._core import PoolStats
-from ._lease import Lease, unwrap
+from ._lease import Lease, reset_on_release, unwrap
 from .errors import (
     ConnectionReleasedError,
     DriverNotInstalled,
@@ -37,5 +37,6 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "TooManyWaiters",
+    "reset_on_release",
     "unwrap",
 ]

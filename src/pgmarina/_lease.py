@@ -9,8 +9,16 @@ That costs nothing per call: there is no "am I released?" branch, just one
 attribute lookup that fails loudly once the connection is gone.
 
 Drivers whose borrowers can leave state on a connection that a local check
-cannot see (asyncpg's listeners, say) subclass :class:`Lease` to note such
-calls in ``_undo``; the pool reverts them on release.
+cannot see (asyncpg's listeners, psycopg's ``autocommit``, say) subclass
+:class:`Lease` to note such calls in ``_undo``; the pool reverts them on
+release, after its rollback.  A noted change costs that one lease a slower
+release; a lease that noted nothing goes back on the fast path.
+
+What a borrower *makes* from a lease (cursors, prepared statements,
+transaction objects) would otherwise outlive it and run on the next
+borrower's session.  Driver leases record such objects in ``_made``, and
+:func:`end` hands that to the lease class's ``_void``, which makes them
+refuse further use.  That costs a lease which made nothing one ``None`` check.
 """
 
 from __future__ import annotations
@@ -18,10 +26,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar, cast
+from weakref import ref
 
 from .errors import ConnectionReleasedError
 
-__all__ = ["RELEASED", "Lease", "end", "forward", "maker", "unwrap"]
+__all__ = [
+    "FULL_RESET",
+    "RELEASED",
+    "Lease",
+    "close_tracked",
+    "end",
+    "forward",
+    "maker",
+    "reset_on_release",
+    "set_made",
+    "track",
+    "unwrap",
+]
 
 L = TypeVar("L", bound="Lease")
 
@@ -58,7 +79,7 @@ class _Fields:
     ``__dict__`` or ``__weakref__``; other subclasses are built the usual way.
     """
 
-    __slots__ = ("_con", "_entry", "_pool", "_undo")
+    __slots__ = ("_con", "_entry", "_made", "_pool", "_undo")
 
 
 class Lease(_Fields):
@@ -71,6 +92,7 @@ class Lease(_Fields):
         _set_entry(self, entry)
         _set_pool(self, pool)
         _set_undo(self, None)
+        set_made(self, None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
@@ -98,6 +120,13 @@ class Lease(_Fields):
         else:
             self._undo.append(item)
 
+    @staticmethod
+    def _void(con: Any, made: Any) -> None:
+        """Make what ``_made`` records refuse further use (the lease just ended).
+
+        Driver leases that set ``_made`` override this; it must do no IO.
+        """
+
     def __repr__(self) -> str:
         con = self._con
         if con is RELEASED:
@@ -114,6 +143,11 @@ set_con = _slot["_con"].__set__
 _set_entry = _slot["_entry"].__set__
 _set_pool = _slot["_pool"].__set__
 _set_undo = _slot["_undo"].__set__
+#: ``set_made(lease, made)``: record what the lease's ``_void`` gets at its end.
+set_made = _slot["_made"].__set__
+
+#: Noted in ``_undo`` by :func:`reset_on_release`: this lease ends with a full reset.
+FULL_RESET = ("full",)
 
 
 _blank = object.__new__
@@ -141,6 +175,7 @@ def maker(cls: type[L]) -> Callable[[Any, Any, Any], L]:
         lease._entry = entry
         lease._pool = pool
         lease._undo = None
+        lease._made = None
         lease.__class__ = cls
         return cast(L, lease)
 
@@ -175,7 +210,72 @@ def end(lease: Lease) -> Any:
     if con is RELEASED:
         raise ConnectionReleasedError("this connection was already released")
     set_con(lease, RELEASED)
+    made = lease._made
+    if made is not None:
+        lease._void(con, made)
     return con
+
+
+def reset_on_release(conn: Any, mode: str) -> None:
+    """Have this one lease end with a full session reset.
+
+    ``reset="auto"`` (the default) rolls back and reverts what the driver
+    tracks locally, but leaves session state (``SET``, advisory locks,
+    ``LISTEN``, temporary tables…) to the next borrower.  A borrower that
+    knows it dirtied the session calls ``reset_on_release(conn, "full")``
+    inside its block: when the lease ends the pool runs the driver's full
+    reset, as ``reset="full"`` does for every lease.  Other leases keep
+    the cheap release.  Calling it twice is the same as once.
+
+    Args:
+        conn: A live lease from :class:`~pgmarina.AsyncPool` or
+            :class:`~pgmarina.Pool`.
+        mode: ``"full"``, the one reset a lease can ask for beyond the
+            pool's own (named so that a call reads as what it does).
+
+    Raises:
+        TypeError: ``conn`` is not a lease.
+        ValueError: ``mode`` is not ``"full"``.
+        ConnectionReleasedError: the lease is over.
+    """
+    if not isinstance(conn, Lease):
+        raise TypeError(
+            f"reset_on_release() takes a connection leased from a pool, not {type(conn).__name__}"
+        )
+    if mode != "full":
+        raise ValueError(f"mode must be 'full', not {mode!r}")
+    if conn._con is RELEASED:
+        raise ConnectionReleasedError("this connection was released back to the pool")
+    undo = conn._undo
+    if undo is None or FULL_RESET not in undo:
+        conn._note(FULL_RESET)
+
+
+def track(lease: Lease, cursor: Any) -> Any:
+    """Record ``cursor`` as made from ``lease``, for its ``_void``; returns ``cursor``.
+
+    ``_made`` becomes a set of weak references that remove themselves when
+    their cursor is collected: a lease that runs a million queries holds no
+    more references than it holds live cursors, and keeps no cursor (nor its
+    results) alive.  (A plain set: a subclass's methods cost more to look up.)
+    """
+    made = lease._made
+    if made is None:
+        made = set()
+        set_made(lease, made)
+    made.add(ref(cursor, made.discard))
+    return cursor
+
+
+def close_tracked(made: set[Any], shut: Callable[[Any], Any]) -> None:
+    """``shut(cursor)`` for every live cursor :func:`track` recorded in ``made``."""
+    refs = list(made)
+    # Emptied first: that also breaks the cycle set -> reference -> set.discard.
+    made.clear()
+    for cursor_ref in refs:
+        cursor = cursor_ref()
+        if cursor is not None:
+            shut(cursor)
 
 
 def unwrap(conn: Any) -> Any:

@@ -6,6 +6,13 @@ release path can decide locally whether a round trip is needed at all.
 Listeners a borrower adds are noted by :class:`AsyncpgLease` and removed on
 release, because a callback left behind would fire in the next borrower's
 program.
+
+Prepared statements, cursors and transactions check on every use that the
+connection was not "released back to the pool" since they were made, by
+comparing a counter the connection carries (``_pool_release_ctr``, asyncpg's
+own pool bumps it).  A lease that made any of them bumps it when it ends, so
+they refuse to run in the next borrower's session; a lease that made none
+leaves it alone and costs nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from .._lease import Lease, forward
+from .._lease import Lease, forward, set_made
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter
 
 try:
@@ -32,9 +39,30 @@ __all__ = ["AsyncpgAdapter", "AsyncpgLease"]
 
 
 class AsyncpgLease(Lease, *_PROXY_BASES):  # type: ignore[misc]
-    """Lease of an ``asyncpg.Connection`` that remembers listeners to remove."""
+    """Lease of an ``asyncpg.Connection`` that remembers listeners to remove
+    and invalidates the statements, cursors and transactions made from it."""
 
     __slots__ = ()
+
+    # ``_made`` is just True: the connection's counter does the bookkeeping.
+    @staticmethod
+    def _void(con: Any, made: Any) -> None:
+        con._pool_release_ctr += 1
+
+    def prepare(self, *args: Any, **kwargs: Any) -> Any:
+        prepare = self._con.prepare  # raises once released
+        set_made(self, True)
+        return prepare(*args, **kwargs)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._con.cursor
+        set_made(self, True)
+        return cursor(*args, **kwargs)
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        transaction = self._con.transaction
+        set_made(self, True)
+        return transaction(*args, **kwargs)
 
     async def add_listener(self, channel: str, callback: Any) -> None:
         await self._con.add_listener(channel, callback)
@@ -56,7 +84,6 @@ class AsyncpgLease(Lease, *_PROXY_BASES):  # type: ignore[misc]
 forward(
     AsyncpgLease,
     *("fetch", "fetchval", "fetchrow", "fetchmany", "execute", "executemany"),
-    *("transaction", "prepare", "cursor"),
 )
 
 
@@ -134,5 +161,5 @@ class AsyncpgAdapter(AsyncAdapter):
                 conn.remove_log_listener(item[1])
             elif kind == "termination":
                 conn.remove_termination_listener(item[1])
-            else:
+            elif kind == "query":
                 conn.remove_query_logger(item[1])

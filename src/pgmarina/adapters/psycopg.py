@@ -7,6 +7,16 @@ normally and rolls back when it raises, unless the connection is in
 autocommit.  Pings run in autocommit for a moment, so a health check never
 leaves a transaction open behind it.
 
+psycopg keeps ``autocommit``, ``isolation_level``, ``read_only``,
+``deferrable``, the row and cursor factories and the prepare settings on
+the connection object, not in the server session, so no reset query can
+undo them.  :class:`PsycopgLease` notes their values before a borrower's
+first change and the pool puts them back on release: a borrower's
+``autocommit = True`` must not turn the next borrower's ``with`` block into
+a series of commits, nor its ``row_factory`` change the next one's rows.
+Cursors made from a lease are closed when it ends, and a ``transaction()``
+or ``pipeline()`` block refuses to begin after it.
+
 Keywords ``connection_class`` (a ``psycopg.Connection``/``AsyncConnection``
 subclass), ``autocommit``, ``prepare_threshold``, ``row_factory``,
 ``cursor_factory`` and ``context`` go to ``connect()`` as psycopg takes them;
@@ -17,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from operator import attrgetter
+from operator import attrgetter, methodcaller
+from types import TracebackType
 from typing import Any
+from weakref import ref
 
-from .._lease import Lease, forward
+from .._lease import Lease, close_tracked, forward, set_made, track
 from .._redact import scrub
 from .base import (
     BROKEN,
@@ -40,7 +52,7 @@ try:
 except ImportError:  # pragma: no cover - checked by adapters.resolve
     psycopg = None  # type: ignore[assignment]
 
-__all__ = ["AsyncPsycopgAdapter", "PsycopgAdapter", "PsycopgLease"]
+__all__ = ["AsyncPsycopgAdapter", "AsyncPsycopgLease", "PsycopgAdapter", "PsycopgLease"]
 
 _CONNECT_OPTIONS = frozenset(
     {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
@@ -109,10 +121,67 @@ _libpq_status: Callable[[Any], int] = attrgetter("pgconn.transaction_status")
 _closed: Callable[[Any], bool] = attrgetter("pgconn.status")
 
 
+# What psycopg keeps on the connection object and a borrower may assign.
+# An AsyncConnection takes the first four only through its set_*() methods.
+_CHARACTERISTICS = ("autocommit", "isolation_level", "read_only", "deferrable")
+_KEPT = (
+    *_CHARACTERISTICS,
+    *("row_factory", "cursor_factory", "server_cursor_factory"),
+    *("prepare_threshold", "prepared_max"),
+)
+_KEPT_NAMES = frozenset(_KEPT)
+# All of them as one tuple, read with no Python frame.
+_kept_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_KEPT)
+
+
+# psycopg's own "non-blocking part of closing", the same for sync and async
+# cursors (an async cursor's public close() would need awaiting).
+_shut = methodcaller("_close")
+
+
+def _keep_attributes(lease: Lease) -> None:
+    # Called before each change: only the first one's "before" is kept, which
+    # is what the lease started with and so what its release restores.
+    undo = lease._undo
+    if undo is None or not any(item[0] == "attributes" for item in undo):
+        lease._note(("attributes", _kept_of(lease._con)))
+
+
 class PsycopgLease(Lease):
-    """Lease of a psycopg connection that remembers notify/notice handlers."""
+    """Lease of a ``psycopg.Connection``.
+
+    Notes the notify/notice handlers a borrower adds and the connection
+    attributes it changes, so that the release can undo them, and keeps
+    track of the cursors made from it, so that the release can close them.
+    """
 
     __slots__ = ()
+
+    @staticmethod
+    def _void(con: Any, made: Any) -> None:
+        if made:  # empty when every cursor was dropped already, the common case
+            close_tracked(made, _shut)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _KEPT_NAMES:
+            _keep_attributes(self)
+        Lease.__setattr__(self, name, value)
+
+    def set_autocommit(self, value: bool) -> Any:
+        _keep_attributes(self)
+        return self._con.set_autocommit(value)
+
+    def set_isolation_level(self, value: Any) -> Any:
+        _keep_attributes(self)
+        return self._con.set_isolation_level(value)
+
+    def set_read_only(self, value: bool | None) -> Any:
+        _keep_attributes(self)
+        return self._con.set_read_only(value)
+
+    def set_deferrable(self, value: bool | None) -> Any:
+        _keep_attributes(self)
+        return self._con.set_deferrable(value)
 
     def add_notify_handler(self, callback: Any) -> None:
         self._con.add_notify_handler(callback)
@@ -122,16 +191,137 @@ class PsycopgLease(Lease):
         self._con.add_notice_handler(callback)
         self._note(("notice", callback))
 
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cur = self._con.cursor(*args, **kwargs)
+        if kwargs.get("withhold"):
+            # A WITH HOLD cursor outlives the transaction on the server:
+            # closing it is a round trip, so it is left to the slow release.
+            self._note(("cursor", cur))
+            return cur
+        return track(self, cur)
 
-forward(PsycopgLease, "execute", "cursor", "commit", "rollback", "transaction", "pipeline")
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        # track(), inline: psycopg makes a cursor on every execute().
+        cur = self._con.execute(*args, **kwargs)
+        made = self._made
+        if made is None:
+            made = set()
+            set_made(self, made)
+        made.add(ref(cur, made.discard))
+        return cur
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        return _Block(self, "transaction", args, kwargs)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        return _Block(self, "pipeline", args, kwargs)
+
+
+class AsyncPsycopgLease(PsycopgLease):
+    """Lease of a ``psycopg.AsyncConnection``; see :class:`PsycopgLease`."""
+
+    __slots__ = ()
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        cur = await self._con.execute(*args, **kwargs)
+        made = self._made
+        if made is None:
+            made = set()
+            set_made(self, made)
+        made.add(ref(cur, made.discard))
+        return cur
+
+
+forward(PsycopgLease, "commit", "rollback")
+
+
+class _Block:
+    """``lease.transaction()`` or ``lease.pipeline()``: psycopg's block, begun
+    only if the lease is still live.
+
+    psycopg sends nothing until such a block is entered, so one made under a
+    lease and entered after its release would open a transaction (or enter
+    pipeline mode) in the next borrower's session.
+    """
+
+    __slots__ = ("_args", "_block", "_kwargs", "_lease", "_method")
+
+    def __init__(
+        self, lease: Lease, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._lease = lease
+        self._method = method
+        self._args = args
+        self._kwargs = kwargs
+        self._block: Any = None
+
+    def _open(self) -> Any:
+        # ``_con`` is RELEASED once the lease is over: this raises there.
+        block = getattr(self._lease._con, self._method)(*self._args, **self._kwargs)
+        self._block = block
+        return block
+
+    def __enter__(self) -> Any:
+        return self._open().__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        return self._block.__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> Any:
+        return await self._open().__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        return await self._block.__aexit__(exc_type, exc, tb)
 
 
 def _undo(conn: Any, undo: list[Any]) -> None:
-    for kind, callback in reversed(undo):
+    # Runs after the pool's rollback.  A connection still in a transaction
+    # here (reset=None) is discarded by the pool, and psycopg would refuse
+    # the attribute changes: only the handlers are due.
+    idle = _status(conn) == CLEAN
+    for item in reversed(undo):
+        kind = item[0]
         if kind == "notify":
-            conn.remove_notify_handler(callback)
-        else:
-            conn.remove_notice_handler(callback)
+            conn.remove_notify_handler(item[1])
+        elif kind == "notice":
+            conn.remove_notice_handler(item[1])
+        elif kind == "cursor" and idle:
+            item[1].close()  # a WITH HOLD cursor: CLOSE on the server
+        elif kind == "attributes" and idle:
+            for name, value in zip(_KEPT, item[1], strict=True):
+                if getattr(conn, name) != value:
+                    setattr(conn, name, value)
+
+
+async def _async_undo(conn: Any, undo: list[Any]) -> None:
+    # See _undo; an AsyncConnection takes these changes only by method.
+    idle = _status(conn) == CLEAN
+    for item in reversed(undo):
+        kind = item[0]
+        if kind == "notify":
+            conn.remove_notify_handler(item[1])
+        elif kind == "notice":
+            conn.remove_notice_handler(item[1])
+        elif kind == "cursor" and idle:
+            await item[1].close()
+        elif kind == "attributes" and idle:
+            for name, value in zip(_KEPT, item[1], strict=True):
+                if getattr(conn, name) == value:
+                    continue
+                if name in _CHARACTERISTICS:
+                    await getattr(conn, f"set_{name}")(value)
+                else:
+                    setattr(conn, name, value)
 
 
 def _needs_end(conn: Any) -> bool:
@@ -143,7 +333,7 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     """``psycopg.AsyncConnection`` for :class:`~pgmarina.AsyncPool`."""
 
     name = "psycopg"
-    lease_class = PsycopgLease
+    lease_class = AsyncPsycopgLease
     transactional_context = True
     status = staticmethod(_status)
     quick_status = staticmethod(_libpq_status)  # type: ignore[assignment]  # a C getter
@@ -193,7 +383,7 @@ class AsyncPsycopgAdapter(AsyncAdapter):
             await (conn.rollback() if failed else conn.commit())
 
     async def undo(self, conn: Any, undo: list[Any]) -> None:
-        _undo(conn, undo)
+        await _async_undo(conn, undo)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

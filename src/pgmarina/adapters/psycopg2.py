@@ -6,6 +6,13 @@ read locally with ``get_transaction_status()``; ``pool.connection()`` commits
 on success and rolls back on error (unless autocommit), like psycopg 3's.
 Keywords ``connection_factory`` and ``cursor_factory`` go to
 ``psycopg2.connect``; the others are libpq parameters, checked up front.
+
+As with psycopg 3, the connection attributes a borrower changes
+(``autocommit``, ``isolation_level``, ``readonly``, ``deferrable`` by
+assignment, ``set_session`` or ``set_isolation_level``; ``cursor_factory``)
+are put back on release, and the cursors made from a lease are closed when it ends.
+psycopg2 itself refuses a named cursor once its transaction is over; a
+``withhold`` one lives on in the session, so the release closes it.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from operator import attrgetter, methodcaller
 from typing import Any
+from weakref import ref
 
-from .._lease import Lease, forward
+from .._lease import Lease, close_tracked, forward, set_made
 from .._redact import scrub
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
 
@@ -64,13 +72,71 @@ def _dsn_problem(dsn: str, params: Mapping[str, Any]) -> str | None:
     return None
 
 
+# What psycopg2 keeps on the connection object and a borrower may assign.
+_KEPT = ("autocommit", "isolation_level", "readonly", "deferrable", "cursor_factory")
+_KEPT_NAMES = frozenset(_KEPT)
+# All of them as one tuple, read with no Python frame.
+_kept_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*_KEPT)
+
+
+_shut = methodcaller("close")  # an unnamed cursor's close() does no IO
+
+
+def _keep_attributes(lease: Lease) -> None:
+    # Only the first change's "before" is kept: what the lease started with.
+    undo = lease._undo
+    if undo is None or not any(item[0] == "attributes" for item in undo):
+        lease._note(("attributes", _kept_of(lease._con)))
+
+
 class Psycopg2Lease(Lease):
-    """Lease of a psycopg2 connection."""
+    """Lease of a psycopg2 connection.
+
+    Notes the connection attributes a borrower changes and the ``withhold``
+    cursors it opens, for the release to undo, and keeps track of its other
+    cursors, for the release to close.
+    """
 
     __slots__ = ()
 
+    @staticmethod
+    def _void(con: Any, made: Any) -> None:
+        if made:  # empty when every cursor was dropped already, the common case
+            close_tracked(made, _shut)
 
-forward(Psycopg2Lease, "cursor", "commit", "rollback")
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _KEPT_NAMES:
+            _keep_attributes(self)
+        Lease.__setattr__(self, name, value)
+
+    def set_session(self, *args: Any, **kwargs: Any) -> None:
+        _keep_attributes(self)
+        self._con.set_session(*args, **kwargs)
+
+    def set_isolation_level(self, level: Any) -> None:
+        _keep_attributes(self)
+        self._con.set_isolation_level(level)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cur = self._con.cursor(*args, **kwargs)
+        if cur.name is None:
+            # track(), inline: with psycopg2 every query needs a cursor.
+            made = self._made
+            if made is None:
+                made = set()
+                set_made(self, made)
+            made.add(ref(cur, made.discard))
+        elif cur.withhold:
+            self._note(("cursor", cur))
+        return cur
+
+
+forward(Psycopg2Lease, "commit", "rollback")
+
+
+def _or_default(value: Any) -> Any:
+    # set_session() reads None as "leave it", and "DEFAULT" as "the server's".
+    return "DEFAULT" if value is None else value
 
 
 class Psycopg2Adapter(SyncAdapter):
@@ -131,3 +197,28 @@ class Psycopg2Adapter(SyncAdapter):
     def end_block(self, conn: Any, failed: bool) -> None:
         if _status(conn) == IN_TRANSACTION and not conn.autocommit:
             (conn.rollback if failed else conn.commit)()
+
+    def undo(self, conn: Any, undo: list[Any]) -> None:
+        # After the pool's rollback; a connection still in a transaction here
+        # (reset=None) is discarded, and psycopg2 would refuse set_session.
+        if _status(conn) != CLEAN:
+            return
+        for item in reversed(undo):
+            kind = item[0]
+            if kind == "cursor":
+                item[1].close()  # WITH HOLD: CLOSE on the server
+            elif kind == "attributes":
+                autocommit, isolation_level, readonly, deferrable, cursor_factory = item[1]
+                if conn.cursor_factory is not cursor_factory:
+                    conn.cursor_factory = cursor_factory
+                if _kept_of(conn)[:4] == item[1][:4]:
+                    continue
+                # All four in one call: in autocommit psycopg2 keeps the
+                # characteristics as server settings, and toggling autocommit
+                # alone does not bring those back.
+                conn.set_session(
+                    isolation_level=_or_default(isolation_level),
+                    readonly=_or_default(readonly),
+                    deferrable=_or_default(deferrable),
+                    autocommit=autocommit,
+                )

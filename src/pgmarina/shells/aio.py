@@ -33,7 +33,7 @@ from typing import Any
 
 from .._core import Entry
 from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
-from .._lease import RELEASED, set_con
+from .._lease import FULL_RESET, RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
@@ -110,9 +110,12 @@ class AsyncPool(PoolBase):
         reset_timeout: Bound on a reset, check or ping round trip (more than
             0; ``inf``: no limit).
         reset: ``"auto"`` (roll back only what the local status shows, and
-            undo listeners: no round trip for a clean connection), ``"full"``
-            (the driver's full session reset every time), ``None`` (nothing),
-            or ``async def reset(conn)`` run after the automatic rollback.
+            undo listeners and driver attributes: no round trip for a clean
+            connection; session state stays, see the README), ``"full"``
+            (the driver's full session reset every time; one lease can ask
+            for it with :func:`~pgmarina.reset_on_release`), ``None``
+            (nothing), or ``async def reset(conn)`` run after the automatic
+            rollback.
         configure: ``async def configure(conn)`` run on each new connection.
         check: ``async def check(conn)`` health check (raise if unhealthy);
             default: ``SELECT 1``.
@@ -577,12 +580,12 @@ class AsyncPool(PoolBase):
         seconds = self._reset_timeout
         if status == BUSY and not await adapter.settle(raw, seconds):
             return False
-        if undo:
-            await _bounded(adapter.undo(raw, undo), seconds)
-        if mode is FULL:
+        if mode is FULL or (undo is not None and FULL_RESET in undo):
             await adapter.full_reset(raw, seconds)
         elif mode is not NO_RESET and self._status(raw) == IN_TRANSACTION:
             await adapter.rollback(raw, seconds)
+        if undo:  # after the rollback: psycopg takes no autocommit change inside one
+            await _bounded(adapter.undo(raw, undo), seconds)
         if mode is CUSTOM:
             await _bounded(_call_hook(self._reset_hook, raw), seconds)  # type: ignore[arg-type]
         return True
@@ -821,6 +824,9 @@ class _Connection(ConnectionContextBase):
         if pool._quick_status(raw) == CLEAN and conn._undo is None and pool._reset_mode is AUTO:
             # AsyncPool._return's common case, inline: once per ``async with``.
             set_con(conn, RELEASED)  # live: checked above, and nothing awaited since
+            made = conn._made
+            if made is not None:  # what lease.end() does too
+                conn._void(raw, made)
             core = pool._core
             core.checkin(conn._entry, monotonic())
             if core.pending or core.closing:

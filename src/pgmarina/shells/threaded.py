@@ -30,7 +30,7 @@ from typing import Any
 
 from .._core import Entry, PoolStats
 from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
-from .._lease import RELEASED
+from .._lease import FULL_RESET, RELEASED
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
@@ -635,12 +635,12 @@ class Pool(PoolBase):
         mode = self._reset_mode
         if status == BUSY and not adapter.settle(raw, self._reset_timeout):
             return False
-        if undo:
-            adapter.undo(raw, undo)
-        if mode is FULL:
+        if mode is FULL or (undo is not None and FULL_RESET in undo):
             adapter.full_reset(raw)
         elif mode is not NO_RESET and self._status(raw) == IN_TRANSACTION:
             adapter.rollback(raw)
+        if undo:  # after the rollback: psycopg takes no autocommit change inside one
+            adapter.undo(raw, undo)
         if mode is CUSTOM:
             self._reset_hook(raw)  # type: ignore[misc]
         return True
