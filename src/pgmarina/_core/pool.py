@@ -225,7 +225,11 @@ class PoolCore(Generic[W]):
                 return
             waiter = waiters.popleft()
             since = queued_at.popleft()
-            self._lease(entry, now)
+            # self._lease, inline: this runs on every hand-off.
+            entry.state = IN_USE
+            entry.uses += 1
+            entry.acquired_at = now
+            self.acquires += 1
             if self._wake(waiter, entry):
                 self.wait_time_total += now - since
                 return

@@ -330,6 +330,13 @@ class AsyncPool(PoolBase):
         return entry
 
     async def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
+        """The rest of an acquire whose fast path found no ready connection.
+
+        ``entry`` is what the fast path's checkout returned: one to check or
+        to throw away, or ``None`` (nothing idle, or another event loop), in
+        which case the caller queues at once: checking out again could not
+        find anything, since nothing ran in between.
+        """
         seconds = self._check_timeout(timeout)
         core = self._core
         start = monotonic()
@@ -340,9 +347,16 @@ class AsyncPool(PoolBase):
             self._check_loop()
         while True:
             if entry is None:
-                entry = core.checkout(monotonic())
-            if entry is None:
-                entry = await self._wait(start, deadline)
+                # The one place a caller waits: a future in the core's queue.
+                fut = self._enqueue(start, deadline)
+                try:
+                    entry = await fut
+                except BaseException:
+                    self._waiter_left(fut)
+                    raise
+                finally:
+                    if deadline is not None:
+                        del self._deadlines[fut]
             if self._is_closed(entry.conn):
                 core.discard(entry, monotonic())
                 entry = None
@@ -354,6 +368,7 @@ class AsyncPool(PoolBase):
                 self._drain()
             if entry is not None:
                 return self._new_lease(entry.conn, entry, self)
+            entry = core.checkout(monotonic())
 
     def _check_loop(self) -> None:
         """Refuse a caller on another event loop than the one that opened the pool.
@@ -369,7 +384,8 @@ class AsyncPool(PoolBase):
                 "from another one; open one pool per event loop"
             )
 
-    async def _wait(self, start: float, deadline: float | None) -> Entry:
+    def _enqueue(self, start: float, deadline: float | None) -> asyncio.Future[Entry]:
+        """Queue a waiter (or refuse it); its future gets an entry, or an error."""
         core = self._core
         if not self._opened:
             raise PoolNotOpen(f"{self.name} is not open; call open() or use 'async with'")
@@ -381,23 +397,24 @@ class AsyncPool(PoolBase):
         finally:  # refused or not, carry out what the checkout before it asked for
             if core.pending:
                 self._drain()
-        try:
-            if deadline is not None:
-                self._deadlines[fut] = (deadline, start)
-                if deadline < self._watchdog_at:
+        if deadline is not None:
+            self._deadlines[fut] = (deadline, start)
+            if deadline < self._watchdog_at:
+                try:
                     self._arm_watchdog(deadline)
-            entry = await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Handed a connection just as we were cancelled: pass it on.
-                self._give_back(fut.result())
-            else:
-                core.forget_waiter(fut)
-            raise
-        finally:
-            if deadline is not None:
-                del self._deadlines[fut]
-        return entry
+                except BaseException:
+                    del self._deadlines[fut]
+                    core.forget_waiter(fut)
+                    raise
+        return fut
+
+    def _waiter_left(self, fut: asyncio.Future[Entry]) -> None:
+        """A waiter was cancelled (or failed): it leaves, and loses nothing."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            # Handed a connection just as it was cancelled: pass it on.
+            self._give_back(fut.result())
+        else:
+            self._core.forget_waiter(fut)
 
     # One timer serves every waiter's deadline: it is armed for the earliest
     # deadline and, when it fires, fails the overdue waiters and re-arms for
