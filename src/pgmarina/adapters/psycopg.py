@@ -29,6 +29,7 @@ from .base import (
     AsyncAdapter,
     SyncAdapter,
     bounded,
+    rejected_for_good,
     with_connect_timeout,
 )
 
@@ -121,6 +122,11 @@ def _needs_end(conn: Any) -> bool:
     return _status(conn) == IN_TRANSACTION and not conn.autocommit
 
 
+def _is_permanent(exc: BaseException) -> bool:
+    # libpq reports a failed login with the server's message and no SQLSTATE.
+    return isinstance(exc, psycopg.OperationalError) and rejected_for_good(exc.sqlstate, str(exc))
+
+
 class AsyncPsycopgAdapter(AsyncAdapter):
     """``psycopg.AsyncConnection`` for :class:`~pgmarina.AsyncPool`."""
 
@@ -141,6 +147,8 @@ class AsyncPsycopgAdapter(AsyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         conn.pgconn.finish()
+
+    is_permanent = staticmethod(_is_permanent)
 
     async def close(self, conn: Any, timeout: float) -> None:
         await bounded(conn.close(), timeout)
@@ -224,6 +232,8 @@ class PsycopgAdapter(SyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         conn.pgconn.finish()
+
+    is_permanent = staticmethod(_is_permanent)
 
     def close(self, conn: Any) -> None:
         conn.close()

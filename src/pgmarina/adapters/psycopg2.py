@@ -15,7 +15,15 @@ from operator import attrgetter, methodcaller
 from typing import Any
 
 from .._lease import Lease, forward
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
+from .base import (
+    BROKEN,
+    BUSY,
+    CLEAN,
+    IN_TRANSACTION,
+    SyncAdapter,
+    rejected_for_good,
+    with_connect_timeout,
+)
 
 try:
     import psycopg2
@@ -87,6 +95,12 @@ class Psycopg2Adapter(SyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         conn.close()
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        # libpq reports a failed login with the server's message; pgcode is None.
+        return isinstance(exc, psycopg2.OperationalError) and rejected_for_good(
+            exc.pgcode, str(exc)
+        )
 
     def close(self, conn: Any) -> None:
         conn.close()
