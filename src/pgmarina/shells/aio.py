@@ -75,7 +75,9 @@ class AsyncPool(PoolBase):
         reconnect_timeout: After failing to connect this long, call
             ``reconnect_failed(pool)`` once (the pool keeps retrying).
         fail_fast_after: After failing to connect this long, acquires that would
-            wait raise ``PoolConnectError`` at once.
+            wait raise ``PoolConnectError`` at once.  A connect the server
+            rejects (wrong password, no such role or database) makes them
+            raise at once from the start, until a connect succeeds.
         housekeeping_interval: Period of the housekeeping task.
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
         backoff_initial, backoff_max: First and largest reconnect delay.
@@ -89,7 +91,8 @@ class AsyncPool(PoolBase):
         configure: ``async def configure(conn)`` run on each new connection.
         check: ``async def check(conn)`` health check (raise if unhealthy);
             default: ``SELECT 1``.
-        reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async).
+        reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async),
+            run in a task of its own: the pool goes on reconnecting meanwhile.
         connect_kwargs: Keywords for the driver's connect; ``**kwargs`` too.
         name: Name for ``repr`` and logs.
     """
@@ -609,7 +612,9 @@ class AsyncPool(PoolBase):
         assert self._reconnect_failed is not None
         try:
             await _call_hook(self._reconnect_failed, self)
-        except Exception:
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             logger.exception("%s: reconnect_failed callback raised", self.name)
 
     def _update_filled(self) -> None:

@@ -178,7 +178,9 @@ class Pool(PoolBase):
     Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
     ``await``; ``driver`` is ``"psycopg"`` (default), ``"psycopg2"`` or an
     adapter object, and hooks (``configure``, ``check``, ``reset``,
-    ``reconnect_failed``) are plain callables.
+    ``reconnect_failed``) are plain callables.  ``reconnect_failed`` runs on
+    a daemon thread of its own; a ``configure`` still running when
+    ``connect_timeout`` is up has its connection cut off under it.
 
     One more argument, ``barge_window`` (seconds, default ``0``: strict
     FIFO), lets callers take a returned connection ahead of the queue until
@@ -697,7 +699,7 @@ class Pool(PoolBase):
         assert self._reconnect_failed is not None
         try:
             self._reconnect_failed(self)
-        except Exception:
+        except BaseException:  # its own thread: nobody to pass it on to
             logger.exception("%s: reconnect_failed callback raised", self.name)
 
     def _close(self, entry: Entry) -> None:
