@@ -104,6 +104,24 @@ def test_a_pool_rejected_by_the_server_recovers_within_backoff_max_once_it_is_le
     run(kind, body, min_size=0, backoff_max=0.2)
 
 
+@both
+def test_a_lasting_rejection_is_one_warning_and_its_retries_are_debug_lines(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(h: Harness) -> None:
+        _rejecting(h)
+        await h.open(wait=False)
+        await eventually(lambda: h.stats().connections_failed >= 4, what="retries")
+        lines = [r for r in caplog.records if "connect failed" in r.getMessage()]
+        warnings = [r for r in lines if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "the server rejected it, so callers fail at once" in warnings[0].getMessage()
+        assert len(lines) - 1 >= 3 and all(r.levelno == logging.DEBUG for r in lines[1:])
+
+    caplog.set_level(logging.DEBUG, logger="pgmarina")
+    run(kind, body, backoff_max=0.05)
+
+
 # ---------------------------------------------------------------------------
 # reconnect_failed off the critical path
 

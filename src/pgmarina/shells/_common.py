@@ -265,9 +265,14 @@ class PoolBase:
                 logger.debug("%s: terminate failed", self.name, exc_info=True)
 
     def _log_connect_failed(
-        self, exc: BaseException, delay: float | None, permanent: bool = False
+        self, exc: BaseException, delay: float | None, permanent: bool = False,
+        again: bool = False,
     ) -> None:
-        logger.warning(
+        # ``again``: rejected before too.  A rejection is retried every
+        # backoff_max for as long as it lasts; one warning says it, the
+        # repeats go to debug (every caller gets the error anyway).
+        logger.log(
+            logging.DEBUG if again and permanent else logging.WARNING,
             "%s: connect failed (%s)%s%s",
             self.name,
             redact(f"{type(exc).__name__}: {exc}"),

@@ -552,8 +552,9 @@ class AsyncPool(PoolBase):
                 except BaseException as exc:  # a hook's odd BaseException fails this connect only
                     now = monotonic()
                     permanent = adapter.is_permanent(exc)
+                    again = core.rejection is not None
                     delay = core.connect_failed(entry, exc, now, permanent=permanent)
-                    self._log_connect_failed(exc, delay, permanent)
+                    self._log_connect_failed(exc, delay, permanent, again)
                     if core.reconnect_failed_due(now) and self._reconnect_failed is not None:
                         self._notify_reconnect_failed()
                     if delay is None:

@@ -626,9 +626,10 @@ class Pool(PoolBase):
                 now = monotonic()
                 permanent = self._adapter.is_permanent(exc)
                 with self._lock:
+                    again = core.rejection is not None
                     delay = core.connect_failed(entry, exc, now, permanent=permanent)
                     tell = core.reconnect_failed_due(now)
-                self._log_connect_failed(exc, delay, permanent)
+                self._log_connect_failed(exc, delay, permanent, again)
                 if tell and self._reconnect_failed is not None:
                     self._notify_reconnect_failed()
                 if delay is None:
