@@ -107,29 +107,31 @@ async def _run(cycle: Cycle, conc: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
+def _contenders(lean: LeanPool, pool: pgmarina.AsyncPool) -> dict[str, Cycle]:
+    async def lean_cycle() -> None:
+        conn = await lean.acquire()
+        try:
+            await conn.query()
+        finally:
+            lean.release(conn)
+
+    async def marina_cycle() -> None:
+        async with pool.connection() as conn:
+            await conn.query()
+
+    async def acquire_cycle() -> None:
+        async with pool.acquire() as conn:
+            await conn.query()
+
+    return {"lean": lean_cycle, "marina": marina_cycle, "acquire": acquire_cycle}
+
+
 async def bench(args: argparse.Namespace) -> None:
     print(f"loop={args.loop} size={args.size} seconds={args.seconds} rounds={args.rounds}")
     for conc in args.conc:
-        lean = LeanPool(args.size)
         pool = pgmarina.AsyncPool(driver=NullAdapter(), min_size=args.size, max_size=args.size)
         await pool.open(wait=True)
-
-        async def lean_cycle() -> None:
-            conn = await lean.acquire()
-            try:
-                await conn.query()
-            finally:
-                lean.release(conn)
-
-        async def marina_cycle() -> None:
-            async with pool.connection() as conn:
-                await conn.query()
-
-        async def acquire_cycle() -> None:
-            async with pool.acquire() as conn:
-                await conn.query()
-
-        contenders = {"lean": lean_cycle, "marina": marina_cycle, "acquire": acquire_cycle}
+        contenders = _contenders(LeanPool(args.size), pool)
         results: dict[str, list[float]] = {name: [] for name in contenders}
         for cycle in contenders.values():
             await _run(cycle, conc, 0.2)

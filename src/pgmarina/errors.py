@@ -50,7 +50,10 @@ class PoolConnectError(PoolError):
     """The pool could not open a connection to the server.
 
     Raised at once (fail fast) when the pool has been failing to connect for
-    longer than ``fail_fast_after``; ``__cause__`` is the driver's own error.
+    longer than ``fail_fast_after``, and at once, from the first failure, when
+    the server rejects the pool's connects for a reason waiting will not mend
+    (wrong password, no such role or database).  ``__cause__`` is the driver's
+    own error.
     """
 
 

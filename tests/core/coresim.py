@@ -45,6 +45,7 @@ class Waiter:
         self.entry: Entry | None = None
         self.nudged = False
         self.since = 0.0
+        self.error: BaseException | None = None  # set when refused
 
     def __repr__(self) -> str:
         return f"<Waiter {self.name}{' gone' if self.gone else ''}>"
@@ -67,7 +68,9 @@ class Shell:
         if quiet:
             settings = {**QUIET, **settings}
         self.config = PoolConfig(**settings)
-        self.core: PoolCore[Waiter] = PoolCore(self.config, self.wake, rand=lambda: rand)
+        self.core: PoolCore[Waiter] = PoolCore(
+            self.config, self.wake, refuse=self.refuse, rand=lambda: rand
+        )
         self.connects: list[Entry] = []
         self.closes: list[Entry] = []
         self.pings: list[Entry] = []
@@ -88,6 +91,10 @@ class Shell:
         waiter.entry = entry
         self.served.append((waiter, entry))
         return True
+
+    def refuse(self, waiter: Waiter, error: BaseException) -> None:
+        assert waiter.entry is None and waiter.error is None, f"{waiter!r} refused twice"
+        waiter.error = error
 
     # -- carrying out pending work ------------------------------------------
 
@@ -127,11 +134,18 @@ class Shell:
             assert limit > 0, "the core keeps asking for connects"
         return done
 
-    def fail(self, now: float, error: BaseException | None = None) -> float | None:
-        """Fail the oldest connect in flight; returns the core's retry delay."""
+    def fail(
+        self, now: float, error: BaseException | None = None, *, permanent: bool = False
+    ) -> float | None:
+        """Fail the oldest connect in flight; returns the core's retry delay.
+
+        ``permanent``: the server rejected it (wrong password and the like).
+        """
         self.drain()
         entry = self.connects.pop(0)
-        delay = self.core.connect_failed(entry, error or ConnectError("refused"), now)
+        delay = self.core.connect_failed(
+            entry, error or ConnectError("refused"), now, permanent=permanent
+        )
         if delay is not None:
             self.backoff[entry] = now + delay
         self.drain()

@@ -102,6 +102,10 @@ class PoolMachine(RuleBasedStateMachine):
             assert waiter in self.waiting, f"{waiter!r} served but not live and waiting"
             self.waiting.remove(waiter)
             self._lease(entry, waiter)
+        for waiter in [w for w in self.waiting if w.error is not None]:
+            assert isinstance(waiter.error, PoolConnectError)  # refused: the server rejects us
+            assert waiter not in self.core.waiters
+            self.waiting.remove(waiter)
 
     @staticmethod
     def _pick(items: list[Any], i: int) -> Any:
@@ -199,7 +203,7 @@ class PoolMachine(RuleBasedStateMachine):
     # -- the shell's IO --------------------------------------------------------
 
     @precondition(lambda self: self.sh.connects or self.sh.closes or self.sh.pings)
-    @rule(i=INDEX, outcome=st.sampled_from(["ok", "ok", "ok", "fail"]))
+    @rule(i=INDEX, outcome=st.sampled_from(["ok", "ok", "ok", "fail", "rejected"]))
     def io_finishes(self, i: int, outcome: str) -> None:
         """A connect, close or ping the core asked for ends."""
         sh = self.sh
@@ -212,7 +216,9 @@ class PoolMachine(RuleBasedStateMachine):
                 self.core.connect_succeeded(entry, object(), self.now)
             else:
                 self.failed += 1
-                delay = self.core.connect_failed(entry, ConnectError("down"), self.now)
+                delay = self.core.connect_failed(
+                    entry, ConnectError(outcome), self.now, permanent=outcome == "rejected"
+                )
                 if delay is None:
                     assert entry.state is CLOSED
                 else:
@@ -384,6 +390,10 @@ class PoolMachine(RuleBasedStateMachine):
         # Below min_size, a connect is always under way (or waiting to retry).
         if not core.closing and core.size < core.config.min_size:
             assert core.connecting > 0, "below min_size with nothing connecting"
+
+        # While the server rejects the pool, one probe keeps trying, asked for or not.
+        if core.rejection is not None and not core.closing:
+            assert core.connecting > 0, "rejected with no probe left to pick up a fix"
 
         # No connect storm while failing.
         if core.failing_since is not None:

@@ -52,6 +52,18 @@ own timeout and are served as soon as a connect succeeds; once the pool has
 been failing for ``fail_fast_after``, new callers that would have to wait are
 refused at once with the last connect error instead of piling up.
 
+*Rejections.*  Some connect errors do not pass by waiting: a wrong password,
+a role or database that does not exist.  The shell asks its adapter and
+reports such a failure with ``permanent=True``.  Then the queued waiters are
+failed at once (through the ``refuse(waiter, error)`` callable the shell
+supplied) and so is every new caller that would have to wait, with the
+server's own words, instead of waiting out an outage that is not one.  The
+pool still keeps one connect retrying, every ``backoff_max``, even when
+nobody asks: a rotated password or a database created later is picked up,
+and callers are served again as soon as a connect succeeds.  The last
+attempt decides: a transient failure after a rejection (the server is
+restarting) turns the pool back to riding out an outage.
+
 Counters
 --------
 Only two counts steer decisions and are kept incrementally: ``size``
@@ -105,6 +117,11 @@ class PoolCore(Generic[W]):
             to ``waiter``, or with ``entry=None`` asks it to come and take an
             idle one (barging; see ``checkout_nudged``); it returns ``False``
             if that waiter is gone.  It must not change the core's state.
+        refuse: ``refuse(waiter, error)`` fails a queued waiter with ``error``
+            (a ``PoolConnectError``) when the server rejects the pool's
+            connects; the waiter is already out of the queue.  It must not
+            change the core's state.  Without it, such waiters wait out their
+            own timeout.
         rand: Source of jitter in ``[0, 1)``; tests pass a fixed one.
 
     Attributes (read by shells, written only here):
@@ -122,10 +139,12 @@ class PoolCore(Generic[W]):
         config: PoolConfig,
         wake: Callable[[W, Entry | None], bool],
         *,
+        refuse: Callable[[W, PoolConnectError], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
         self._wake = wake
+        self._refuse = refuse
         self._rand = rand
         self.name = "the pool"  # the shell sets its pool's name, for errors
         self.idle: list[Entry] = []
@@ -145,6 +164,9 @@ class PoolCore(Generic[W]):
         # connect failures
         self.failing_since: float | None = None
         self.last_connect_error: BaseException | None = None
+        #: The last connect was rejected for good (see *Rejections*): callers
+        #: that would wait are refused with it until a connect succeeds.
+        self.rejection: BaseException | None = None
         self._attempt = 0
         self._reconnect_failed_told = False
         # counters
@@ -385,8 +407,10 @@ class PoolCore(Generic[W]):
         Raises:
             PoolClosed: the pool is closing.
             TooManyWaiters: ``max_waiting`` callers already wait.
-            PoolConnectError: the pool has failed to connect for longer than
-                ``fail_fast_after`` and is still trying.
+            PoolConnectError: the server rejected the last connect (wrong
+                password, no such role or database), or the pool has failed
+                to connect for longer than ``fail_fast_after`` and is still
+                trying.
         """
         if self.closing:
             raise PoolClosed(f"{self.name} is closed")
@@ -397,12 +421,10 @@ class PoolCore(Generic[W]):
                 f"{len(self.waiters) + self._woken} callers already wait for a connection "
                 f"(max_waiting={limit})"
             )
-        since = self.failing_since
-        if since is not None and self._failing_fast(since, now):
-            raise PoolConnectError(
-                f"cannot connect to the server: failing for {now - since:.1f}s; "
-                f"last error: {_describe(self.last_connect_error)}"
-            ) from self.last_connect_error
+        if self.failing_since is not None:
+            why = self.connect_refusal(now)
+            if why is not None:
+                raise PoolConnectError(why) from self.last_connect_error
         self.waiters.append(waiter)
         self._queued_at.append(now)
         self.waited_acquires += 1
@@ -416,6 +438,30 @@ class PoolCore(Generic[W]):
     def _failing_fast(self, since: float, now: float) -> bool:
         after = self.config.fail_fast_after
         return bool(self.connecting) and after is not None and now - since >= after
+
+    def connect_refusal(self, now: float) -> str | None:
+        """Why a caller who would have to wait is refused at once, if it is.
+
+        It is while the server rejects the pool's connects (see
+        *Rejections*), and once the pool has failed to connect for
+        ``fail_fast_after`` with a connect still trying.  ``None``: wait.
+        """
+        if self.rejection is not None:
+            return self._rejected_message()
+        since = self.failing_since
+        if since is not None and self._failing_fast(since, now):
+            return (
+                f"cannot connect to the server: failing for {now - since:.1f}s; "
+                f"last error: {_describe(self.last_connect_error)}"
+            )
+        return None
+
+    def _rejected_message(self) -> str:
+        return (
+            f"the server rejected the pool's connection: {_describe(self.rejection)}; "
+            f"callers fail at once until a connect succeeds "
+            f"(retried every {self.config.backoff_max:g}s)"
+        )
 
     def forget_waiter(self, waiter: W, *, timed_out: bool = False, nudged: bool = False) -> None:
         """Take a waiter that gave up out of the queue (no-op if already out).
@@ -475,10 +521,16 @@ class PoolCore(Generic[W]):
         """Words for a ``PoolTimeout``: how long, and why nothing came."""
         msg = f"no connection available after waiting {waited:.3g}s"
         if self.failing_since is not None:
-            msg += f"; the pool cannot connect: {_describe(self.last_connect_error)}"
+            msg += self.connect_trouble()
         else:
             msg += f" (size={self.size}, max_size={self.config.max_size}, all in use)"
         return msg
+
+    def connect_trouble(self) -> str:
+        """``"; the pool cannot connect: <last error>"`` while connects fail, else ``""``."""
+        if self.failing_since is None:
+            return ""
+        return f"; the pool cannot connect: {_describe(self.last_connect_error)}"
 
     # ------------------------------------------------------------------
     # check-in
@@ -556,6 +608,7 @@ class PoolCore(Generic[W]):
         if entry.state is not CONNECTING:
             raise IllegalTransition(f"{entry!r} was not connecting")
         self.failing_since = None
+        self.rejection = None
         self._attempt = 0
         self._reconnect_failed_told = False
         self.connecting -= 1
@@ -578,16 +631,27 @@ class PoolCore(Generic[W]):
         self.pending.append(entry)
 
     def _wanted(self) -> bool:
-        """Would the pool still open a connection, counting one in flight?"""
+        """Would the pool still open a connection, counting one in flight?
+
+        While rejected, yes: the one probe goes on, asked for or not.
+        """
         return not self.closing and (
-            len(self.waiters) >= self.connecting or self.size <= self.config.min_size
+            len(self.waiters) >= self.connecting
+            or self.size <= self.config.min_size
+            or self.rejection is not None
         )
 
-    def connect_failed(self, entry: Entry, error: BaseException, now: float) -> float | None:
+    def connect_failed(
+        self, entry: Entry, error: BaseException, now: float, *, permanent: bool = False
+    ) -> float | None:
         """A connect failed.  Returns the delay before retrying, or ``None``.
 
         On ``None`` the entry is gone (no one needs it any more); otherwise it
         stays ``CONNECTING`` and the shell calls ``retry_due`` after the delay.
+
+        ``permanent``: the server rejected the connect in a way that waiting
+        will not mend (see *Rejections*): the queued waiters are refused now,
+        and the retry comes after ``backoff_max``.
         """
         if entry.state is not CONNECTING:
             raise IllegalTransition(f"{entry!r} was not connecting")
@@ -595,14 +659,33 @@ class PoolCore(Generic[W]):
         self.last_connect_error = error
         if self.failing_since is None:
             self.failing_since = now
+        self.rejection = error if permanent else None
+        if permanent:
+            self._refuse_waiters()
         if not self._wanted() or self.connecting > 1:
             # Another connect is already probing; keep just one.
             self._drop(entry)
             return None
         config = self.config
+        if permanent:
+            self._attempt = 60  # capped; a later outage goes on from the cap too
         delay = min(config.backoff_max, config.backoff_initial * 2.0**self._attempt)
         self._attempt = min(self._attempt + 1, 60)
         return delay * (0.5 + 0.5 * self._rand())
+
+    def _refuse_waiters(self) -> None:
+        """Fail every queued waiter with the rejection (each its own error)."""
+        refuse = self._refuse
+        if refuse is None or not self.waiters:
+            return
+        waiters = list(self.waiters)
+        self.waiters.clear()
+        self._queued_at.clear()
+        why = self._rejected_message()
+        for waiter in waiters:
+            error = PoolConnectError(why)
+            error.__cause__ = self.rejection
+            refuse(waiter, error)
 
     def retry_due(self, entry: Entry, now: float) -> bool:
         """After the backoff delay: ``True`` to try again, ``False`` if not needed."""

@@ -23,7 +23,7 @@ from operator import methodcaller
 from typing import Any
 
 from .._lease import Lease, forward, set_made
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter
+from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, rejected_for_good
 
 try:
     import asyncpg
@@ -121,6 +121,10 @@ class AsyncpgAdapter(AsyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         conn.terminate()
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        # asyncpg speaks the protocol itself and keeps the login error's SQLSTATE.
+        return isinstance(exc, asyncpg.PostgresError) and rejected_for_good(exc.sqlstate, "")
 
     async def close(self, conn: Any, timeout: float) -> None:
         await conn.close(timeout=timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -25,6 +26,7 @@ __all__ = [
     "AsyncAdapter",
     "SyncAdapter",
     "bounded",
+    "rejected_for_good",
     "shutdown_socket",
     "with_connect_timeout",
 ]
@@ -82,6 +84,19 @@ class _AdapterBase:
     def terminate(self, conn: Any) -> None:
         """Close at once, without talking to the server."""
         raise NotImplementedError
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        """Whether a connect error will not pass by waiting.
+
+        ``True`` for the server's rejections that only a change of
+        configuration mends: failed authentication and unknown role (SQLSTATE
+        class 28) and unknown database (``3D000``).  The pool then fails its
+        callers at once instead of riding the error out as an outage.
+        Everything else (refused, reset, timed out, ``57P03`` starting up,
+        ``53300`` too many connections) is transient.  The default knows no
+        driver and says ``False``.
+        """
+        return False
 
 
 class AsyncAdapter(_AdapterBase):
@@ -158,6 +173,36 @@ class SyncAdapter(_AdapterBase):
 
     def undo(self, conn: Any, undo: list[Any]) -> None:
         """Revert what the driver's lease class noted during a lease."""
+
+
+# libpq gives no SQLSTATE for a failed connect, only the server's message
+# (and its own, for a password it was never given).  These are the English
+# texts of the SQLSTATE 28xxx and 3D000 errors a server sends at login; a
+# server with translated messages (lc_messages) is not recognised, and its
+# rejections are retried as outages, which is what the pool did before.
+_REJECTED = re.compile(
+    r"FATAL:\s+(?:"
+    r"\w+ authentication failed for user"  # 28P01 password, 28000 ident/peer/ldap...
+    r"|role \".*\" does not exist"  # 28000
+    r"|role \".*\" is not permitted to log in"  # 28000
+    r"|no pg_hba\.conf entry for"  # 28000
+    r"|pg_hba\.conf rejects connection"  # 28000
+    r"|database \".*\" does not exist"  # 3D000
+    r")"
+    r"|fe_sendauth: no password supplied"  # libpq: the server asked, none given
+)
+
+
+def rejected_for_good(sqlstate: str | None, message: str) -> bool:
+    """Whether a connect error is a rejection that waiting will not mend.
+
+    Args:
+        sqlstate: The error's SQLSTATE, when the driver has one.
+        message: The error's text, searched when there is no SQLSTATE.
+    """
+    if sqlstate:
+        return sqlstate.startswith("28") or sqlstate == "3D000"
+    return _REJECTED.search(message) is not None
 
 
 def with_connect_timeout(

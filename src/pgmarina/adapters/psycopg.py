@@ -42,6 +42,7 @@ from .base import (
     AsyncAdapter,
     SyncAdapter,
     bounded,
+    rejected_for_good,
     shutdown_socket,
     with_connect_timeout,
 )
@@ -329,6 +330,11 @@ def _needs_end(conn: Any) -> bool:
     return _status(conn) == IN_TRANSACTION and not conn.autocommit
 
 
+def _is_permanent(exc: BaseException) -> bool:
+    # libpq reports a failed login with the server's message and no SQLSTATE.
+    return isinstance(exc, psycopg.OperationalError) and rejected_for_good(exc.sqlstate, str(exc))
+
+
 class AsyncPsycopgAdapter(AsyncAdapter):
     """``psycopg.AsyncConnection`` for :class:`~pgmarina.AsyncPool`."""
 
@@ -349,6 +355,8 @@ class AsyncPsycopgAdapter(AsyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         _cut_off(conn)
+
+    is_permanent = staticmethod(_is_permanent)
 
     async def close(self, conn: Any, timeout: float) -> None:
         if conn.lock.locked():  # cut off while in use: finished once psycopg lets go
@@ -482,6 +490,8 @@ class PsycopgAdapter(SyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         conn.pgconn.finish()
+
+    is_permanent = staticmethod(_is_permanent)
 
     def close(self, conn: Any) -> None:
         conn.close()

@@ -24,7 +24,15 @@ from weakref import ref
 
 from .._lease import Lease, close_tracked, forward, set_made
 from .._redact import scrub
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, SyncAdapter, with_connect_timeout
+from .base import (
+    BROKEN,
+    BUSY,
+    CLEAN,
+    IN_TRANSACTION,
+    SyncAdapter,
+    rejected_for_good,
+    with_connect_timeout,
+)
 
 try:
     import psycopg2
@@ -166,6 +174,12 @@ class Psycopg2Adapter(SyncAdapter):
 
     def terminate(self, conn: Any) -> None:
         conn.close()
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        # libpq reports a failed login with the server's message; pgcode is None.
+        return isinstance(exc, psycopg2.OperationalError) and rejected_for_good(
+            exc.pgcode, str(exc)
+        )
 
     def close(self, conn: Any) -> None:
         conn.close()

@@ -191,7 +191,7 @@ class PoolBase:
         self._status = adapter.status
         self._quick_status = adapter.quick_status
         self._transactional = adapter.transactional_context
-        self._core: PoolCore[Any] = PoolCore(self._config, self._wake)
+        self._core: PoolCore[Any] = PoolCore(self._config, self._wake, refuse=self._refuse)
         self._core.name = self.name
         self._opened = False
         self._closed = False
@@ -202,6 +202,9 @@ class PoolBase:
         raise NotImplementedError
 
     def _wake(self, waiter: Any, entry: Entry | None) -> bool:
+        raise NotImplementedError
+
+    def _refuse(self, waiter: Any, error: PoolConnectError) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------
@@ -265,18 +268,13 @@ class PoolBase:
         if seconds is not None and now - start >= seconds:
             exc: Exception = PoolTimeout(
                 f"{self.name}: {core.size - core.connecting} of {self.min_size} "
-                f"connections open after {seconds:.3g}s"
-            )
-        elif (
-            core.failing_since is not None
-            and self._config.fail_fast_after is not None
-            and now - core.failing_since >= self._config.fail_fast_after
-        ):
-            exc = PoolConnectError(
-                f"{self.name} cannot connect: {one_line(str(core.last_connect_error))}"
+                f"connections open after {seconds:.3g}s{core.connect_trouble()}"
             )
         else:
-            return None
+            why = core.connect_refusal(now) if core.failing_since is not None else None
+            if why is None:
+                return None
+            exc = PoolConnectError(f"{self.name}: {why}")
         exc.__cause__ = core.last_connect_error
         return exc
 
@@ -306,12 +304,26 @@ class PoolBase:
             except Exception:  # pragma: no cover - best effort
                 logger.debug("%s: terminate failed", self.name, exc_info=True)
 
-    def _log_connect_failed(self, exc: BaseException, delay: float | None) -> None:
-        logger.warning(
-            "%s: connect failed (%s)%s",
+    def _log_connect_failed(
+        self, exc: BaseException, delay: float | None, permanent: bool = False,
+        again: bool = False,
+    ) -> None:
+        # ``again``: rejected before too.  A rejection is retried every
+        # backoff_max for as long as it lasts; one warning says it, the
+        # repeats go to debug (every caller gets the error anyway).
+        logger.log(
+            logging.DEBUG if again and permanent else logging.WARNING,
+            "%s: connect failed (%s)%s%s",
             self.name,
             describe_error(exc),
+            "; the server rejected it, so callers fail at once" if permanent else "",
             "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
+        )
+
+    def _connect_timed_out(self) -> TimeoutError:
+        """The error of a connect (and ``configure``) that overran ``connect_timeout``."""
+        return TimeoutError(
+            f"connect (and configure) timed out after {self._connect_timeout:g}s"
         )
 
     def _log_reset_failed(self, entry: Entry, exc: BaseException) -> None:

@@ -37,7 +37,7 @@ from .._lease import FULL_RESET, RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
-from ..errors import PoolClosed, PoolError, PoolNotOpen, PoolTimeout
+from ..errors import PoolClosed, PoolConnectError, PoolError, PoolNotOpen, PoolTimeout
 from ._common import (
     AUTO,
     CUSTOM,
@@ -98,7 +98,9 @@ class AsyncPool(PoolBase):
         reconnect_timeout: After failing to connect this long, call
             ``reconnect_failed(pool)`` once (the pool keeps retrying).
         fail_fast_after: After failing to connect this long, acquires that would
-            wait raise ``PoolConnectError`` at once.
+            wait raise ``PoolConnectError`` at once.  A connect the server
+            rejects (wrong password, no such role or database) makes them
+            raise at once from the start, until a connect succeeds.
         housekeeping_interval: Period of the housekeeping task (more than 0,
             at most 30 days).
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
@@ -119,7 +121,8 @@ class AsyncPool(PoolBase):
         configure: ``async def configure(conn)`` run on each new connection.
         check: ``async def check(conn)`` health check (raise if unhealthy);
             default: ``SELECT 1``.
-        reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async).
+        reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async),
+            run in a task of its own: the pool goes on reconnecting meanwhile.
         connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
         **driver_kwargs: Any other keyword goes to the driver's connect too
@@ -147,6 +150,9 @@ class AsyncPool(PoolBase):
         self._deadlines: dict[asyncio.Future[Entry], tuple[float, float]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = _INF
+        # reconnect_failed callbacks under way: held here so they are not
+        # collected mid-flight, and neither awaited by connects nor by close().
+        self._callbacks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------
     # lifecycle
@@ -458,6 +464,10 @@ class AsyncPool(PoolBase):
         waiter.set_result(entry)
         return True
 
+    def _refuse(self, waiter: asyncio.Future[Entry], error: PoolConnectError) -> None:
+        if not waiter.done():
+            waiter.set_exception(error)
+
     def _give_back(self, entry: Entry) -> None:
         self._core.checkin(entry, monotonic())
         self._after_checkin()
@@ -662,13 +672,17 @@ class AsyncPool(PoolBase):
         try:
             while True:
                 try:
-                    conn = await _bounded(self._open_one(), self._connect_timeout)
-                except Exception as exc:
+                    conn = await self._open_in_time()
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # a hook's odd BaseException fails this connect only
                     now = monotonic()
-                    delay = core.connect_failed(entry, exc, now)
-                    self._log_connect_failed(exc, delay)
+                    permanent = adapter.is_permanent(exc)
+                    again = core.rejection is not None
+                    delay = core.connect_failed(entry, exc, now, permanent=permanent)
+                    self._log_connect_failed(exc, delay, permanent, again)
                     if core.reconnect_failed_due(now) and self._reconnect_failed is not None:
-                        await self._notify_reconnect_failed()
+                        self._notify_reconnect_failed()
                     if delay is None:
                         return
                     await asyncio.sleep(delay)
@@ -688,6 +702,17 @@ class AsyncPool(PoolBase):
             self._connect_tasks.pop(entry, None)
             core.connect_aborted(entry)  # no-op unless we were cancelled mid-way
 
+    async def _open_in_time(self) -> Any:
+        """``_open_one`` bounded by ``connect_timeout``, failing with words that say so."""
+        seconds = self._connect_timeout
+        start = monotonic()
+        try:
+            return await _bounded(self._open_one(), seconds)
+        except (TimeoutError, asyncio.TimeoutError):
+            if monotonic() - start < seconds - 0.001:
+                raise  # the driver's own timeout, in its own words
+            raise self._connect_timed_out() from None
+
     async def _open_one(self) -> Any:
         conn = await self._adapter.connect(self._dsn, self._connect_kwargs)
         if self._configure is not None:
@@ -699,11 +724,24 @@ class AsyncPool(PoolBase):
                 raise
         return conn
 
-    async def _notify_reconnect_failed(self) -> None:
+    def _notify_reconnect_failed(self) -> None:
+        """Call ``reconnect_failed`` in a task of its own: however long the
+        callback takes, the connect loop goes on retrying meanwhile."""
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(
+            self._run_reconnect_failed(), name=f"{self.name} reconnect_failed"
+        )
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
+
+    async def _run_reconnect_failed(self) -> None:
         assert self._reconnect_failed is not None
         try:
             await _call_hook(self._reconnect_failed, self)
-        except Exception:
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             logger.exception("%s: reconnect_failed callback raised", self.name)
 
     def _update_filled(self) -> None:

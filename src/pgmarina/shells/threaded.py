@@ -33,7 +33,7 @@ from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
 from .._lease import FULL_RESET, RELEASED
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
-from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
+from ..errors import PoolClosed, PoolConnectError, PoolNotOpen, PoolTimeout
 from ._common import (
     AUTO,
     CUSTOM,
@@ -81,12 +81,19 @@ class _CheckRace:
 
 
 class _Workers:
-    """A few daemon threads that run the pool's background IO."""
+    """A few daemon threads that run the pool's background IO.
+
+    ``stop`` waits for the jobs under way, but not for *detached* ones
+    (connects): a connect can block for all of ``connect_timeout``, and it
+    needs no one to wait for it, because it drops what it opened once it
+    sees the pool closed.
+    """
 
     def __init__(self, name: str, count: int) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[..., Any], tuple[Any, ...], bool] | None
+        ] = queue.SimpleQueue()
+        self._detached: set[threading.Thread] = set()  # busy with a detached job
         self._threads = [
             threading.Thread(target=self._run, name=f"{name} worker {i}", daemon=True)
             for i in range(count)
@@ -94,19 +101,25 @@ class _Workers:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._jobs.put((fn, args))
+    def submit(self, fn: Callable[..., Any], *args: Any, detached: bool = False) -> None:
+        self._jobs.put((fn, args, detached))
 
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, args = job
+            fn, args, detached = job
+            if detached:
+                self._detached.add(me)
             try:
                 fn(*args)
-            except Exception:  # pragma: no cover - jobs handle their own errors
+            except BaseException:  # pragma: no cover - jobs handle their own errors
+                # Whatever escapes, the thread stays: the pool has no other.
                 logger.exception("pgmarina background job failed")
+            finally:
+                self._detached.discard(me)
             # A job is a bound method of the pool: holding it while blocked on
             # the queue would keep a forgotten pool (and its threads) alive.
             del job, fn, args
@@ -116,7 +129,7 @@ class _Workers:
             self._jobs.put(None)
         deadline = None if timeout is None or timeout == _INF else monotonic() + timeout
         for thread in self._threads:
-            if thread is threading.current_thread():
+            if thread is threading.current_thread() or thread in self._detached:
                 continue
             thread.join(None if deadline is None else max(0.0, deadline - monotonic()))
 
@@ -196,7 +209,9 @@ class Pool(PoolBase):
     Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
     ``await``; ``driver`` is ``"psycopg"`` (the default, ``None``),
     ``"psycopg2"`` or an adapter object, and hooks (``configure``, ``check``, ``reset``,
-    ``reconnect_failed``) are plain callables.
+    ``reconnect_failed``) are plain callables.  ``reconnect_failed`` runs on
+    a daemon thread of its own; a ``configure`` still running when
+    ``connect_timeout`` is up has its connection cut off under it.
 
     One more argument, ``barge_window`` (seconds, default ``0``: strict
     FIFO), lets callers take a returned connection ahead of the queue until
@@ -493,6 +508,11 @@ class Pool(PoolBase):
         waiter.gate.release()
         return True
 
+    def _refuse(self, waiter: _Waiter, error: PoolConnectError) -> None:
+        # Called by the core with the pool lock held, like ``_wake``.
+        waiter.error = error
+        waiter.gate.release()
+
     def _give_back(self, entry: Entry) -> None:
         with self._lock:
             self._core.checkin(entry, monotonic())
@@ -691,7 +711,7 @@ class Pool(PoolBase):
                 else:
                     self._hard_close(entry)
             elif state is CONNECTING:
-                workers.submit(self._connect, entry)
+                workers.submit(self._connect, entry, detached=True)
             elif state is CLOSING:
                 workers.submit(self._close, entry)
             elif state is PINGING:
@@ -700,19 +720,25 @@ class Pool(PoolBase):
     def _connect(self, entry: Entry) -> None:
         core = self._core
         while True:
+            if self._closed:  # queued before close() and started after it
+                with self._lock:
+                    core.connect_aborted(entry)
+                return
             try:
                 conn = self._open_one()
-            except Exception as exc:
+            except BaseException as exc:
+                # Even a KeyboardInterrupt raised by a hook only fails this
+                # connect: a worker thread has no caller to hand it to, and
+                # dying would leave the entry connecting for ever.
                 now = monotonic()
+                permanent = self._adapter.is_permanent(exc)
                 with self._lock:
-                    delay = core.connect_failed(entry, exc, now)
+                    again = core.rejection is not None
+                    delay = core.connect_failed(entry, exc, now, permanent=permanent)
                     tell = core.reconnect_failed_due(now)
-                self._log_connect_failed(exc, delay)
+                self._log_connect_failed(exc, delay, permanent, again)
                 if tell and self._reconnect_failed is not None:
-                    try:
-                        self._reconnect_failed(self)
-                    except Exception:
-                        logger.exception("%s: reconnect_failed callback raised", self.name)
+                    self._notify_reconnect_failed()
                 if delay is None:
                     return
                 stopped = self._stopping.wait(delay)
@@ -738,15 +764,51 @@ class Pool(PoolBase):
             return
 
     def _open_one(self) -> Any:
-        conn = self._adapter.connect(self._dsn, self._connect_kwargs, self._connect_timeout)
+        start = monotonic()
+        seconds = self._connect_timeout
+        conn = self._adapter.connect(self._dsn, self._connect_kwargs, seconds)
         if self._configure is not None:
             try:
-                self._configure(conn)
+                # libpq's connect_timeout bounded the connect; configure gets
+                # what is left of the same budget (0: no bound, as for libpq).
+                left = max(0.0, seconds - (monotonic() - start)) if seconds > 0 else None
+                self._configure_in_time(conn, left)
                 self._check_configured(conn)
             except BaseException:
                 self._adapter.terminate(conn)
                 raise
         return conn
+
+    def _configure_in_time(self, conn: Any, seconds: float | None) -> None:
+        """Run ``configure``; past ``seconds`` the watchdog cuts ``conn`` off
+        under it, and the connect fails with ``_connect_timed_out``."""
+        assert self._configure is not None
+        if seconds is None:
+            self._configure(conn)
+            return
+        token = self._watchdog.arm(seconds, self._adapter.interrupt, conn)
+        try:
+            self._configure(conn)
+        except BaseException as exc:
+            if self._watchdog.disarm(token):
+                raise self._connect_timed_out() from exc
+            raise
+        if self._watchdog.disarm(token):
+            raise self._connect_timed_out()
+
+    def _notify_reconnect_failed(self) -> None:
+        """Call ``reconnect_failed`` on a daemon thread of its own: however
+        long the callback takes, the connect loop goes on retrying meanwhile."""
+        threading.Thread(
+            target=self._run_reconnect_failed, name=f"{self.name} reconnect_failed", daemon=True
+        ).start()
+
+    def _run_reconnect_failed(self) -> None:
+        assert self._reconnect_failed is not None
+        try:
+            self._reconnect_failed(self)
+        except BaseException:  # its own thread: nobody to pass it on to
+            logger.exception("%s: reconnect_failed callback raised", self.name)
 
     def _close(self, entry: Entry) -> None:
         try:
