@@ -305,6 +305,7 @@ class Pool(PoolBase):
     def close(self, timeout: float | None = 10.0) -> None:
         """Close gracefully; see :meth:`AsyncPool.close`."""
         seconds = self._check_close_timeout(timeout)
+        deadline = None if seconds is None else monotonic() + seconds
         core = self._core
         with self._lock:
             self._shut("closed while waiting")
@@ -319,6 +320,12 @@ class Pool(PoolBase):
                 self._changed.notify_all()  # a concurrent close() waits no longer
             else:
                 taken = []
+            # Connects in flight end on their own (a connect that succeeds
+            # now is dropped); wait for them, within the same timeout.
+            self._changed.wait_for(
+                lambda: not core.connecting,
+                None if deadline is None else max(0.0, deadline - monotonic()),
+            )
         self._stop_background(taken, self._reset_timeout + 1.0)
         if self._housekeeper is not None and self._housekeeper is not threading.current_thread():
             self._housekeeper.join(self._config.housekeeping_interval + 1.0)
@@ -718,6 +725,13 @@ class Pool(PoolBase):
                 workers.submit(self._keepalive, entry)
 
     def _connect(self, entry: Entry) -> None:
+        try:
+            self._connect_until_done(entry)
+        finally:
+            with self._lock:
+                self._notify_if_closing()  # close() waits for connects to end
+
+    def _connect_until_done(self, entry: Entry) -> None:
         core = self._core
         while True:
             if self._closed:  # queued before close() and started after it
