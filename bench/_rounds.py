@@ -10,6 +10,8 @@ with the middle half of them ([25th-75th percentile]) beside it.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import random
 import statistics
 from collections.abc import Iterator, Sequence
@@ -54,3 +56,29 @@ def report(
         if evenness is not None:
             line += f"   even {statistics.median(evenness[name]):.2f}"
         print(line)
+
+
+def parse_args(
+    description: str, counts: str, default_counts: list[int], *, loop: bool = False
+) -> argparse.ArgumentParser:
+    """A parser with the options every bench shares; ``counts``: ``"conc"`` or ``"threads"``.
+
+    With ``loop``, ``--loop uvloop`` is offered; :func:`use_loop` installs it.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(f"--{counts}", type=lambda s: [int(x) for x in s.split(",")],
+                        default=default_counts)
+    parser.add_argument("--size", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=7)
+    if loop:
+        parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    return parser
+
+
+def use_loop(args: argparse.Namespace) -> None:
+    """Install uvloop's event loop policy if ``--loop uvloop`` was given."""
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

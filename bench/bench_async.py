@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pgmarina
-from _rounds import orders, report
+from _rounds import orders, parse_args, report, use_loop
 from pgmarina.contrib import embedded
 
 Cycle = Callable[[], Awaitable[None]]
@@ -217,20 +217,11 @@ async def fairness(dsn: str, driver: str, seconds: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parse_args(__doc__.splitlines()[0], "conc", [1, 10, 100], loop=True)
     parser.add_argument("--driver", choices=["asyncpg", "psycopg"], default="asyncpg")
     parser.add_argument("--dsn")
-    parser.add_argument("--conc", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 10, 100])
-    parser.add_argument("--size", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_loop(args)
     if args.dsn:
         asyncio.run(bench(args, args.dsn))
         asyncio.run(fairness(args.dsn, args.driver, 3.0))

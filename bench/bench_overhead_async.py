@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from operator import attrgetter
 from typing import Any
 
 import pgmarina
-from _rounds import orders, report
+from _rounds import orders, parse_args, report, use_loop
+from bench_async import _run
 from pgmarina import Lease
 from pgmarina._lease import forward
 from pgmarina.adapters import CLEAN, AsyncAdapter
@@ -91,22 +91,6 @@ class LeanPool:
         self.idle.append(conn)
 
 
-async def _run(cycle: Cycle, conc: int, seconds: float) -> float:
-    stop = time.perf_counter() + seconds
-    counts = [0] * conc
-
-    async def worker(i: int) -> None:
-        n = 0
-        while time.perf_counter() < stop:
-            await cycle()
-            n += 1
-        counts[i] = n
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(conc)))
-    return sum(counts) / (time.perf_counter() - t0)
-
-
 def _contenders(lean: LeanPool, pool: pgmarina.AsyncPool) -> dict[str, Cycle]:
     async def lean_cycle() -> None:
         conn = await lean.acquire()
@@ -134,27 +118,20 @@ async def bench(args: argparse.Namespace) -> None:
         contenders = _contenders(LeanPool(args.size), pool)
         results: dict[str, list[float]] = {name: [] for name in contenders}
         for cycle in contenders.values():
-            await _run(cycle, conc, 0.2)
+            await _run(lambda i, c=cycle: c, conc, 0.2)
         for order in orders(list(contenders), args.rounds):
             for name in order:
-                results[name].append(await _run(contenders[name], conc, args.seconds))
+                results[name].append(
+                    await _run(lambda i, c=contenders[name]: c, conc, args.seconds)
+                )
         await pool.close()
         report(f"conc={conc}", results, ["lean"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--conc", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 10, 100])
-    parser.add_argument("--size", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser = parse_args((__doc__ or "").splitlines()[0], "conc", [1, 10, 100], loop=True)
     args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_loop(args)
     asyncio.run(bench(args))
 
 

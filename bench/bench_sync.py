@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pgmarina
-from _rounds import orders, report
+from _rounds import orders, parse_args, report
 from pgmarina.contrib import embedded
 
 Cycle = Callable[[], None]
@@ -267,14 +267,9 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = parse_args((__doc__ or "").splitlines()[0], "threads", [1, 10, 50])
     parser.add_argument("--driver", choices=["psycopg", "psycopg2"], default="psycopg")
     parser.add_argument("--dsn")
-    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 10, 50])
-    parser.add_argument("--size", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if args.dsn:
         bench(args, args.dsn)

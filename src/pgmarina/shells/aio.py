@@ -841,7 +841,22 @@ class AsyncPool(PoolBase):
         )
 
 
-class _Connection(ConnectionContextBase):
+class _AsyncContext(ConnectionContextBase):
+    __slots__ = ()
+
+    async def _enter_slowly(self, entry: Entry | None) -> Any:
+        """The block's acquire, past the fast path (``entry``: what it found)."""
+        self._conn = ENTERING  # a second entry meanwhile is refused too
+        try:
+            conn = await self._pool._acquire_slow(entry, self._timeout)
+        except BaseException:
+            self._conn = None
+            raise
+        self._conn = conn
+        return conn
+
+
+class _Connection(_AsyncContext):
     """The async context manager behind ``pool.connection()``."""
 
     __slots__ = ()
@@ -859,16 +874,9 @@ class _Connection(ConnectionContextBase):
             and not core.pending
             and not pool._is_closed(entry.conn)
         ):
-            conn = pool._new_lease(entry.conn, entry, pool)
-        else:
-            self._conn = ENTERING  # a second entry meanwhile is refused too
-            try:
-                conn = await pool._acquire_slow(entry, self._timeout)
-            except BaseException:
-                self._conn = None
-                raise
-        self._conn = conn
-        return conn
+            self._conn = conn = pool._new_lease(entry.conn, entry, pool)
+            return conn
+        return await self._enter_slowly(entry)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
@@ -909,7 +917,7 @@ class _Connection(ConnectionContextBase):
             await reset
 
 
-class _Acquire(ConnectionContextBase):
+class _Acquire(_AsyncContext):
     """What ``pool.acquire()`` returns: an awaitable and an async context manager.
 
     Awaiting it runs the acquire and returns the lease; ``async with`` also
@@ -943,14 +951,7 @@ class _Acquire(ConnectionContextBase):
         if type(got) is pool._lease_class:
             self._conn = got
             return got
-        self._conn = ENTERING  # a second entry meanwhile is refused too
-        try:
-            conn = await pool._acquire_slow(got, self._timeout)
-        except BaseException:
-            self._conn = None
-            raise
-        self._conn = conn
-        return conn
+        return await self._enter_slowly(got)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
