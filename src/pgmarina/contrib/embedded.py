@@ -384,33 +384,48 @@ def _copy_install(dirs: dict[str, Path], version: str) -> Path:
 
 _install_lock = threading.Lock()
 _install_cache: PgInstall | None = None
+_installs_by_dir: dict[Path, PgInstall] = {}
 
 
-def find_install() -> PgInstall:
+def find_install(bin_dir: str | os.PathLike[str] | None = None) -> PgInstall:
     """Locate PostgreSQL, make sure the server user can run it, and cache the answer.
+
+    Args:
+        bin_dir: Use the installation in this bin directory (holding ``initdb`` and
+            ``postgres``) instead of the usual search; for a test that needs a build
+            with a feature the default one lacks (SSL, say).
 
     Raises :class:`BinariesNotFound` when there is nothing usable.
     """
     global _install_cache
     with _install_lock:
-        if _install_cache is not None:
+        if bin_dir is None:
+            if _install_cache is None:
+                _install_cache = _check_install(*_candidate_bin_dir())
             return _install_cache
-        bin_dir, source = _candidate_bin_dir()
-        run_as = _run_as()
-        try:
-            version = _version_of(str(bin_dir / "postgres"))
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise BinariesNotFound(f"{bin_dir}/postgres --version failed: {exc}") from exc
-        if run_as.switches:
-            dirs = _install_dirs(bin_dir)
-            if not _can_run(bin_dir, dirs.get("sharedir"), run_as):
-                bin_dir = _copy_install(dirs, version)
-                source += " (copied)"
-                new_share = bin_dir / os.path.relpath(dirs["sharedir"], dirs["bindir"])
-                if not _can_run(bin_dir, new_share, run_as):
-                    raise BinariesNotFound(f"user {run_as.name!r} cannot run {bin_dir}/postgres")
-        _install_cache = PgInstall(bin_dir=bin_dir, version=version, source=source)
-        return _install_cache
+        path = Path(bin_dir).expanduser().resolve()
+        if path not in _installs_by_dir:
+            if not (path / "postgres").is_file() or not (path / "initdb").is_file():
+                raise BinariesNotFound(f"{path} has no postgres/initdb")
+            _installs_by_dir[path] = _check_install(path, "given")
+        return _installs_by_dir[path]
+
+
+def _check_install(bin_dir: Path, source: str) -> PgInstall:
+    run_as = _run_as()
+    try:
+        version = _version_of(str(bin_dir / "postgres"))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BinariesNotFound(f"{bin_dir}/postgres --version failed: {exc}") from exc
+    if run_as.switches:
+        dirs = _install_dirs(bin_dir)
+        if not _can_run(bin_dir, dirs.get("sharedir"), run_as):
+            bin_dir = _copy_install(dirs, version)
+            source += " (copied)"
+            new_share = bin_dir / os.path.relpath(dirs["sharedir"], dirs["bindir"])
+            if not _can_run(bin_dir, new_share, run_as):
+                raise BinariesNotFound(f"user {run_as.name!r} cannot run {bin_dir}/postgres")
+    return PgInstall(bin_dir=bin_dir, version=version, source=source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,26 +587,30 @@ class _Workspace:
 
 
 _workspace_lock = threading.Lock()
-_workspace: _Workspace | None = None
+_workspaces: dict[Path, _Workspace] = {}  # one per installation (its own initdb template)
 _live_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
 
-def _get_workspace() -> _Workspace:
-    global _workspace
+def _get_workspace(install: PgInstall | None = None) -> _Workspace:
+    install = install or find_install()
     with _workspace_lock:
-        if _workspace is None:
-            _workspace = _Workspace(find_install(), _run_as())
-            atexit.register(_atexit_cleanup)
-        return _workspace
+        ws = _workspaces.get(install.bin_dir)
+        if ws is None:
+            if not _workspaces:
+                atexit.register(_atexit_cleanup)
+            ws = _workspaces[install.bin_dir] = _Workspace(install, _run_as())
+        return ws
 
 
 def _atexit_cleanup() -> None:
-    if _workspace is None or _workspace.owner_pid != os.getpid():
+    workspaces = [ws for ws in _workspaces.values() if ws.owner_pid == os.getpid()]
+    if not workspaces:
         return  # a forked child exiting: the clusters belong to the parent
     for cluster in list(_live_clusters):
         with contextlib.suppress(Exception):
             cluster.destroy()
-    _workspace.cleanup()
+    for ws in workspaces:
+        ws.cleanup()
 
 
 def warm_up() -> float:
@@ -799,13 +818,20 @@ class Cluster(Server):
     The port is chosen when the object is created and kept across restarts.  Nothing touches
     the disk until the first :meth:`start`.  ``settings`` are extra ``postgresql.conf`` lines
     (``{"max_connections": 10, "idle_session_timeout": "1s"}``) on top of :data:`BASE_SETTINGS`.
+    ``install`` picks the PostgreSQL build (see :func:`find_install`); by default, the one
+    found the usual way.
     """
 
     supports_control: ClassVar[bool] = True
 
     def __init__(
-        self, settings: Mapping[str, object] | None = None, *, port: int | None = None
+        self,
+        settings: Mapping[str, object] | None = None,
+        *,
+        port: int | None = None,
+        install: PgInstall | None = None,
     ) -> None:
+        self._install = install
         self._auto_port = port is None
         super().__init__(HOST, port if port is not None else _pick_port(), SUPERUSER, DBNAME)
         self.settings: dict[str, object] = dict(settings or {})
@@ -948,7 +974,7 @@ class Cluster(Server):
     # -- internals ---------------------------------------------------------------------------
 
     def _materialize(self) -> None:
-        ws = _get_workspace()
+        ws = _get_workspace(self._install)
         template = ws.template()
         directory = ws.next_dir()
         data = directory / "data"
