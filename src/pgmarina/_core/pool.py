@@ -163,6 +163,8 @@ class PoolCore(Generic[W]):
         self._apply_config(config)
         # connect failures
         self.failing_since: float | None = None
+        #: The error of the last failed connect, while connects fail (``None``
+        #: once one succeeds): the ``__cause__`` of the errors callers get.
         self.last_connect_error: BaseException | None = None
         #: The last connect was rejected for good (see *Rejections*): callers
         #: that would wait are refused with it until a connect succeeds.
@@ -521,10 +523,16 @@ class PoolCore(Generic[W]):
         """Words for a ``PoolTimeout``: how long, and why nothing came."""
         msg = f"no connection available after waiting {waited:.3g}s"
         if self.failing_since is not None:
-            msg += self.connect_trouble()
+            return msg + self.connect_trouble()
+        # Connects in flight count in size: a slow server is not a busy pool.
+        n = self.connecting
+        if not n:
+            what = "all in use"
         else:
-            msg += f" (size={self.size}, max_size={self.config.max_size}, all in use)"
-        return msg
+            what = f"{n} connect{'s' if n > 1 else ''} under way"
+            if n < self.size:
+                what += ", the rest in use"
+        return msg + f" (size={self.size}, max_size={self.config.max_size}, {what})"
 
     def connect_trouble(self) -> str:
         """``"; the pool cannot connect: <last error>"`` while connects fail, else ``""``."""
@@ -609,6 +617,8 @@ class PoolCore(Generic[W]):
             raise IllegalTransition(f"{entry!r} was not connecting")
         self.failing_since = None
         self.rejection = None
+        # The outage is over: a later PoolTimeout must not blame its error.
+        self.last_connect_error = None
         self._attempt = 0
         self._reconnect_failed_told = False
         self.connecting -= 1

@@ -26,6 +26,8 @@ all other keywords are libpq connection parameters and are checked up front.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from operator import attrgetter, methodcaller
 from types import TracebackType
@@ -330,6 +332,40 @@ def _needs_end(conn: Any) -> bool:
     return _status(conn) == IN_TRANSACTION and not conn.autocommit
 
 
+# Where psycopg's own frames come from (NUL: no file name starts with it).
+_PSYCOPG_DIR = os.path.dirname(psycopg.__file__) + os.sep if psycopg is not None else "\0"
+
+
+def _let_go_of_half_made(exc: BaseException) -> None:
+    """Let a failed connect's half-made connection go now, not at the next collection.
+
+    When a connect fails part-way (timed out, or cancelled by the pool's
+    ``connect_timeout``), psycopg leaves its libpq connection, socket included,
+    in the locals of its own frames, to be closed when those are collected.  But
+    the error's traceback keeps those frames alive, and the pool keeps the error
+    (the ``__cause__`` of its callers' errors), and so does anyone who holds one
+    of those: the socket stayed open, and the server's backend with it.  So the
+    locals of psycopg's frames in the error's traceback (and its causes') are
+    cleared; those frames have all ended, since the error came out of them.  The
+    traceback itself stays, lines and all.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        tb = error.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_filename.startswith(_PSYCOPG_DIR):
+                with contextlib.suppress(RuntimeError):  # still running: not ours to clear
+                    frame.clear()
+            tb = tb.tb_next
+        todo += [e for e in (error.__cause__, error.__context__) if e is not None]
+
+
 def _is_permanent(exc: BaseException) -> bool:
     # libpq reports a failed login with the server's message and no SQLSTATE.
     return isinstance(exc, psycopg.OperationalError) and rejected_for_good(exc.sqlstate, str(exc))
@@ -349,7 +385,11 @@ class AsyncPsycopgAdapter(AsyncAdapter):
 
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
         cls, rest = _connect_args(kwargs, psycopg.AsyncConnection)
-        return await cls.connect(dsn or "", **rest)
+        try:
+            return await cls.connect(dsn or "", **rest)
+        except BaseException as exc:
+            _let_go_of_half_made(exc)
+            raise
 
     is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
@@ -484,7 +524,11 @@ class PsycopgAdapter(SyncAdapter):
 
     def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         cls, rest = _connect_args(with_connect_timeout(dsn, kwargs, timeout), psycopg.Connection)
-        return cls.connect(dsn or "", **rest)
+        try:
+            return cls.connect(dsn or "", **rest)
+        except BaseException as exc:
+            _let_go_of_half_made(exc)
+            raise
 
     is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
