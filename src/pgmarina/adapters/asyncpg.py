@@ -23,6 +23,7 @@ from operator import methodcaller
 from typing import Any
 
 from .._lease import Lease, forward, set_made
+from .._redact import scrub
 from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, rejected_for_good
 
 try:
@@ -114,7 +115,15 @@ class AsyncpgAdapter(AsyncAdapter):
             raise TypeError(f"connect keyword not accepted by asyncpg.connect(): {exc}") from None
 
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
-        return await asyncpg.connect(dsn, **kwargs)
+        try:
+            return await asyncpg.connect(dsn, **kwargs)
+        except ValueError as exc:
+            # asyncpg parses the DSN only now, and its complaint can quote a piece of
+            # it: with a "/" typed into a password, the password is read as the port
+            # ("invalid literal for int() with base 10: '<password>'").
+            problem = scrub(str(exc), dsn, kwargs)
+        # Raised here, outside the except, so the original is not its __context__.
+        raise ValueError(f"asyncpg cannot use the connect arguments: {problem}")
 
     # Asked on every checkout: asyncpg's own method, with no frame of ours.
     is_closed = staticmethod(methodcaller("is_closed"))  # type: ignore[assignment]

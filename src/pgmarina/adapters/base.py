@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from .._lease import Lease
+from .._redact import one_line, scrub
 
 __all__ = [
     "BROKEN",
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncAdapter",
     "SyncAdapter",
     "bounded",
+    "conninfo_complaint",
     "rejected_for_good",
     "shutdown_socket",
     "with_connect_timeout",
@@ -203,6 +205,28 @@ def rejected_for_good(sqlstate: str | None, message: str) -> bool:
     if sqlstate:
         return sqlstate.startswith("28") or sqlstate == "3D000"
     return _REJECTED.search(message) is not None
+
+
+# libpq's complaints about a value in the connection string, made before it
+# connects at all (fe-connect.c): each quotes the value, which in a malformed
+# DSN can be the password ("postgresql://u:pw/x@h" makes "pw" the port).
+_CONNINFO_COMPLAINT = re.compile(
+    r"^(?:connection is bad: )?(?:invalid \w+ value|invalid port number"
+    r"|could not match \d+ |could not parse network address)"
+)
+
+
+def conninfo_complaint(message: str, dsn: str | None, kwargs: Mapping[str, Any]) -> str | None:
+    """libpq's complaint about a connection-string value, scrubbed; ``None`` for any
+    other connect error.
+
+    The adapters raise the scrubbed text as a ``ValueError`` of their own instead of
+    the driver's error, so no copy of the value is left in its ``__context__``.
+    """
+    text = one_line(message)
+    if _CONNINFO_COMPLAINT.search(text) is None:
+        return None
+    return scrub(text, dsn, kwargs)
 
 
 def with_connect_timeout(

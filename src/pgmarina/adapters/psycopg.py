@@ -44,6 +44,7 @@ from .base import (
     AsyncAdapter,
     SyncAdapter,
     bounded,
+    conninfo_complaint,
     rejected_for_good,
     shutdown_socket,
     with_connect_timeout,
@@ -366,6 +367,12 @@ def _let_go_of_half_made(exc: BaseException) -> None:
         todo += [e for e in (error.__cause__, error.__context__) if e is not None]
 
 
+def _complaint(exc: BaseException, dsn: str | None, kwargs: Mapping[str, Any]) -> str | None:
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    return conninfo_complaint(str(exc), dsn, kwargs)
+
+
 def _is_permanent(exc: BaseException) -> bool:
     # libpq reports a failed login with the server's message and no SQLSTATE.
     return isinstance(exc, psycopg.OperationalError) and rejected_for_good(exc.sqlstate, str(exc))
@@ -389,7 +396,10 @@ class AsyncPsycopgAdapter(AsyncAdapter):
             return await cls.connect(dsn or "", **rest)
         except BaseException as exc:
             _let_go_of_half_made(exc)
-            raise
+            problem = _complaint(exc, dsn, kwargs)
+            if problem is None:
+                raise
+        raise ValueError(f"libpq cannot use the connection string: {problem}")
 
     is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
@@ -528,7 +538,10 @@ class PsycopgAdapter(SyncAdapter):
             return cls.connect(dsn or "", **rest)
         except BaseException as exc:
             _let_go_of_half_made(exc)
-            raise
+            problem = _complaint(exc, dsn, kwargs)
+            if problem is None:
+                raise
+        raise ValueError(f"libpq cannot use the connection string: {problem}")
 
     is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 

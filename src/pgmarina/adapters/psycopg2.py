@@ -30,6 +30,7 @@ from .base import (
     CLEAN,
     IN_TRANSACTION,
     SyncAdapter,
+    conninfo_complaint,
     rejected_for_good,
     with_connect_timeout,
 )
@@ -168,7 +169,13 @@ class Psycopg2Adapter(SyncAdapter):
             raise TypeError(f"connect keywords rejected by libpq: {scrub(problem, dsn, kwargs)}")
 
     def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
-        return psycopg2.connect(dsn or "", **with_connect_timeout(dsn, kwargs, timeout))
+        try:
+            return psycopg2.connect(dsn or "", **with_connect_timeout(dsn, kwargs, timeout))
+        except psycopg2.OperationalError as exc:
+            problem = conninfo_complaint(str(exc), dsn, kwargs)
+            if problem is None:
+                raise
+        raise ValueError(f"libpq cannot use the connection string: {problem}")
 
     is_closed = staticmethod(_closed)  # type: ignore[assignment]  # a C getter, no frame
 
