@@ -120,7 +120,11 @@ class AsyncpgAdapter(AsyncAdapter):
         except ValueError as exc:
             # asyncpg parses the DSN only now, and its complaint can quote a piece of
             # it: with a "/" typed into a password, the password is read as the port
-            # ("invalid literal for int() with base 10: '<password>'").
+            # ("invalid literal for int() with base 10: '<password>'").  A TLS
+            # error is a ValueError too, but an OSError as well, and says nothing
+            # of the arguments: it goes on as it is.
+            if isinstance(exc, OSError):
+                raise
             problem = scrub(str(exc), dsn, kwargs)
         # Raised here, outside the except, so the original is not its __context__.
         raise ValueError(f"asyncpg cannot use the connect arguments: {problem}")
