@@ -30,7 +30,7 @@ from typing import Any
 
 from .._core import Entry, PoolStats
 from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
-from .._lease import RELEASED
+from .._lease import RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import PoolClosed, PoolNotOpen, PoolTimeout
@@ -44,11 +44,24 @@ from ._common import (
     ConnectionContextBase,
     PoolBase,
     logger,
+    with_defaults,
 )
 
 __all__ = ["Pool"]
 
 _INF = float("inf")
+
+#: The thread :class:`Pool`'s default ``barge_window``, in seconds.
+#:
+#: Strict FIFO (``0``, the core's default and :class:`~pgmarina.AsyncPool`'s
+#: only mode) wakes a parked thread for every connection handed over once
+#: threads outnumber connections; the hand-off alone measured no faster than
+#: psycopg_pool's.  A returning thread that may take its connection straight
+#: back wakes nobody.  Measured here (bench/bench_sync.py, 50 threads on 10
+#: connections): FIGURES.
+#: The price is bounded: no acquire waits more than this longer than strict
+#: FIFO would make it, and past it every waiter is served in order.
+BARGE_WINDOW = 0.02
 
 #: Worker threads a pool runs at most besides the spare one, however large
 #: ``max_connecting`` is: connects beyond them queue for a free thread.
@@ -198,12 +211,14 @@ class Pool(PoolBase):
     ``"psycopg2"`` or an adapter object, and hooks (``configure``, ``check``, ``reset``,
     ``reconnect_failed``) are plain callables.
 
-    One more argument, ``barge_window`` (seconds, default ``0``: strict
-    FIFO), lets callers take a returned connection ahead of the queue until
-    the oldest waiter has waited that long.  With many more threads than
-    connections this saves a thread wake-up per cycle (about a third more
-    throughput measured with 50 threads on 10 connections) at the price of
-    less even waits; see :class:`~pgmarina._core.PoolConfig`.
+    One more argument, ``barge_window`` (seconds; default
+    :data:`BARGE_WINDOW`, ``0`` is strict FIFO), lets callers take a
+    returned connection ahead of the queue until the oldest waiter has
+    waited that long; past it, hand-off is strict FIFO, so every thread is
+    served.  With more threads than connections this saves a thread
+    wake-up per cycle, at the price of less even waits; see
+    :data:`BARGE_WINDOW` for what the default buys and costs, and
+    :class:`~pgmarina._core.PoolConfig`.
 
     Durations follow the same rule as in :class:`~pgmarina.AsyncPool`, so
     no value that is accepted can overflow a thread wait: a timeout of 30
@@ -214,6 +229,9 @@ class Pool(PoolBase):
 
     _sync = True
     _default_driver = "psycopg"
+
+    # The constructor, with the thread pool's own default barge window.
+    __init__ = with_defaults(PoolBase.__init__, barge_window=BARGE_WINDOW)
 
     def _init_shell(self) -> None:
         self._lock = threading.Lock()
@@ -368,6 +386,11 @@ class Pool(PoolBase):
         else:
             start = waiter.start
             entry = self._park(waiter, None if seconds is None else start + seconds)
+            # The common end of a wait: handed a connection ready to use.
+            if entry.state is IN_USE:
+                conn = entry.conn
+                if not self._is_closed(conn):
+                    return self._new_lease(conn, entry, self)
         return self._acquire_slow(entry, start, seconds)
 
     getconn = acquire
@@ -436,21 +459,28 @@ class Pool(PoolBase):
         an idle one"); if another caller took it first, the waiter is back at
         the head of the queue and parks again.
         """
-        core = self._core
         gate = waiter.gate
         while True:
             try:
                 if deadline is None:
                     served = gate.acquire()
                 else:
-                    served = gate.acquire(timeout=max(0.0, deadline - monotonic()))
+                    # Positional and clamped inline: keywords and max() cost
+                    # more than the rest of an unblocked acquire.
+                    left = deadline - monotonic()
+                    served = gate.acquire(True, left) if left > 0.0 else gate.acquire(False)
             except BaseException:
                 with self._lock:
                     if waiter.entry is None:
-                        core.forget_waiter(waiter, nudged=waiter.nudged)
+                        self._core.forget_waiter(waiter, nudged=waiter.nudged)
                 if waiter.entry is not None:
                     self._give_back(waiter.entry)
                 raise
+            if served:
+                entry = waiter.entry
+                if entry is not None:  # handed over: the common case
+                    return entry
+            core = self._core
             if not served:
                 with self._lock:
                     if waiter.entry is None and waiter.error is None and not waiter.nudged:
@@ -595,8 +625,12 @@ class Pool(PoolBase):
         clean = status == CLEAN and undo is None and self._reset_mode is AUTO
         core = self._core
         with self._lock:
-            # Voided under the lock: of two threads releasing one lease, one wins.
-            raw = end_lease(conn)
+            # Voided under the lock: of two threads releasing one lease, one
+            # wins.  end_lease's work inline; it is called to raise.
+            raw = conn._con
+            if raw is RELEASED:
+                end_lease(conn)  # raises: released already
+            set_con(conn, RELEASED)
             if clean:
                 core.checkin(entry, monotonic())
                 if not core.pending and not core.closing:
