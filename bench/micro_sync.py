@@ -10,13 +10,17 @@ Contenders take turns in rounds, as in ``bench_sync.py``; every line gives
 of one thread).
 
 Contenders:
-  marina        pgmarina.Pool, strict FIFO (barge_window=0)
-  marina-barge  pgmarina.Pool with barge_window=0.05
+  marina        pgmarina.Pool with its default settings
+  bw=W          the same with barge_window=W, for each W of --barge (0: strict FIFO)
   fifo-floor    the bare lock + deque strict FIFO pool of bench_sync.py
+
+``time.sleep`` sleeps longer than asked (timer slack): ``--work-us 50``
+holds a connection for about 130 µs here.
 
 Usage:
   python bench/micro_sync.py [--threads 1,10,50] [--size 10] [--work-us 0,50]
-                             [--seconds 0.5] [--rounds 7] [--profile NAME]
+                             [--seconds 0.5] [--rounds 7] [--barge 0,0.05]
+                             [--profile NAME]
 """
 
 from __future__ import annotations
@@ -77,13 +81,14 @@ class LeanAdapter(SyncAdapter):
         pass
 
 
-def contenders(size: int, work_us: float) -> tuple[dict[str, Any], Callable[[], None]]:
+def contenders(size: int, windows: list[float]) -> tuple[dict[str, Any], Callable[[], None]]:
     pools: dict[str, Any] = {
-        "marina": pgmarina.Pool(driver=LeanAdapter(), min_size=size, max_size=size),
-        "marina-barge": pgmarina.Pool(
-            driver=LeanAdapter(), min_size=size, max_size=size, barge_window=0.05
-        ),
+        "marina": pgmarina.Pool(driver=LeanAdapter(), min_size=size, max_size=size)
     }
+    for window in windows:
+        pools[f"bw={window:g}"] = pgmarina.Pool(
+            driver=LeanAdapter(), min_size=size, max_size=size, barge_window=window
+        )
     for pool in pools.values():
         pool.open(wait=True)
     pools["fifo-floor"] = BareFifo([_Conn() for _ in range(size)])
@@ -122,6 +127,8 @@ def main() -> None:
     parser.add_argument("--work-us", type=ints, default=[0, 50])
     parser.add_argument("--seconds", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--barge", type=lambda s: [float(x) for x in s.split(",") if x],
+                        default=[0.0, 0.05], help="barge windows to run besides the default")
     parser.add_argument("--profile", help="profile one contender (cProfile, all threads)")
     args = parser.parse_args()
     if args.profile:
@@ -130,7 +137,7 @@ def main() -> None:
     print(f"size={args.size} seconds={args.seconds} rounds={args.rounds}")
     for work_us in args.work_us:
         for threads in args.threads:
-            pools, close = contenders(args.size, work_us)
+            pools, close = contenders(args.size, args.barge)
             try:
                 makes = {name: factory(pool, work_us) for name, pool in pools.items()}
                 for make in makes.values():
@@ -149,7 +156,7 @@ def main() -> None:
                 us = statistics.median(1e6 / r for r in ops[name])
                 ratios = sorted(f / m for m, f in zip(ops[name], ops["fifo-floor"], strict=True))
                 q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-                print(f"  {name:<13} {us:7.2f} us/cycle   {q2:.2f}x floor's time "
+                print(f"  {name:<13} {us:7.2f} us/cycle   {q2:.2f}x the floor's time "
                       f"[{q1:.2f}-{q3:.2f}]   even {statistics.median(even[name]):.2f}")
 
 
@@ -157,7 +164,7 @@ def _profile(args: argparse.Namespace) -> None:
     import cProfile
     import pstats
 
-    pools, close = contenders(args.size, args.work_us[0])
+    pools, close = contenders(args.size, args.barge)
     profiles: list[cProfile.Profile] = []
     make = factory(pools[args.profile], args.work_us[0])
 
