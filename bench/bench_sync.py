@@ -8,8 +8,8 @@ within a round (see ``_rounds.py``).
 Contenders (driver psycopg):
   raw           one dedicated psycopg connection per thread
   psycopg_pool  psycopg_pool.ConnectionPool(min_size=size, max_size=size)
-  marina        pgmarina.Pool(driver="psycopg"), strict FIFO (the default)
-  marina-barge  the same with barge_window=0.05
+  marina        pgmarina.Pool(driver="psycopg") with its default settings
+  bw=W          the same with barge_window=W, for each W of --barge (0: strict FIFO)
   fifo-floor    a bare strict-FIFO pool (one lock, an idle list, a deque of parked threads,
                 no timeouts or anything else): what any strict FIFO hand-off costs here
 
@@ -17,8 +17,8 @@ Contenders (driver psycopg2):
   raw           one dedicated psycopg2 connection per thread
   threaded      psycopg2.pool.ThreadedConnectionPool, bounded by a semaphore
                 (it raises instead of waiting when exhausted)
-  marina        pgmarina.Pool(driver="psycopg2"), strict FIFO (the default)
-  marina-barge  the same with barge_window=0.05
+  marina        pgmarina.Pool(driver="psycopg2") with its default settings
+  bw=W          the same with barge_window=W, for each W of --barge
   fifo-floor    the bare strict-FIFO pool, as above
 
 Beside the speed, each line shows how evenly the threads were served: the
@@ -31,6 +31,7 @@ round trip per cycle.
 Usage:
   python bench/bench_sync.py [--driver psycopg|psycopg2] [--dsn DSN]
                              [--threads 1,10,50] [--size 10] [--seconds 1] [--rounds 7]
+                             [--barge 0,0.05]
 """
 
 from __future__ import annotations
@@ -77,9 +78,6 @@ def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> tuple
     return sum(counts) / (time.perf_counter() - t0), min(counts) / max(max(counts), 1)
 
 
-BARGE_WINDOW = 0.05
-
-
 class BareFifo:
     """The least a strict FIFO hand-off can do: the measuring stick for ``marina``.
 
@@ -122,14 +120,15 @@ class BareFifo:
             self.put(conn)
 
 
-def _marinas(dsn: str, size: int, **kwargs: object) -> dict[str, pgmarina.Pool]:
-    """pgmarina with strict FIFO (the default) and with a barge window."""
-    pools = {
-        "marina": pgmarina.Pool(dsn, min_size=size, max_size=size, **kwargs),
-        "marina-barge": pgmarina.Pool(
-            dsn, min_size=size, max_size=size, barge_window=BARGE_WINDOW, **kwargs
-        ),
-    }
+def _marinas(
+    dsn: str, size: int, windows: list[float], **kwargs: object
+) -> dict[str, pgmarina.Pool]:
+    """pgmarina with its defaults, and with each barge window of ``windows``."""
+    pools = {"marina": pgmarina.Pool(dsn, min_size=size, max_size=size, **kwargs)}
+    for window in windows:
+        pools[f"bw={window:g}"] = pgmarina.Pool(
+            dsn, min_size=size, max_size=size, barge_window=window, **kwargs
+        )
     for pool in pools.values():
         pool.open(wait=True)
     return pools
@@ -137,7 +136,7 @@ def _marinas(dsn: str, size: int, **kwargs: object) -> dict[str, pgmarina.Pool]:
 
 @contextlib.contextmanager
 def psycopg_contenders(
-    dsn: str, threads: int, size: int
+    dsn: str, threads: int, size: int, windows: list[float]
 ) -> Iterator[dict[str, Callable[[int], Cycle]]]:
     import psycopg
     import psycopg_pool
@@ -147,7 +146,7 @@ def psycopg_contenders(
         dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False
     )
     peer.open(wait=True)
-    marinas = _marinas(dsn, size, driver="psycopg", autocommit=True)
+    marinas = _marinas(dsn, size, windows, driver="psycopg", autocommit=True)
     floor = BareFifo([psycopg.connect(dsn, autocommit=True) for _ in range(size)])
 
     def raw(i: int) -> Cycle:
@@ -182,7 +181,7 @@ def psycopg_contenders(
 
 @contextlib.contextmanager
 def psycopg2_contenders(
-    dsn: str, threads: int, size: int
+    dsn: str, threads: int, size: int, windows: list[float]
 ) -> Iterator[dict[str, Callable[[int], Cycle]]]:
     import psycopg2
     import psycopg2.pool
@@ -198,7 +197,7 @@ def psycopg2_contenders(
     for conn in conns:
         peer.putconn(conn)
     gate = threading.BoundedSemaphore(size)
-    marinas = _marinas(dsn, size, driver="psycopg2", configure=autocommit)
+    marinas = _marinas(dsn, size, windows, driver="psycopg2", configure=autocommit)
     floor = BareFifo([psycopg2.connect(dsn) for _ in range(size)])
     for conn in floor.conns:
         autocommit(conn)
@@ -253,7 +252,7 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
     peer = "psycopg_pool" if args.driver == "psycopg" else "threaded"
     print(f"driver={args.driver} size={args.size} seconds={args.seconds} rounds={args.rounds}")
     for threads in args.threads:
-        with make(dsn, threads, args.size) as contenders:
+        with make(dsn, threads, args.size, args.barge) as contenders:
             results: dict[str, list[float]] = {name: [] for name in contenders}
             evenness: dict[str, list[float]] = {name: [] for name in contenders}
             for factory in contenders.values():  # warm-up
@@ -270,6 +269,8 @@ def main() -> None:
     parser = parse_args((__doc__ or "").splitlines()[0], "threads", [1, 10, 50])
     parser.add_argument("--driver", choices=["psycopg", "psycopg2"], default="psycopg")
     parser.add_argument("--dsn")
+    parser.add_argument("--barge", type=lambda s: [float(x) for x in s.split(",") if x],
+                        default=[0.0, 0.05], help="barge windows to run besides the default")
     args = parser.parse_args()
     if args.dsn:
         bench(args, args.dsn)

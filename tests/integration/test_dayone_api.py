@@ -26,6 +26,7 @@ import pytest
 
 from pgmarina import AsyncPool, Pool, PoolConnectError
 from pgmarina._core import PoolConfig
+from pgmarina.shells.threaded import BARGE_WINDOW
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -49,6 +50,9 @@ SHELL_ONLY = {
     "name": None,
 }
 
+#: Settings whose default in a shell is its own, not PoolConfig's.
+OWN_DEFAULTS: dict[type, dict[str, Any]] = {Pool: {"barge_window": BARGE_WINDOW}}
+
 DSN = "postgresql://app@127.0.0.1:1/app"  # never connected to in the signature tests
 
 
@@ -57,9 +61,14 @@ DSN = "postgresql://app@127.0.0.1:1/app"  # never connected to in the signature 
 
 
 @pytest.mark.parametrize("cls", [AsyncPool, Pool])
-def test_every_pool_setting_shows_in_the_signature_with_the_configs_default(cls: type) -> None:
-    """Regression: the shells' ``__init__(dsn, *, driver, **kwargs)`` showed no setting."""
+def test_every_pool_setting_shows_in_the_signature_with_the_default_it_gets(cls: type) -> None:
+    """Regression: the shells' ``__init__(dsn, *, driver, **kwargs)`` showed no setting.
+
+    The default shown is the config's, or the shell's own where it has one, and it
+    is the one a pool made without that keyword really gets.
+    """
     params = inspect.signature(cls).parameters
+    made = cls(DSN)._config
     for field in dataclasses.fields(PoolConfig):
         assert field.name in params, field.name
         param = params[field.name]
@@ -67,8 +76,11 @@ def test_every_pool_setting_shows_in_the_signature_with_the_configs_default(cls:
         assert param.annotation is not param.empty, field.name
         # max_size's None stands for max(min_size, 10): 10 is the config's default.
         expected = None if field.name == "max_size" else field.default
+        expected = OWN_DEFAULTS.get(cls, {}).get(field.name, expected)
         assert param.default == expected, field.name
         assert type(param.default) is type(expected), field.name
+        got = getattr(made, field.name)
+        assert got == (10 if field.name == "max_size" else expected), field.name
 
 
 @pytest.mark.parametrize("cls", [AsyncPool, Pool])
@@ -131,17 +143,31 @@ def test_plain_keywords_and_connect_kwargs_both_reach_the_driver(cls: type, driv
         cls(DSN, driver=driver, connect_kwargs={key: value}, **{key: value})
 
 
-def _readme_table() -> dict[str, str]:
+def _readme_table(cls: type) -> dict[str, str]:
+    """Parameter -> default, as the README's table gives it for ``cls``.
+
+    A default cell holds one literal, or one per shell, each followed by the
+    shell's name in parentheses.
+    """
     section = README.read_text().split("## Parameters", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", section, re.M)
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", section, re.M)
     assert rows, "no parameter table in README.md"
-    return dict(rows)
+    table = {}
+    for name, cell in rows:
+        per_shell = {shell: value for value, shell in re.findall(r"`([^`]*)` \(`(\w+)`\)", cell)}
+        if per_shell:
+            table[name] = per_shell[cls.__name__]
+        else:
+            literal = re.fullmatch(r"`([^`]*)`", cell.strip())
+            assert literal, f"{name}: {cell!r}"
+            table[name] = literal.group(1)
+    return table
 
 
 @pytest.mark.parametrize("cls", [AsyncPool, Pool])
 def test_the_readme_parameter_table_shows_the_real_defaults(cls: type) -> None:
     params = inspect.signature(cls).parameters
-    table = _readme_table()
+    table = _readme_table(cls)
     for name in ("min_size", "max_size", "timeout", "max_lifetime", "max_idle", "check_window",
                  "fail_fast_after", "reset", "barge_window", "connect_timeout", "driver"):
         assert name in table, name

@@ -163,17 +163,19 @@ class PoolConfig:
         backoff_initial: First delay before retrying a failed connect.
         backoff_max: Cap of the exponentially growing retry delay.
         housekeeping_interval: Period of the housekeeping tick.
-        barge_window: ``0`` (the default) is strict FIFO: a connection that
-            comes back goes straight to the caller that has waited longest.
-            A positive value lets callers barge: the connection goes back to
-            the idle stack and the oldest waiter is woken to take it, but a
-            caller that asks first (often the one that just gave it back)
-            may take it instead, and the woken waiter keeps its place.  Once
-            the oldest waiter has waited ``barge_window`` seconds, hand-off is
-            strict again until the queue is served.  With many more threads
-            than connections this saves a thread wake-up per cycle, which is
-            worth about a third more throughput; the price is wait times
-            less even, bounded by ``barge_window``.
+        barge_window: ``0`` (the default here and ``AsyncPool``'s only
+            value; the thread ``Pool`` defaults to ``0.02``) is strict FIFO:
+            a connection that comes back goes straight to the caller that
+            has waited longest.  A positive value lets callers barge: a
+            returned connection goes back to the idle stack and the oldest
+            waiter is woken to take it, but a caller that asks first (often
+            the one that just gave it back) may take it instead, and the
+            woken waiter keeps its place.  Once the oldest waiter has waited
+            ``barge_window`` seconds, hand-off is strict again until the
+            queue is served.  With many more threads than connections this
+            saves thread switches on every cycle, worth half as much
+            throughput again or more; the price is wait times less even,
+            bounded by ``barge_window``.
     """
 
     min_size: int = 1

@@ -27,8 +27,10 @@ next.  Only when no live waiter is left does the entry go idle.  So a
 connection is never parked while somebody waits for one, and a waiter that
 left never swallows one.
 
-*Barging* (``barge_window > 0``).  The entry goes idle instead and the
-oldest waiter is woken with ``wake(waiter, None)``: "come and take one".
+*Barging* (``barge_window > 0``).  A lease that comes back goes idle
+instead and the oldest waiter is woken with ``wake(waiter, None)``: "come
+and take one".  (A fresh or just-pinged entry is handed over as above: no
+borrower is coming back for it.)
 Until it does, any caller's ``checkout`` may take the entry first.  The woken
 waiter calls ``checkout_nudged``, which serves it or puts it back at the
 head of the queue.  Only one woken waiter is out at a time (each wake-up
@@ -232,14 +234,18 @@ class PoolCore(Generic[W]):
         entry.acquired_at = now
         self.acquires += 1
 
-    def _give(self, entry: Entry, now: float) -> None:
+    def _give(self, entry: Entry, now: float, returned: bool = False) -> None:
         """Offer a usable entry to the oldest live waiter, else make it idle.
 
         ``entry`` is counted in ``size`` and not in ``connecting``.
+        ``returned``: it is a lease that just came back.  Only such an entry
+        is left for barging (its borrower may be back for it at once); a
+        fresh or just-checked one has nobody coming for it, so it goes to the
+        waiter, which is woken either way, without a health check.
         """
         waiters = self.waiters
         queued_at = self._queued_at
-        window = self._barge_window
+        window = self._barge_window if returned else 0.0
         while waiters:
             if window and self._may_barge(now):
                 entry.state = IDLE
@@ -249,15 +255,14 @@ class PoolCore(Generic[W]):
                 return
             waiter = waiters.popleft()
             since = queued_at.popleft()
-            # self._lease, inline: this runs on every hand-off.
+            # _lease, inline: once per hand-off.
             entry.state = IN_USE
             entry.uses += 1
             entry.acquired_at = now
-            self.acquires += 1
             if self._wake(waiter, entry):
+                self.acquires += 1
                 self.wait_time_total += now - since
                 return
-            self.acquires -= 1
             entry.uses -= 1
         entry.state = IDLE
         entry.idle_since = now
@@ -337,7 +342,7 @@ class PoolCore(Generic[W]):
         past ``check_window``: check it, then report ``check_done``).  While
         anyone is queued, newcomers queue behind them: strict FIFO.
         """
-        if (self.waiters or self._woken) and not self._may_barge(now):
+        if (self.waiters or self._woken) and not (self._barge_window and self._may_barge(now)):
             return None
         idle = self.idle
         if idle:
@@ -566,7 +571,7 @@ class PoolCore(Generic[W]):
             self._retire(entry, now)
             return
         if self.waiters:
-            self._give(entry, now)
+            self._give(entry, now, True)
         else:
             entry.state = IDLE
             entry.idle_since = now

@@ -10,8 +10,9 @@ import difflib
 import inspect
 import itertools
 import logging
+import types
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
 from .._core.config import LONGEST_WAIT, seconds
@@ -30,6 +31,7 @@ __all__ = [
     "ConnectionContextBase",
     "PoolBase",
     "logger",
+    "with_defaults",
 ]
 
 logger = logging.getLogger("pgmarina")
@@ -117,7 +119,8 @@ class PoolBase:
         """Set the pool up; nothing connects before ``open()``.
 
         Every pool setting is a keyword with its default shown here (the
-        :class:`~pgmarina._core.PoolConfig` defaults: one place).  See the
+        :class:`~pgmarina._core.PoolConfig` defaults: one place; a shell with
+        a default of its own shows it, see :func:`with_defaults`).  See the
         shell's class docstring for what each does.  Keywords that are not
         pool settings go to the driver's connect, merged with
         ``connect_kwargs``; a misspelt setting (``max_sise=5``) is refused
@@ -360,6 +363,36 @@ class PoolBase:
             ) else min_size
         PoolConfig(min_size=min_size, max_size=max_size)  # validates both
         return min_size, max_size
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def with_defaults(init: _F, **defaults: Any) -> _F:
+    """A copy of the constructor ``init`` with other defaults for some keywords.
+
+    A shell whose default for a setting differs from
+    :class:`~pgmarina._core.PoolConfig`'s (the thread ``Pool``'s
+    ``barge_window``) takes such a copy of :meth:`PoolBase.__init__` as its
+    own ``__init__``: the same code, only the keyword defaults differ, so the
+    shell's signature (``help()``, ``inspect.signature``) shows the default
+    it really uses, and the constructor is still written once.
+
+    Raises:
+        TypeError: a name is not a keyword of ``init``.
+    """
+    kwdefaults = dict(init.__kwdefaults__ or {})
+    unknown = sorted(defaults.keys() - kwdefaults.keys())
+    if unknown:
+        raise TypeError(f"not a keyword of {init.__qualname__}: {', '.join(unknown)}")
+    copy = types.FunctionType(
+        init.__code__, init.__globals__, init.__name__, init.__defaults__, init.__closure__
+    )
+    copy.__kwdefaults__ = kwdefaults | defaults
+    copy.__doc__ = init.__doc__
+    copy.__annotations__ = dict(init.__annotations__)
+    copy.__module__ = init.__module__
+    return cast(_F, copy)
 
 
 _C = TypeVar("_C", bound="ConnectionContextBase")
