@@ -983,7 +983,7 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
                 time.sleep(self._check_delay(failures, deadline))
                 left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:
-                    raise self._check_timed_out(start, exc) from None
+                    raise self._check_timed_out(start, exc) from exc
                 try:
                     lease = self._acquire(timeout=left)
                 except _errors.PoolError as err:
@@ -1307,7 +1307,7 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
                 await asyncio.sleep(self._check_delay(failures, deadline))
                 left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:
-                    raise self._check_timed_out(start, exc) from None
+                    raise self._check_timed_out(start, exc) from exc
                 try:
                     lease = await self._acquire(timeout=left)
                 except _errors.PoolError as err:
