@@ -584,9 +584,7 @@ class _FacadeBase:
             out = PoolClosed(f"the pool {self.name!r} is closed")
         else:
             return exc
-        out.__cause__ = exc.__cause__
-        out.__suppress_context__ = True
-        return out
+        return out  # raised "from exc.__cause__": the driver's error, if any
 
     def _not_mine(self, conn: Any) -> ValueError:
         owner = getattr(conn, "_pool", None)
@@ -950,7 +948,7 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
         try:
             lease = self._acquire(timeout=self._timeout_arg if timeout is None else timeout)
         except _errors.PoolError as exc:
-            raise self._refused(exc) from None
+            raise self._refused(exc) from exc.__cause__
         conn = lease._con
         if self._check is not None:
             lease = self._checked(lease, timeout)
@@ -987,7 +985,7 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
                 try:
                     lease = self._acquire(timeout=left)
                 except _errors.PoolError as err:
-                    raise self._refused(err) from None
+                    raise self._refused(err) from err.__cause__
                 continue
             except BaseException:
                 conn._pool = None
@@ -1274,7 +1272,7 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
                 timeout=self._timeout_arg if timeout is None else timeout
             )
         except _errors.PoolError as exc:
-            raise self._refused(exc) from None
+            raise self._refused(exc) from exc.__cause__
         conn = lease._con
         if self._check is not None:
             lease = await self._checked(lease, timeout)
@@ -1311,7 +1309,7 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
                 try:
                     lease = await self._acquire(timeout=left)
                 except _errors.PoolError as err:
-                    raise self._refused(err) from None
+                    raise self._refused(err) from err.__cause__
                 continue
             except BaseException:
                 conn._pool = None
