@@ -373,8 +373,10 @@ def test_an_async_pool_opened_in_its_constructor_warns(pg: Any) -> None:
                     pass
         finally:
             await pool.close()
-        async with facade.AsyncConnectionPool(pg.dsn, min_size=1) as pool:
-            async with pool.connection():  # a context: no warning
-                pass
+        async with (
+            facade.AsyncConnectionPool(pg.dsn, min_size=1) as pool,
+            pool.connection(),  # a context: no warning
+        ):
+            pass
 
     asyncio.run(body())

@@ -29,9 +29,8 @@ async def test_a_null_pool_opens_a_new_connection_per_request_and_keeps_none(
     side: Side, pg: Any
 ) -> None:
     pool = await side.opened(pg.dsn, null=True, max_size=2)
-    async with side.connection(pool) as one:
-        async with side.connection(pool) as two:
-            pids = {one.pid, two.pid}
+    async with side.connection(pool) as one, side.connection(pool) as two:
+        pids = {one.pid, two.pid}
     assert len(pids) == 2
     assert one.raw.closed and two.raw.closed  # closed as they came back: nobody waited
     stats = pool.get_stats()

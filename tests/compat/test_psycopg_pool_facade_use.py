@@ -110,10 +110,12 @@ def test_an_async_pool_takes_coroutine_functions_for_conninfo_and_kwargs(pg: Any
         async def kwargs() -> dict[str, Any]:
             return {"application_name": "from_a_coroutine"}
 
-        async with facade.AsyncConnectionPool(conninfo, kwargs=kwargs, min_size=1) as pool:
-            async with pool.connection() as conn:
-                cur = await conn.execute("SHOW application_name")
-                assert await cur.fetchone() == ("from_a_coroutine",)
+        async with (
+            facade.AsyncConnectionPool(conninfo, kwargs=kwargs, min_size=1) as pool,
+            pool.connection() as conn,
+        ):
+            cur = await conn.execute("SHOW application_name")
+            assert await cur.fetchone() == ("from_a_coroutine",)
 
     asyncio.run(body())
 
