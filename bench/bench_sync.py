@@ -12,6 +12,8 @@ Contenders (driver psycopg):
   marina-barge  the same with barge_window=0.05
   fifo-floor    a bare strict-FIFO pool (one lock, an idle list, a deque of parked threads,
                 no timeouts or anything else): what any strict FIFO hand-off costs here
+  facade        pgmarina.compat.psycopg_pool.ConnectionPool: psycopg_pool's API on marina
+                (its ratio to marina is the façade's cost)
 
 Contenders (driver psycopg2):
   raw           one dedicated psycopg2 connection per thread
@@ -149,6 +151,10 @@ def psycopg_contenders(
     peer.open(wait=True)
     marinas = _marinas(dsn, size, driver="psycopg", autocommit=True)
     floor = BareFifo([psycopg.connect(dsn, autocommit=True) for _ in range(size)])
+    from pgmarina.compat.psycopg_pool import ConnectionPool as Facade
+
+    facade = Facade(dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False)
+    facade.open(wait=True)
 
     def raw(i: int) -> Cycle:
         conn = raws[i]
@@ -171,10 +177,11 @@ def psycopg_contenders(
     try:
         yield {"raw": raw, "psycopg_pool": pooled(peer), "fifo-floor": pooled(floor)} | {
             name: pooled(pool) for name, pool in marinas.items()
-        }
+        } | {"facade": pooled(facade)}
     finally:
         for pool in marinas.values():
             pool.close()
+        facade.close()
         peer.close()
         for c in raws + floor.conns:
             c.close()
@@ -263,7 +270,8 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
                     ops, even = _run(contenders[name], threads, args.seconds)
                     results[name].append(ops)
                     evenness[name].append(even)
-        report(f"threads={threads}", results, ["raw", peer], evenness)
+        bases = ["raw", peer, "marina"] if args.driver == "psycopg" else ["raw", peer]
+        report(f"threads={threads}", results, bases, evenness)
 
 
 def main() -> None:

@@ -841,6 +841,8 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
         )
         self._acquire = self._shell.acquire
         self._release = self._shell.release
+        # The shell's release given the status just read, as its own block end does.
+        self._return = self._shell._return
         if open is None:
             self._implicit = True
         if open is None or open:
@@ -1011,7 +1013,7 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
             self._returned_dirty(conn, status)
         if _log.isEnabledFor(_INFO):
             _log.info("returning connection to %r", self.name)
-        self._release(lease)
+        self._return(lease, None if status else 0)  # libpq's IDLE is the shell's CLEAN
 
     def connection(self, timeout: float | None = None) -> _Connection[CT]:
         """``with pool.connection() as conn:`` lends a connection for the block.
@@ -1166,6 +1168,12 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
         )
         self._acquire = self._shell.acquire
         self._release = self._shell.release
+        # The shell's acquire and release in two steps, as its own block does:
+        # what it can do without an await first.
+        self._take = self._shell._take
+        self._acquire_slow = self._shell._acquire_slow
+        self._return = self._shell._return
+        self._lease_class = self._shell._lease_class
         if open:
             self._warn_open_in_constructor()
         if open is None:
@@ -1268,9 +1276,13 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
         if info:
             _log.info("connection requested from %r", self.name)
         try:
-            lease = await self._acquire(
-                timeout=self._timeout_arg if timeout is None else timeout
-            )
+            lease = self._take()
+            if type(lease) is not self._lease_class:
+                lease = await self._acquire_slow(
+                    lease, self._timeout_arg if timeout is None else timeout
+                )
+            elif timeout is not None:
+                self._shell._check_timeout(timeout)  # refused even when not needed
         except _errors.PoolError as exc:
             raise self._refused(exc) from exc.__cause__
         conn = lease._con
@@ -1331,7 +1343,9 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
             self._returned_dirty(conn, status)
         if _log.isEnabledFor(_INFO):
             _log.info("returning connection to %r", self.name)
-        await self._release(lease)
+        reset = self._return(lease, None if status else 0)  # IDLE is the shell's CLEAN
+        if reset is not None:
+            await reset
 
     def connection(self, timeout: float | None = None) -> _AsyncConnection[ACT]:
         """``async with pool.connection() as conn:``; see :meth:`ConnectionPool.connection`."""
