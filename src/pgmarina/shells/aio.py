@@ -88,7 +88,8 @@ class AsyncPool(PoolBase):
         max_waiting: Most queued callers (``0``: unlimited); beyond it
             ``TooManyWaiters`` is raised at once.
         max_lifetime: Replace connections older than this (jittered).
-        max_idle: Close connections above ``min_size`` idle for this long.
+        max_idle: Close connections above ``min_size`` idle for this long
+            (``0``: keep none idle above ``min_size``).
         max_uses: Replace a connection after this many leases (``0``: never).
         check_window: Health-check a connection on checkout only if it sat idle
             longer than this; more recent ones are trusted.
