@@ -333,7 +333,6 @@ class _FacadeBase:
     _shell_class: ClassVar[type[Pool] | type[AsyncPool]]
     _connector_class: ClassVar[type[_SyncConnector] | type[_AsyncConnector]]
     _connection_base: ClassVar[type]
-    _null: ClassVar[bool] = False
 
     _shell: Any
     _min_size: int
@@ -1429,8 +1428,6 @@ class _NullSizes:
     on demand, hands one given back to a request that waits, and closes it
     otherwise.
     """
-
-    _null = True
 
     def _check_sizes(self, min_size: Any, max_size: Any) -> tuple[int, int]:
         min_size = _size("min_size", min_size)
