@@ -683,6 +683,19 @@ async def test_repr_is_one_line_with_the_sizes_and_no_password(side: Side, pg: A
 
 
 @each_side
+async def test_a_wrong_timeout_is_refused_naming_it_and_takes_nothing(side: Side, pg: Any) -> None:
+    """Even with a connection idle, so that it need not wait: checked before anything
+    is taken (the async getconn took the idle connection first, and kept it)."""
+    pool = await side.opened(pg.dsn, min_size=1, max_size=1)
+    for bad, error in [(-1, ValueError), ("1", TypeError), (float("nan"), ValueError)]:
+        with pytest.raises(error, match="timeout"):
+            await side.getconn(pool, timeout=bad)
+    stats = pool.get_stats()
+    assert (stats["pool_available"], stats["pool_size"]) == (1, 1)
+    assert pool._leases == {}
+
+
+@each_side
 async def test_a_pool_timeout_message_says_why(side: Side, pg: Any) -> None:
     pool = await side.opened(pg.dsn, min_size=1, max_size=1)
     conn = await side.getconn(pool)

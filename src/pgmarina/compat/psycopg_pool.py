@@ -1274,14 +1274,14 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
         info = _log.isEnabledFor(_INFO)
         if info:
             _log.info("connection requested from %r", self.name)
+        if timeout is not None:
+            self._shell._check_timeout(timeout)  # before anything is taken
         try:
             lease = self._take()
             if type(lease) is not self._lease_class:
                 lease = await self._acquire_slow(
                     lease, self._timeout_arg if timeout is None else timeout
                 )
-            elif timeout is not None:
-                self._shell._check_timeout(timeout)  # refused even when not needed
         except _errors.PoolError as exc:
             raise self._refused(exc) from exc.__cause__
         conn = lease._con
