@@ -174,6 +174,13 @@ _log = _Bridge()
 _INFO = logging.INFO
 
 
+def _info_on() -> bool:
+    """Whether a per-request INFO record would go anywhere: checked on every
+    request, so without the bridge's frame (an over-estimate is fine: the
+    bridge decides)."""
+    return _OWN_LOG.isEnabledFor(_INFO) or _PSYCOPG_POOL_LOG.isEnabledFor(_INFO)
+
+
 # ---------------------------------------------------------------------------
 # connecting as psycopg_pool does
 
@@ -560,6 +567,35 @@ class _FacadeBase:
         self._serving = False
         return True
 
+    # -- lending ------------------------------------------------------------
+
+    def _lend(self, lease: Any) -> Any:
+        """Hand out the lease's connection: the lease stays here, keyed by it,
+        and psycopg's hook names this pool as its owner while it is out."""
+        conn = lease._con
+        self._leases[id(conn)] = lease
+        conn._pool = self
+        return conn
+
+    def _take_back(self, conn: Any) -> tuple[Any, int | None]:
+        """``putconn``'s bookkeeping: the lease, and the status for the shell.
+
+        Raises:
+            ValueError: ``conn`` is not out of this pool.
+        """
+        lease = self._leases.pop(id(conn), None)
+        if lease is None or lease._con is not conn:
+            if lease is not None:  # pragma: no cover - ids are unique while lent
+                self._leases[id(conn)] = lease
+            raise self._not_mine(conn)
+        conn._pool = None
+        status = _libpq_status(conn)
+        if status:
+            self._returned_dirty(conn, status)
+        if _info_on():
+            _log.info("returning connection to %r", self.name)
+        return lease, None if status else 0  # libpq's IDLE is the shell's CLEAN
+
     # -- errors ---------------------------------------------------------------
 
     def _refused(self, exc: _errors.PoolError) -> Exception:
@@ -943,19 +979,16 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
         """
         if not self._serving:
             self._not_serving()
-        info = _log.isEnabledFor(_INFO)
+        info = _info_on()
         if info:
             _log.info("connection requested from %r", self.name)
         try:
             lease = self._acquire(timeout=self._timeout_arg if timeout is None else timeout)
         except _errors.PoolError as exc:
             raise self._refused(exc) from exc.__cause__
-        conn = lease._con
         if self._check is not None:
             lease = self._checked(lease, timeout)
-            conn = lease._con
-        self._leases[id(conn)] = lease
-        conn._pool = self
+        conn = self._lend(lease)
         if info:
             _log.info("connection given by %r", self.name)
         return cast(CT, conn)
@@ -1001,18 +1034,7 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
         Raises:
             ValueError: ``conn`` is not out of this pool.
         """
-        lease = self._leases.pop(id(conn), None)
-        if lease is None or lease._con is not conn:
-            if lease is not None:  # pragma: no cover - ids are unique while lent
-                self._leases[id(conn)] = lease
-            raise self._not_mine(conn)
-        conn._pool = None
-        status = _libpq_status(conn)
-        if status:
-            self._returned_dirty(conn, status)
-        if _log.isEnabledFor(_INFO):
-            _log.info("returning connection to %r", self.name)
-        self._return(lease, None if status else 0)  # libpq's IDLE is the shell's CLEAN
+        self._return(*self._take_back(conn))
 
     def connection(self, timeout: float | None = None) -> _Connection[CT]:
         """``with pool.connection() as conn:`` lends a connection for the block.
@@ -1271,7 +1293,7 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
         """See :meth:`ConnectionPool.getconn`."""
         if not self._serving:
             self._not_serving()
-        info = _log.isEnabledFor(_INFO)
+        info = _info_on()
         if info:
             _log.info("connection requested from %r", self.name)
         if timeout is not None:
@@ -1284,12 +1306,9 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
                 )
         except _errors.PoolError as exc:
             raise self._refused(exc) from exc.__cause__
-        conn = lease._con
         if self._check is not None:
             lease = await self._checked(lease, timeout)
-            conn = lease._con
-        self._leases[id(conn)] = lease
-        conn._pool = self
+        conn = self._lend(lease)
         if info:
             _log.info("connection given by %r", self.name)
         return cast(ACT, conn)
@@ -1331,18 +1350,7 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
 
     async def putconn(self, conn: ACT) -> None:
         """See :meth:`ConnectionPool.putconn`."""
-        lease = self._leases.pop(id(conn), None)
-        if lease is None or lease._con is not conn:
-            if lease is not None:  # pragma: no cover - ids are unique while lent
-                self._leases[id(conn)] = lease
-            raise self._not_mine(conn)
-        conn._pool = None
-        status = _libpq_status(conn)
-        if status:
-            self._returned_dirty(conn, status)
-        if _log.isEnabledFor(_INFO):
-            _log.info("returning connection to %r", self.name)
-        reset = self._return(lease, None if status else 0)  # IDLE is the shell's CLEAN
+        reset = self._return(*self._take_back(conn))
         if reset is not None:
             await reset
 
@@ -1392,7 +1400,17 @@ class _AsyncConnection(Generic[ACT]):
         if self._conn is not None:
             raise RuntimeError("this pool.connection() context is already in use")
         pool = self._pool
-        conn = self._conn = await pool.getconn(self._timeout)
+        if pool._serving and pool._check is None and self._timeout is None and not _info_on():
+            # getconn's common case, inline (no coroutine of its own): once per block.
+            try:
+                lease = pool._take()
+                if type(lease) is not pool._lease_class:
+                    lease = await pool._acquire_slow(lease, pool._timeout_arg)
+            except _errors.PoolError as exc:
+                raise pool._refused(exc) from exc.__cause__
+            conn = self._conn = pool._lend(lease)
+        else:
+            conn = self._conn = await pool.getconn(self._timeout)
         if not pool._plain_block:
             try:
                 await conn.__aenter__()
@@ -1400,7 +1418,7 @@ class _AsyncConnection(Generic[ACT]):
                 self._conn = None
                 await pool.putconn(conn)
                 raise
-        return conn
+        return cast(ACT, conn)
 
     async def __aexit__(
         self,
@@ -1414,7 +1432,10 @@ class _AsyncConnection(Generic[ACT]):
             if _libpq_status(conn) or not pool._plain_block:
                 await conn.__aexit__(exc_type, exc, tb)
         finally:
-            await pool.putconn(conn)
+            # putconn, inline (no coroutine of its own unless a reset is due).
+            reset = pool._return(*pool._take_back(conn))
+            if reset is not None:
+                await reset
 
 
 # ---------------------------------------------------------------------------
