@@ -1113,7 +1113,7 @@ class _Connection(Generic[CT]):
             if _libpq_status(conn) or not pool._plain_block:
                 conn.__exit__(exc_type, exc, tb)
         finally:
-            pool.putconn(conn)
+            pool._return(*pool._take_back(conn))  # putconn, inline
 
 
 # ---------------------------------------------------------------------------
