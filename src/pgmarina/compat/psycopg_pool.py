@@ -101,6 +101,7 @@ ACT = TypeVar("ACT", bound="psycopg.AsyncConnection[Any]")
 _CP = TypeVar("_CP", bound="ConnectionPool[Any]")
 _ACP = TypeVar("_ACP", bound="AsyncConnectionPool[Any]")
 
+_blank = object.__new__
 _IDLE = TransactionStatus.IDLE
 _ACTIVE = TransactionStatus.ACTIVE
 _UNKNOWN = TransactionStatus.UNKNOWN
@@ -1042,7 +1043,12 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
         The block ends as psycopg's ``with conn:`` does: a commit, or a
         rollback if it raised; then the connection goes back to the pool.
         """
-        return _Connection(self, timeout)
+        # _Connection(self, timeout), without an __init__ frame: once per block.
+        ctx: _Connection[CT] = _blank(_Connection)
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        return ctx
 
     # -- administration -----------------------------------------------------------
 
@@ -1089,7 +1095,15 @@ class _Connection(Generic[CT]):
         if self._conn is not None:
             raise RuntimeError("this pool.connection() context is already in use")
         pool = self._pool
-        conn = self._conn = pool.getconn(self._timeout)
+        if pool._serving and pool._check is None and self._timeout is None and not _info_on():
+            # getconn's common case, inline: once per block.
+            try:
+                lease = pool._acquire(timeout=pool._timeout_arg)
+            except _errors.PoolError as exc:
+                raise pool._refused(exc) from exc.__cause__
+            conn = self._conn = pool._lend(lease)
+        else:
+            conn = self._conn = pool.getconn(self._timeout)
         if not pool._plain_block:
             try:
                 conn.__enter__()
@@ -1097,7 +1111,7 @@ class _Connection(Generic[CT]):
                 self._conn = None
                 pool.putconn(conn)
                 raise
-        return conn
+        return cast(CT, conn)
 
     def __exit__(
         self,
@@ -1356,7 +1370,11 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
 
     def connection(self, timeout: float | None = None) -> _AsyncConnection[ACT]:
         """``async with pool.connection() as conn:``; see :meth:`ConnectionPool.connection`."""
-        return _AsyncConnection(self, timeout)
+        ctx: _AsyncConnection[ACT] = _blank(_AsyncConnection)  # as in ConnectionPool
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        return ctx
 
     # -- administration -----------------------------------------------------------
 
