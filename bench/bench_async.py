@@ -22,6 +22,8 @@ Contenders (driver psycopg):
   raw          one dedicated psycopg.AsyncConnection per task
   psycopg_pool psycopg_pool.AsyncConnectionPool
   marina       pgmarina.AsyncPool(driver="psycopg")
+  facade       pgmarina.compat.psycopg_pool.AsyncConnectionPool: psycopg_pool's API on
+               marina (its ratio to marina is the façade's cost)
 
 Usage:
   python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN] [--loop asyncio|uvloop]
@@ -139,6 +141,10 @@ async def psycopg_contenders(
     auto = pgmarina.AsyncPool(dsn, driver="psycopg", min_size=size, max_size=size,
                               autocommit=True)
     await auto.open(wait=True)
+    from pgmarina.compat.psycopg_pool import AsyncConnectionPool as Facade
+
+    facade = Facade(dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False)
+    await facade.open(wait=True)
 
     def raw(i: int) -> Cycle:
         conn = raws[i]
@@ -165,9 +171,19 @@ async def psycopg_contenders(
 
         return cycle
 
+    def facade_cycle(i: int) -> Cycle:
+        async def cycle() -> None:
+            async with facade.connection() as conn:
+                cur = await conn.execute("SELECT 1")
+                await cur.fetchone()
+
+        return cycle
+
     try:
-        yield {"raw10": raw, "raw": raw, "psycopg_pool": peer_cycle, "marina": marina}
+        yield {"raw10": raw, "raw": raw, "psycopg_pool": peer_cycle, "marina": marina,
+               "facade": facade_cycle}
     finally:
+        await facade.close()
         await auto.close()
         await peer.close()
         for c in raws:
@@ -191,7 +207,8 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
                     results[name].append(
                         await _run(contenders[name], tasks[name], args.seconds)
                     )
-        report(f"conc={conc}", results, ["raw10", "raw", peer])
+        bases = ["raw10", "raw", peer] + (["marina"] if args.driver == "psycopg" else [])
+        report(f"conc={conc}", results, bases)
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:

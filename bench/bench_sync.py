@@ -12,6 +12,8 @@ Contenders (driver psycopg):
   bw=W          the same with barge_window=W, for each W of --barge (0: strict FIFO)
   fifo-floor    a bare strict-FIFO pool (one lock, an idle list, a deque of parked threads,
                 no timeouts or anything else): what any strict FIFO hand-off costs here
+  facade        pgmarina.compat.psycopg_pool.ConnectionPool: psycopg_pool's API on marina
+                (its ratio to marina is the façade's cost)
 
 Contenders (driver psycopg2):
   raw           one dedicated psycopg2 connection per thread
@@ -148,6 +150,10 @@ def psycopg_contenders(
     peer.open(wait=True)
     marinas = _marinas(dsn, size, windows, driver="psycopg", autocommit=True)
     floor = BareFifo([psycopg.connect(dsn, autocommit=True) for _ in range(size)])
+    from pgmarina.compat.psycopg_pool import ConnectionPool as Facade
+
+    facade = Facade(dsn, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False)
+    facade.open(wait=True)
 
     def raw(i: int) -> Cycle:
         conn = raws[i]
@@ -170,10 +176,11 @@ def psycopg_contenders(
     try:
         yield {"raw": raw, "psycopg_pool": pooled(peer), "fifo-floor": pooled(floor)} | {
             name: pooled(pool) for name, pool in marinas.items()
-        }
+        } | {"facade": pooled(facade)}
     finally:
         for pool in marinas.values():
             pool.close()
+        facade.close()
         peer.close()
         for c in raws + floor.conns:
             c.close()
@@ -262,7 +269,8 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
                     ops, even = _run(contenders[name], threads, args.seconds)
                     results[name].append(ops)
                     evenness[name].append(even)
-        report(f"threads={threads}", results, ["raw", peer], evenness)
+        bases = ["raw", peer, "marina"] if args.driver == "psycopg" else ["raw", peer]
+        report(f"threads={threads}", results, bases, evenness)
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ class Rule:
 SETTINGS: dict[str, Rule] = {
     "timeout": Rule(nullable=True),
     "max_lifetime": Rule(nullable=True, positive=True),
-    "max_idle": Rule(nullable=True, positive=True),
+    "max_idle": Rule(nullable=True),
     "check_window": Rule(nullable=True),
     "keepalive": Rule(nullable=True, positive=True),
     "reconnect_timeout": Rule(),

@@ -120,8 +120,9 @@ class PoolConfig:
       does not wait, a ``close`` that terminates leases at once, a health
       check on every checkout (``check_window``), failing fast or calling
       ``reconnect_failed`` at the first failure, strict FIFO
-      (``barge_window``).  Where "not at all" makes no sense, ``0`` is
-      refused: ``max_lifetime``, ``max_idle``, ``keepalive``,
+      (``barge_window``), no connection above ``min_size`` left idle
+      (``max_idle``).  Where "not at all" makes no sense, ``0`` is
+      refused: ``max_lifetime``, ``keepalive``,
       ``connect_timeout`` (libpq would read it as "no limit", asyncio as
       "fail at once") and ``reset_timeout`` (which would throw every dirty
       connection away).
@@ -144,7 +145,11 @@ class PoolConfig:
             random, so connections opened together do not all expire together.
         lifetime_jitter: Fraction of ``max_lifetime`` used as jitter (0 to 0.5).
         max_idle: Idle time after which a connection above ``min_size`` is
-            closed (``None``: never shrink).
+            closed (``None``: never shrink).  ``0``: none above ``min_size``
+            is kept idle at all; one that comes back (or connects) while
+            nobody waits for it is closed at once.  With ``min_size=0``
+            that is a "null pool": it opens connections on demand, hands
+            one that comes back to a waiting caller, and keeps none.
         max_uses: Leases after which a connection is replaced (``0``: no limit).
         check_window: A connection idle for longer than this is health-checked
             before it is handed out; one used more recently is trusted without
@@ -210,7 +215,7 @@ class PoolConfig:
         _number("lifetime_jitter", self.lifetime_jitter, minimum=0)
         if self.lifetime_jitter > 0.5:
             raise ValueError(f"lifetime_jitter must be <= 0.5, got {self.lifetime_jitter!r}")
-        self._seconds("max_idle", nullable=True, positive=True)
+        self._seconds("max_idle", nullable=True)
         _integer("max_uses", self.max_uses, minimum=0)
         self._seconds("check_window", nullable=True)
         self._seconds("keepalive", nullable=True, positive=True)

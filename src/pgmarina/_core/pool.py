@@ -195,6 +195,9 @@ class PoolCore(Generic[W]):
         self._max_size = config.max_size
         self._max_waiting = config.max_waiting
         self._barge_window = config.barge_window
+        # Connections beyond this many are not kept idle: ``max_size``, or
+        # ``min_size`` when ``max_idle`` is 0 (none above it may sit idle).
+        self._keep_cap = config.min_size if config.max_idle == 0 else config.max_size
 
     # ------------------------------------------------------------------
     # transitions
@@ -396,7 +399,11 @@ class PoolCore(Generic[W]):
         if ok:
             entry.alive_at = now
             if borrower_left:
-                if self.closing or self._expired(entry, now):
+                if (
+                    self.closing
+                    or self._expired(entry, now)
+                    or (self.size > self._keep_cap and not self.waiters)
+                ):
                     self._retire(entry, now)
                 else:
                     self._give(entry, now)
@@ -561,12 +568,16 @@ class PoolCore(Generic[W]):
         self.usage_time_total += now - entry.acquired_at
         entry.alive_at = now
         max_uses = self._max_uses
+        # The test of keeps(), inline: this runs on every release.
         if (
             entry.expires_at <= now
             or entry.generation != self.generation
             or self.closing
             or (max_uses and entry.uses >= max_uses)
-            or self.size > self._max_size
+            or (
+                self.size > self._keep_cap
+                and (self.size > self._max_size or not self.waiters)
+            )
         ):
             self._retire(entry, now)
             return
@@ -576,6 +587,22 @@ class PoolCore(Generic[W]):
             entry.state = IDLE
             entry.idle_since = now
             self.idle.append(entry)
+
+    def keeps(self, entry: Entry, now: float) -> bool:
+        """Whether a lease coming back now would be reused rather than retired.
+
+        ``checkin`` decides by the same test.  A shell asks before cleaning a
+        connection (a rollback, a reset hook): one the pool would close
+        anyway is closed at once, without the round trip.
+        """
+        max_uses = self._max_uses
+        return not (
+            entry.expires_at <= now
+            or entry.generation != self.generation
+            or self.closing
+            or (max_uses and entry.uses >= max_uses)
+            or (self.size > self._keep_cap and (self.size > self._max_size or not self.waiters))
+        )
 
     def begin_reset(self, entry: Entry) -> None:
         """A lease came back and needs a reset round trip first."""
@@ -633,7 +660,7 @@ class PoolCore(Generic[W]):
         lifetime = self.config.max_lifetime
         if lifetime is not None:
             entry.expires_at = now + lifetime * (1.0 - self.config.lifetime_jitter * self._rand())
-        if self.closing or (self.size > self.config.max_size and not self.waiters):
+        if self.closing or (self.size > self._keep_cap and not self.waiters):
             self._move_from_fresh(entry)
             return
         self._give(entry, now)

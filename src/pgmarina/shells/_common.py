@@ -84,6 +84,16 @@ class PoolBase:
     #: The driver used when ``driver`` is not given.
     _default_driver: ClassVar[str]
 
+    #: Where this pool logs.  A compat façade's pools log where its peer's
+    #: users look (``pgmarina.compat.psycopg_pool`` bridges to ``psycopg.pool``).
+    _log: ClassVar[logging.Logger | logging.LoggerAdapter[Any]] = logger
+
+    #: Close a retired connection in the thread or task that retired it (its
+    #: release, its checkout, ``close()``), not in the background.  psycopg_pool
+    #: users expect a connection given back to a closed or a null pool to be
+    #: closed by the time ``putconn`` returns; its compat façade sets this.
+    _close_inline: ClassVar[bool] = False
+
     def __init__(
         self,
         dsn: str | None = None,
@@ -305,7 +315,7 @@ class PoolBase:
             try:
                 self._adapter.terminate(conn)
             except Exception:  # pragma: no cover - best effort
-                logger.debug("%s: terminate failed", self.name, exc_info=True)
+                self._log.debug("%s: terminate failed", self.name, exc_info=True)
 
     def _log_connect_failed(
         self, exc: BaseException, delay: float | None, permanent: bool = False,
@@ -314,7 +324,7 @@ class PoolBase:
         # ``again``: rejected before too.  A rejection is retried every
         # backoff_max for as long as it lasts; one warning says it, the
         # repeats go to debug (every caller gets the error anyway).
-        logger.log(
+        self._log.log(
             logging.DEBUG if again and permanent else logging.WARNING,
             "%s: connect failed (%s)%s%s",
             self.name,
@@ -330,7 +340,7 @@ class PoolBase:
         )
 
     def _log_reset_failed(self, entry: Entry, exc: BaseException) -> None:
-        logger.warning(
+        self._log.warning(
             "%s: reset of connection #%d failed (%s); discarding it",
             self.name,
             entry.id,
@@ -338,7 +348,7 @@ class PoolBase:
         )
 
     def _log_check_failed(self, entry: Entry) -> None:
-        logger.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+        self._log.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
 
     @staticmethod
     def _tick_weakly(ref: Callable[[], Any]) -> bool:
@@ -349,7 +359,7 @@ class PoolBase:
         try:
             pool._housekeeping_tick()
         except Exception:  # pragma: no cover - a bug; keep the pool alive
-            logger.exception("%s: housekeeping failed", pool.name)
+            pool._log.exception("%s: housekeeping failed", pool.name)
         return True
 
     @staticmethod

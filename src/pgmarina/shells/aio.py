@@ -47,7 +47,6 @@ from ._common import (
     NO_RESET,
     ConnectionContextBase,
     PoolBase,
-    logger,
 )
 
 __all__ = ["AsyncPool"]
@@ -89,7 +88,8 @@ class AsyncPool(PoolBase):
         max_waiting: Most queued callers (``0``: unlimited); beyond it
             ``TooManyWaiters`` is raised at once.
         max_lifetime: Replace connections older than this (jittered).
-        max_idle: Close connections above ``min_size`` idle for this long.
+        max_idle: Close connections above ``min_size`` idle for this long
+            (``0``: keep none idle above ``min_size``).
         max_uses: Replace a connection after this many leases (``0``: never).
         check_window: Health-check a connection on checkout only if it sat idle
             longer than this; more recent ones are trusted.
@@ -170,6 +170,16 @@ class AsyncPool(PoolBase):
                 closed again before the error propagates).
         """
         self._check_timeout(timeout)  # before starting anything
+        self._start()
+        if wait:
+            try:
+                await self.wait(timeout)
+            except BaseException:
+                await self.close(timeout=0)
+                raise
+
+    def _start(self) -> None:
+        """What ``open()`` does before it waits: it needs a running loop, not an await."""
         if self._closed:
             raise PoolClosed(f"{self.name} is closed and cannot be reopened")
         if not self._opened:
@@ -184,12 +194,6 @@ class AsyncPool(PoolBase):
                 _housekeeping(weakref.ref(self), self._config.housekeeping_interval),
                 name=f"{self.name} housekeeping",
             )
-        if wait:
-            try:
-                await self.wait(timeout)
-            except BaseException:
-                await self.close(timeout=0)
-                raise
 
     async def wait(self, timeout: float | None = DEFAULT) -> None:
         """Wait until ``min_size`` connections are open.
@@ -218,13 +222,19 @@ class AsyncPool(PoolBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def close(self, timeout: float | None = 10.0) -> None:
+    async def close(self, timeout: float | None = 10.0, *, wait: bool = True) -> None:
         """Close gracefully.
 
         New acquires fail with ``PoolClosed`` at once, and so do queued ones.
         Idle connections close now; leased ones close as they come back.  If
         leases are still out after ``timeout`` seconds (``None`` or ``inf``:
         wait for ever), their connections are terminated under their borrowers.
+
+        Args:
+            timeout: How long to wait for the leases (and for connects in flight).
+            wait: ``False`` waits for no lease: ``close()`` returns once the
+                idle connections are closed, and each leased one is closed
+                when it comes back, however late (psycopg_pool's ``close``).
         """
         seconds = self._check_close_timeout(timeout)
         core = self._core
@@ -234,11 +244,11 @@ class AsyncPool(PoolBase):
         # Every close() waits for the leases, not just the first: a second or
         # concurrent call, or one after a cancelled close(), returns only when
         # the pool is drained or its own timeout terminated what was left.
-        if self._drained is not None and not core.drained:
+        if wait and self._drained is not None and not core.drained:
             try:
                 await asyncio.wait_for(self._drained.wait(), seconds)
             except asyncio.TimeoutError:
-                logger.warning(
+                self._log.warning(
                     "%s: leases still out after %.3gs; terminating them", self.name, seconds
                 )
                 self._terminate_leased()
@@ -576,6 +586,11 @@ class AsyncPool(PoolBase):
         if status == BROKEN or entry.state is not IN_USE or self._loop is None:
             self._discard(entry, lost=status == BROKEN)
             return None
+        if not self._core.keeps(entry, monotonic()):
+            # It would be closed after its reset: close it now, unreset.
+            self._core.discard(entry, monotonic(), lost=False)
+            self._after_checkin()
+            return None
         self._core.begin_reset(entry)
         reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, undo)
         if not self._core.idle:
@@ -655,7 +670,12 @@ class AsyncPool(PoolBase):
                 self._connect_tasks[entry] = task
                 self._track(task)
             elif state is CLOSING:
-                if loop is None or entry.conn is None or self._is_closed(entry.conn):
+                if (
+                    loop is None
+                    or entry.conn is None
+                    or self._close_inline
+                    or self._is_closed(entry.conn)
+                ):
                     self._hard_close(entry)
                 else:
                     self._track(loop.create_task(self._close(entry)))
@@ -742,7 +762,7 @@ class AsyncPool(PoolBase):
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException:
-            logger.exception("%s: reconnect_failed callback raised", self.name)
+            self._log.exception("%s: reconnect_failed callback raised", self.name)
 
     def _update_filled(self) -> None:
         core = self._core
@@ -755,7 +775,7 @@ class AsyncPool(PoolBase):
             await self._adapter.close(entry.conn, self._reset_timeout)
             graceful = True
         except Exception:
-            logger.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
+            self._log.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
         finally:
             if not graceful:
                 self._adapter.terminate(entry.conn)

@@ -326,7 +326,7 @@ class Pool(PoolBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self, timeout: float | None = 10.0) -> None:
+    def close(self, timeout: float | None = 10.0, *, wait: bool = True) -> None:
         """Close gracefully; see :meth:`AsyncPool.close`."""
         seconds = self._check_close_timeout(timeout)
         deadline = None if seconds is None else monotonic() + seconds
@@ -336,8 +336,10 @@ class Pool(PoolBase):
             work = self._take_work()
         self._run(work)  # idle connections close now, on the workers
         with self._lock:
-            if not self._changed.wait_for(lambda: core.drained, seconds):
-                logger.warning(
+            if not wait:
+                taken = []  # leased ones close as they come back
+            elif not self._changed.wait_for(lambda: core.drained, seconds):
+                self._log.warning(
                     "%s: leases still out after %.3gs; terminating them", self.name, seconds
                 )
                 taken = core.terminate(monotonic())
@@ -685,8 +687,19 @@ class Pool(PoolBase):
         if status == BROKEN or entry.state is not IN_USE:
             self._discard(entry, lost=status == BROKEN)
             return
+        core = self._core
         with self._lock:
-            self._core.begin_reset(entry)
+            now = monotonic()
+            keep = core.keeps(entry, now)
+            if keep:
+                core.begin_reset(entry)
+            else:  # it would be closed after its reset: close it now, unreset
+                core.discard(entry, now, lost=False)
+                work = self._take_work()
+                self._notify_if_closing()
+        if not keep:
+            self._run(work)
+            return
         try:
             ok = self._bounded(raw, self._reset, raw, status, undo)
         except Exception as exc:
@@ -763,7 +776,10 @@ class Pool(PoolBase):
             elif state is CONNECTING:
                 workers.submit(self._connect, entry, detached=True)
             elif state is CLOSING:
-                workers.submit(self._close, entry)
+                if self._close_inline:
+                    self._close(entry)
+                else:
+                    workers.submit(self._close, entry)
             elif state is PINGING:
                 workers.submit(self._keepalive, entry)
 
@@ -865,13 +881,13 @@ class Pool(PoolBase):
         try:
             self._reconnect_failed(self)
         except BaseException:  # its own thread: nobody to pass it on to
-            logger.exception("%s: reconnect_failed callback raised", self.name)
+            self._log.exception("%s: reconnect_failed callback raised", self.name)
 
     def _close(self, entry: Entry) -> None:
         try:
             self._adapter.close(entry.conn)
         except Exception:
-            logger.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
+            self._log.debug("%s: graceful close of #%d failed", self.name, entry.id, exc_info=True)
             self._adapter.terminate(entry.conn)
         with self._lock:
             self._core.closed(entry)
