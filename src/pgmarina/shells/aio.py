@@ -101,6 +101,8 @@ class AsyncPool(PoolBase):
             wait raise ``PoolConnectError`` at once.  A connect the server
             rejects (wrong password, no such role or database) makes them
             raise at once from the start, until a connect succeeds.
+        fail_fast_waiters: Fail the acquires already waiting too, once
+            ``fail_fast_after`` has passed.
         housekeeping_interval: Period of the housekeeping task (more than 0,
             at most 30 days).
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
@@ -555,10 +557,20 @@ class AsyncPool(PoolBase):
         if reset is not None:
             await reset
 
-    def _return(self, conn: Any, status: int | None = None) -> Awaitable[None] | None:
+    def _return(
+        self, conn: Any, status: int | None = None, timeout: float | None = None,
+        loud: bool = False,
+    ) -> Awaitable[None] | None:
         """Check the lease in; returns the reset to await, if the caller must.
 
         ``status`` is the driver connection's status if the caller just read it.
+
+        For façades whose peers bound a release and report its failure (asyncpg's
+        ``release(conn, timeout=)``): ``timeout`` (checked by the caller) bounds
+        the whole reset, on top of ``reset_timeout``; ``loud`` makes the reset
+        the caller awaits raise what made it fail (``TimeoutError`` for a
+        cancelled query that would not settle), after discarding the
+        connection.  A reset run in the background still only logs.
         """
         if type(conn) is not self._lease_class or conn._pool is not self:
             self._check_lease(conn)  # raises
@@ -577,25 +589,41 @@ class AsyncPool(PoolBase):
             self._discard(entry, lost=status == BROKEN)
             return None
         self._core.begin_reset(entry)
-        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, undo)
         if not self._core.idle:
-            return reset
+            return self._reset_later(entry, raw, status, undo, timeout, loud)
+        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, undo, timeout)
         self._track(self._loop.create_task(reset))
         return None
 
     async def _reset_later(
-        self, entry: Entry, raw: Any, status: int, undo: list[Any] | None
+        self, entry: Entry, raw: Any, status: int, undo: list[Any] | None,
+        timeout: float | None = None, loud: bool = False,
     ) -> None:
+        error: Exception | None = None
         try:
-            ok = await self._reset(raw, status, undo)
+            if timeout is None:
+                ok = await self._reset(raw, status, undo)
+            else:
+                ok = await _bounded(self._reset(raw, status, undo), timeout)
         except asyncio.CancelledError:
             self._discard(entry, lost=False)
             raise
         except Exception as exc:
-            self._log_reset_failed(entry, exc)
+            if not loud:
+                self._log_reset_failed(entry, exc)
             ok = False
+            error = exc
         if not ok or self._status(raw) != CLEAN:
-            self._discard(entry, lost=self._is_closed(raw))
+            closed = self._is_closed(raw)
+            self._discard(entry, lost=closed)
+            if loud:
+                if error is not None:
+                    raise error
+                if not ok and not closed:  # only a busy connection that would not settle
+                    raise TimeoutError(
+                        f"{self.name}: the query cancelled on connection #{entry.id} did not "
+                        "end in time for its release; the connection was discarded"
+                    )
             return
         self._core.checkin(entry, monotonic())
         self._after_checkin()
