@@ -66,7 +66,7 @@ from asyncpg import InterfaceError
 from .._core.config import seconds as _seconds
 from .._lease import set_con, stand_in
 from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease
-from ..adapters.base import IN_TRANSACTION, bounded
+from ..adapters.base import bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolTimeout
 from ..shells.aio import AsyncPool
 
@@ -97,7 +97,10 @@ _TIMEOUT_IS_ASYNCIOS = issubclass(PoolTimeout, asyncio.TimeoutError)
 
 def _released(name: str, setting: bool) -> BaseException:
     what = f"set Connection.{name}" if setting else f"call Connection.{name}()"
-    return InterfaceError(f"cannot {what}: connection has been released back to the pool")
+    error: BaseException = InterfaceError(
+        f"cannot {what}: connection has been released back to the pool"
+    )
+    return error
 
 
 #: What a released proxy holds in place of its connection.
@@ -173,7 +176,9 @@ class _Adapter(AsyncpgAdapter):
         try:
             sig.bind(dsn, loop=None, **self._classes, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"connect keyword not accepted by the connect callback: {exc}") from None
+            raise TypeError(
+                f"connect keyword not accepted by the connect callback: {exc}"
+            ) from None
 
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
         if self._connect is None:
@@ -296,7 +301,9 @@ class Pool:
                 )
         if setup is not None and not callable(setup):
             raise TypeError(f"setup must be callable or None, not {type(setup).__name__}")
-        settings = {k: connect_kwargs.pop(k) for k in list(connect_kwargs) if k in PGMARINA_SETTINGS}
+        settings = {
+            k: connect_kwargs.pop(k) for k in list(connect_kwargs) if k in PGMARINA_SETTINGS
+        }
         if max_idle == 0 or max_idle == float("inf"):
             max_idle = None
         if max_idle is not None:
@@ -656,7 +663,8 @@ class PoolAcquireContext:
 def _translated(exc: PoolError) -> BaseException:
     """The error asyncpg would raise where pgmarina raised ``exc``."""
     if isinstance(exc, PoolClosed):
-        return InterfaceError("pool is closing")
+        closed: BaseException = InterfaceError("pool is closing")
+        return closed
     if isinstance(exc, PoolConnectError) and exc.__cause__ is not None:
         # The driver's error, as asyncpg raises it; a copy, since the pool
         # hands the same one to every caller refused meanwhile.
