@@ -30,8 +30,9 @@ left, our call on the right:
 ``reset=None`` / ``reset=coroutine``   ``reset="full"`` (``Connection.reset()``) /
                                        ``reset=coroutine`` after the rollback
 ``acquire(timeout=)``                  ``acquire(timeout=)`` (``None``: no limit)
-``release(conn, timeout=)``            the lease's end, its reset awaited under
-                                       ``asyncio.shield`` and bounded by ``timeout``
+``release(conn, timeout=)``            the lease's end; a reset the caller waits for
+                                       is bounded by ``timeout``, raises its error, and
+                                       survives the caller's cancellation
 ``close()``                            ``close(timeout=None)``, logging a warning after 60 s
 ``terminate()`` / ``expire_...()``     ``terminate()`` / ``expire()``
 ``set_connect_args()``                 the next connects' arguments
@@ -105,6 +106,7 @@ def _released(name: str, setting: bool) -> BaseException:
 
 #: What a released proxy holds in place of its connection.
 _GONE: Any = stand_in(_released)
+_blank = object.__new__
 
 
 class PoolConnectionProxy(AsyncpgLease):
@@ -140,9 +142,9 @@ class PoolConnectionProxy(AsyncpgLease):
 
 
 def _end(lease: PoolConnectionProxy, timeout: float | None = None,
-         loud: bool = False) -> Awaitable[None] | None:
+         peer: bool = False) -> Awaitable[None] | None:
     """End ``lease`` through its pool; returns the reset to await, if any."""
-    reset = lease._pool._return(lease, None, timeout, loud)
+    reset = lease._pool._return(lease, None, timeout, peer)
     set_con(lease, _GONE)
     return reset  # type: ignore[no-any-return]
 
@@ -493,22 +495,37 @@ class Pool:
             TimeoutError: none became available in time.
             asyncpg.InterfaceError: the pool is not initialized, or closing.
         """
-        return PoolAcquireContext(self, timeout)
+        # PoolAcquireContext(self, timeout), without an __init__ call: once per acquire.
+        ctx = _blank(PoolAcquireContext)
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        ctx._used = False
+        return ctx
 
     async def _acquire(self, timeout: float | None) -> Any:
         if not self._serving:
             raise self._refusal()
         start = monotonic() if self._setup is not None and timeout is not None else 0.0
+        # The shell's own fast path (what its acquire() awaits): a lease when
+        # an idle connection is ready, else what the slow path starts from.
+        conn = self._pool._take()
+        if type(conn) is not PoolConnectionProxy:
+            conn = await self._wait(conn, timeout)
+        if self._setup is not None:
+            await self._run_setup(conn, timeout, start)
+        return conn
+
+    async def _wait(self, taken: Any, timeout: float | None) -> Any:
+        """The shell's slow path, from what its fast path ``_take()`` returned."""
+        pool = self._pool
         try:
-            conn = await self._pool.acquire(timeout=timeout)
+            return await pool._acquire_slow(taken, pool._check_timeout(timeout))
         except PoolError as exc:
             error = _translated(exc)
             if error is exc:
                 raise
             raise error from exc
-        if self._setup is not None:
-            await self._run_setup(conn, timeout, start)
-        return conn
 
     async def _run_setup(
         self, conn: PoolConnectionProxy, timeout: float | None, start: float
@@ -528,28 +545,35 @@ class Pool:
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         """Give a connection back; releasing it twice does nothing.
 
-        The release goes on if the caller is cancelled.  When the caller
-        waits for the reset (no other connection is idle), ``timeout``
-        bounds it and what made it fail is raised, after the connection
-        is discarded; otherwise the reset runs in the background, bounded by
-        ``reset_timeout``.
+        When the caller waits for the reset (no other connection is idle),
+        ``timeout`` bounds it and what made it fail is raised, after the
+        connection is discarded; a caller cancelled meanwhile leaves the
+        connection to be reset afresh in the background, and kept.  When
+        other connections are idle the reset runs in the background at once,
+        bounded by ``reset_timeout``, and a failure is logged.
 
         Raises:
             asyncpg.InterfaceError: ``connection`` is not from this pool.
             TimeoutError: the reset took longer than ``timeout``.
         """
+        reset = self._give_back(connection, timeout)
+        if reset is not None:
+            # Not under asyncio.shield (a task per release): a cancelled
+            # caller leaves the pool to reset the connection afresh instead.
+            await reset
+
+    def _give_back(self, connection: Any, timeout: float | None) -> Awaitable[None] | None:
+        """``release()`` up to the reset, which it returns if the caller must await it."""
         if type(connection) is not PoolConnectionProxy or connection._pool is not self._pool:
             raise InterfaceError(
                 f"Pool.release() received invalid connection: {connection!r} is not a "
                 "member of this pool"
             )
         if connection._con is _GONE:
-            return
+            return None
         if timeout is not None:
             timeout = self._pool._check_timeout(timeout)
-        reset = _end(connection, timeout, True)
-        if reset is not None:
-            await asyncio.shield(reset)
+        return _end(connection, timeout, True)
 
     # ------------------------------------------------------------------
     # one query on a leased connection
@@ -651,13 +675,23 @@ class PoolAcquireContext:
     async def __aenter__(self) -> Any:
         if self._used or self._conn is not None:
             raise InterfaceError("a connection is already acquired")
-        self._conn = await self._pool._acquire(self._timeout)
-        return self._conn
+        pool = self._pool
+        if pool._serving and pool._setup is None:
+            # Pool._acquire, inline: once per block.
+            conn = pool._pool._take()
+            if type(conn) is not PoolConnectionProxy:
+                conn = await pool._wait(conn, self._timeout)
+        else:
+            conn = await pool._acquire(self._timeout)
+        self._conn = conn
+        return conn
 
     async def __aexit__(self, *exc: object) -> None:
         self._used = True
         conn, self._conn = self._conn, None
-        await self._pool.release(conn)
+        reset = self._pool._give_back(conn, None)  # Pool.release, inline: once per block
+        if reset is not None:
+            await reset
 
 
 def _translated(exc: PoolError) -> BaseException:
