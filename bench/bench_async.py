@@ -30,6 +30,7 @@ Contenders (driver psycopg):
 Usage:
   python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN] [--loop asyncio|uvloop]
                               [--conc 1,10,100] [--size 10] [--seconds 1] [--rounds 7]
+                              [--only asyncpg,facade,...]
 
 Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
 """
@@ -209,6 +210,8 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
           f"rounds={args.rounds}")
     for conc in args.conc:
         async with make(dsn, conc, args.size) as contenders:
+            if args.only:
+                contenders = {k: v for k, v in contenders.items() if k in args.only}
             # raw10 drives ``size`` connections from as many tasks, at every conc.
             tasks = {name: args.size if name == "raw10" else conc for name in contenders}
             results: dict[str, list[float]] = {name: [] for name in contenders}
@@ -221,7 +224,8 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
                     )
         # marina-none is what facade-noop is held to (not more than 5 % slower).
         extra = ["marina-none"] if args.driver == "asyncpg" else []
-        report(f"conc={conc}", results, ["raw10", "raw", peer, *extra])
+        baselines = [b for b in ["raw10", "raw", peer, *extra] if b in results]
+        report(f"conc={conc}", results, baselines)
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:
@@ -256,6 +260,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--only", type=lambda s: set(s.split(",")), default=None,
+                        help="run only these contenders (comma-separated names)")
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop

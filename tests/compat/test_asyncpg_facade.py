@@ -301,6 +301,37 @@ async def test_the_default_reset_is_asyncpgs_full_session_reset(pg: Any) -> None
             assert await conn.fetchval("SHOW application_name") != "left_behind"
 
 
+class _OwnReset(asyncpg.Connection):  # type: ignore[misc]
+    resets = 0
+
+    async def reset(self, *, timeout: float | None = None) -> None:
+        type(self).resets += 1
+        await super().reset(timeout=timeout)
+
+
+class _OwnResetQuery(asyncpg.Connection):  # type: ignore[misc]
+    def get_reset_query(self) -> str:
+        return "RESET application_name"
+
+
+@run_async
+async def test_a_connection_class_s_own_reset_or_reset_query_is_what_release_runs(
+    pg: Any,
+) -> None:
+    async with started(pg, min_size=1, max_size=1, connection_class=_OwnReset) as pool:
+        for _ in range(2):
+            async with pool.acquire() as conn:
+                assert isinstance(conn, _OwnReset)
+        await eventually(lambda: _OwnReset.resets == 2)
+    async with started(pg, min_size=1, max_size=1, connection_class=_OwnResetQuery) as pool:
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'undone'")
+            await conn.execute("SET search_path = 'kept'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") != "undone"
+            assert await conn.fetchval("SHOW search_path") == "kept"
+
+
 @run_async
 async def test_a_transaction_left_open_is_reported_to_the_loop_and_rolled_back(pg: Any) -> None:
     reported: list[str] = []

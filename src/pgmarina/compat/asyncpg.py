@@ -67,7 +67,7 @@ from asyncpg import InterfaceError
 from .._core.config import seconds as _seconds
 from .._lease import set_con, stand_in
 from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease
-from ..adapters.base import bounded
+from ..adapters.base import IN_TRANSACTION, bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolTimeout
 from ..shells.aio import AsyncPool
 
@@ -103,6 +103,8 @@ def _released(name: str, setting: bool) -> BaseException:
     )
     return error
 
+
+_CONNECTION_RESET = asyncpg.connection.Connection.reset
 
 #: What a released proxy holds in place of its connection.
 _GONE: Any = stand_in(_released)
@@ -202,8 +204,14 @@ class _Adapter(AsyncpgAdapter):
         return isinstance(exc, _NotAConnection) or super().is_permanent(exc)
 
     async def full_reset(self, conn: Any, timeout: float) -> None:
-        # asyncpg's own reset, which a connection_class may override.
-        await conn.reset(timeout=timeout)
+        if type(conn).reset is not _CONNECTION_RESET:
+            await conn.reset(timeout=timeout)  # a connection_class's own: it decides
+            return
+        if self.status(conn) == IN_TRANSACTION:
+            await self.rollback(conn, timeout)  # asyncpg's words on a transaction left open
+        # Connection.reset()'s query (get_reset_query(), which a class may
+        # override) in one round trip, without its timeout context.
+        await super().full_reset(conn, timeout)
 
     async def rollback(self, conn: Any, timeout: float) -> None:
         # asyncpg's own (with a custom reset): it reports a transaction left
