@@ -6,19 +6,21 @@
 * a custom reset that never waits costs no timer;
 * ``_set_connect_args``: the next connects use new arguments;
 * released-connection stand-ins (``stand_in``);
-* ``terminate()`` right after a connection was retired.
+* ``terminate()`` right after a connection was retired;
+* ``fail_fast_waiters``, on both shells.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 from fakes import Gate
-from harness import Harness, eventually, run
+from harness import Harness, both, eventually, run
 
-from pgmarina import ConnectionReleasedError, reset_on_release, unwrap
+from pgmarina import ConnectionReleasedError, PoolConnectError, reset_on_release, unwrap
 from pgmarina._lease import set_con, stand_in
 
 
@@ -211,3 +213,27 @@ def test_leases_know_a_released_stand_in_of_a_facade_s_own() -> None:
         assert repr(gone) == "<released>"
 
     run("async", body, max_size=1)
+
+
+@both
+def test_with_fail_fast_waiters_an_acquire_waiting_through_an_outage_fails_with_its_cause(
+    kind: str,
+) -> None:
+    async def body(h: Harness) -> None:
+        await h.open()
+        lease = await h.acquire()
+        h.fake.fail_connects(None)
+        unwrap(lease).break_()
+        await h.release(lease)  # lost: the pool starts reconnecting, and failing
+        start = time.monotonic()
+        with pytest.raises(PoolConnectError) as info:
+            await h.acquire(timeout=30)
+        assert 0.2 <= time.monotonic() - start < 5.0
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert "failing for" in str(info.value)
+        assert h.stats().waiting == 0
+        h.fake.heal()
+        await eventually(lambda: h.stats().idle == 1, what="back after the outage")
+
+    run(kind, body, max_size=1, fail_fast_after=0.2, fail_fast_waiters=True,
+        backoff_max=0.05)

@@ -64,6 +64,7 @@ import asyncpg
 import asyncpg.connection
 from asyncpg import InterfaceError
 
+from .._core import PoolStats
 from .._core.config import seconds as _seconds
 from .._lease import set_con, stand_in
 from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease
@@ -482,7 +483,7 @@ class Pool:
         """Open connections that nobody holds."""
         return self._pool.stats().idle
 
-    def stats(self) -> Any:
+    def stats(self) -> PoolStats:
         """pgmarina's frozen snapshot of sizes and counters (:class:`~pgmarina.PoolStats`)."""
         return self._pool.stats()
 
@@ -502,7 +503,10 @@ class Pool:
         Raises:
             TimeoutError: none became available in time.
             asyncpg.InterfaceError: the pool is not initialized, or closing.
+            TypeError, ValueError: ``timeout`` is not a number of seconds (at once).
         """
+        if timeout is not None:
+            self._pool._check_timeout(timeout)  # wrong ones are refused now, as pgmarina does
         # PoolAcquireContext(self, timeout), without an __init__ call: once per acquire.
         ctx = _blank(PoolAcquireContext)
         ctx._pool = self
