@@ -468,12 +468,12 @@ async def test_acquire_timeout_raises_asyncio_timeout_error_when_every_connectio
 @run_async
 async def test_a_timeout_that_is_not_a_number_of_seconds_is_refused_at_once(pg: Any) -> None:
     async with started(pg, min_size=1, max_size=1) as pool:
-        with pytest.raises(TypeError, match="^timeout must be a number"):
+        with pytest.raises(TypeError, match=r"^timeout must be a number"):
             pool.acquire(timeout="5")  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="^timeout must be >= 0"):
+        with pytest.raises(ValueError, match=r"^timeout must be >= 0"):
             pool.acquire(timeout=-1)
         conn = await pool.acquire()
-        with pytest.raises(ValueError, match="^timeout must be a number of seconds, not NaN"):
+        with pytest.raises(ValueError, match=r"^timeout must be a number of seconds, not NaN"):
             await pool.release(conn, timeout=float("nan"))
         await pool.release(conn)
 

@@ -26,8 +26,9 @@ left, our call on the right:
 ``connect``                            the adapter's connect
 ``init``                               ``configure``
 ``setup``                              run on each lease before ``acquire`` returns it;
-                                       if it fails the connection is closed
-``reset=None`` / ``reset=coroutine``   ``reset="full"`` (``Connection.reset()``) /
+                                       if it fails the connection is replaced
+``reset=None`` / ``reset=coroutine``   ``reset="full"`` (``Connection.reset()``'s query,
+                                       or its own if a class overrides it) /
                                        ``reset=coroutine`` after the rollback
 ``acquire(timeout=)``                  ``acquire(timeout=)`` (``None``: no limit)
 ``release(conn, timeout=)``            the lease's end; a reset the caller waits for
@@ -41,6 +42,9 @@ left, our call on the right:
 ``PoolClosed``, use before ``await``   ``asyncpg.InterfaceError``
 ``PoolConnectError``                   the driver's own error (a copy), chained to ours
 use of a released connection           ``asyncpg.InterfaceError``
+(an acquire fails with its connect)    ``fail_fast_waiters=True``: queued acquires fail
+                                       once connects have failed ``fail_fast_after``
+(no connect timeout of the pool's)     ``connect_timeout=inf``: asyncpg.connect's own
 =====================================  ==============================================
 
 Keywords that are pgmarina settings asyncpg has no word for
@@ -218,7 +222,11 @@ class _Adapter(AsyncpgAdapter):
         # asyncpg's own (with a custom reset): it reports a transaction left
         # open outside ``async with conn.transaction()`` to the loop's
         # exception handler, then rolls it back.
-        await bounded(conn._reset(), timeout)
+        own = getattr(conn, "_reset", None)
+        if own is None:  # pragma: no cover - an asyncpg without it
+            await super().rollback(conn, timeout)
+        else:
+            await bounded(own(), timeout)
 
 
 def _qualified(cls: type) -> str:
@@ -320,7 +328,7 @@ class Pool:
         if max_idle is not None:
             # asyncpg times each idle connection; a sweep this often keeps
             # the limit within a quarter of itself.
-            settings.setdefault("housekeeping_interval", min(1.0, max_idle / 4))
+            settings.setdefault("housekeeping_interval", max(0.01, min(1.0, max_idle / 4)))
         # asyncpg.connect's own timeout (60 s) bounds a connect, and nothing
         # bounds ``init``, as in asyncpg.
         settings.setdefault("connect_timeout", float("inf"))
