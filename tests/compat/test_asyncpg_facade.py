@@ -97,6 +97,8 @@ async def test_create_pool_awaited_or_entered_serves_asyncpg_connections_and_clo
         assert await entered.fetchval("SELECT 1") == 1
     assert entered.is_closing()
     assert entered.get_size() == 0
+    async with Pool(dsn=pg.dsn, min_size=1, max_size=1) as direct:  # as asyncpg.Pool(...)
+        assert await direct.fetchval("SELECT 2") == 2
 
 
 @run_async

@@ -285,7 +285,7 @@ class Pool:
         """
         if len(connect_args) > 1:
             raise TypeError("Pool() takes the DSN as its only positional argument")
-        dsn = connect_args[0] if connect_args else None
+        dsn = connect_args[0] if connect_args else connect_kwargs.pop("dsn", None)
         max_size = _whole("max_size", max_size)
         min_size = _whole("min_size", min_size)
         if max_size <= 0:
