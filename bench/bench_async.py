@@ -30,7 +30,6 @@ Contenders (driver psycopg):
 Usage:
   python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN] [--loop asyncio|uvloop]
                               [--conc 1,10,100] [--size 10] [--seconds 1] [--rounds 7]
-                              [--only asyncpg,facade,...]
 
 Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
 """
@@ -45,7 +44,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pgmarina
-import pgmarina.compat.asyncpg as compat_asyncpg
 from _rounds import orders, report
 from pgmarina.contrib import embedded
 
@@ -74,6 +72,8 @@ async def asyncpg_contenders(
     dsn: str, conc: int, size: int
 ) -> AsyncIterator[dict[str, Callable[[int], Cycle]]]:
     import asyncpg
+
+    import pgmarina.compat.asyncpg as compat_asyncpg
 
     raws = [await asyncpg.connect(dsn) for _ in range(max(conc, size))]
     peer = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
@@ -210,8 +210,6 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
           f"rounds={args.rounds}")
     for conc in args.conc:
         async with make(dsn, conc, args.size) as contenders:
-            if args.only:
-                contenders = {k: v for k, v in contenders.items() if k in args.only}
             # raw10 drives ``size`` connections from as many tasks, at every conc.
             tasks = {name: args.size if name == "raw10" else conc for name in contenders}
             results: dict[str, list[float]] = {name: [] for name in contenders}
@@ -224,8 +222,7 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
                     )
         # marina-none is what facade-noop is held to (not more than 5 % slower).
         extra = ["marina-none"] if args.driver == "asyncpg" else []
-        baselines = [b for b in ["raw10", "raw", peer, *extra] if b in results]
-        report(f"conc={conc}", results, baselines)
+        report(f"conc={conc}", results, ["raw10", "raw", peer, *extra])
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:
@@ -260,8 +257,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    parser.add_argument("--only", type=lambda s: set(s.split(",")), default=None,
-                        help="run only these contenders (comma-separated names)")
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop
