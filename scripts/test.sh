@@ -17,7 +17,8 @@ status=0
 # arguments) unless PGMARINA_ASYNCPG_SUITE=0, and always with PGMARINA_ASYNCPG_SUITE=1.
 # As root, asyncpg's harness runs as an unprivileged user (pgtest, made if need be), so the
 # façade is run from a world-readable copy of src/.  PGMARINA_SUITE_PYTHON: the interpreter
-# for the suite's own venv (default /usr/bin/python3; it must be executable by that user).
+# for the suite's own venv (default /usr/bin/python3, else python3; as root it must be one
+# that user can run, so not one under /root).  PGMARINA_SUITE_WORK: its scratch directory.
 suite_flag=${PGMARINA_ASYNCPG_SUITE:-}
 if { [ $# -eq 0 ] && [ "$suite_flag" != 0 ]; } || [ "$suite_flag" = 1 ]; then
     echo "== asyncpg's tests/test_pool.py on pgmarina.compat.asyncpg"
@@ -66,7 +67,9 @@ if { [ $# -eq 0 ] && [ "$suite_flag" != 0 ]; } || [ "$suite_flag" = 1 ]; then
         # releases its connection and its close() would wait for ever.
         --deselect "$t::test_pool_exception_in_setup_and_init"
     )
-    WORK=$suite PYTHON=${PGMARINA_SUITE_PYTHON:-/usr/bin/python3} \
+    suite_python=${PGMARINA_SUITE_PYTHON:-/usr/bin/python3}
+    [ -x "$suite_python" ] || suite_python=$(command -v python3)
+    WORK=$suite PYTHON=$suite_python \
         ASYNCPG_POOL_IMPL=pgmarina.compat.asyncpg:Pool \
         ASYNCPG_CREATE_POOL=pgmarina.compat.asyncpg:create_pool \
         EXTRA_PYTHONPATH="$suite/src" \
