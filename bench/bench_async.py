@@ -14,6 +14,10 @@ Contenders (driver asyncpg):
   asyncpg      asyncpg.create_pool(min_size=size, max_size=size)
   marina       pgmarina.AsyncPool(reset="auto")
   marina-full  pgmarina.AsyncPool(reset="full")  (same reset work as asyncpg's pool)
+  marina-none  pgmarina.AsyncPool(reset=None)
+  facade       pgmarina.compat.asyncpg.create_pool(min_size=size, max_size=size): asyncpg's
+               API and its default (full) reset
+  facade-noop  the same with a no-op ``reset`` coroutine (asyncpg's way to turn the reset off)
   raw+reset    one dedicated connection per task running SELECT 1 and then asyncpg's
                reset query: no pool at all, the ceiling for any pool that resets fully
 
@@ -39,6 +43,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pgmarina
 from _rounds import orders, parse_args, report, use_loop
@@ -70,12 +75,24 @@ async def asyncpg_contenders(
 ) -> AsyncIterator[dict[str, Callable[[int], Cycle]]]:
     import asyncpg
 
+    import pgmarina.compat.asyncpg as compat_asyncpg
+
     raws = [await asyncpg.connect(dsn) for _ in range(max(conc, size))]
     peer = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
     auto = pgmarina.AsyncPool(dsn, min_size=size, max_size=size)
     full = pgmarina.AsyncPool(dsn, min_size=size, max_size=size, reset="full")
+    none = pgmarina.AsyncPool(dsn, min_size=size, max_size=size, reset=None)
     await auto.open(wait=True)
     await full.open(wait=True)
+    await none.open(wait=True)
+
+    async def no_reset(conn: object) -> None:
+        pass
+
+    facade = await compat_asyncpg.create_pool(dsn, min_size=size, max_size=size)
+    facade_noop = await compat_asyncpg.create_pool(
+        dsn, min_size=size, max_size=size, reset=no_reset
+    )
 
     def raw(i: int) -> Cycle:
         conn = raws[i]
@@ -85,12 +102,19 @@ async def asyncpg_contenders(
 
         return cycle
 
-    def peer_cycle(i: int) -> Cycle:
-        async def cycle() -> None:
-            async with peer.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+    def acquiring(pool: Any) -> Callable[[int], Cycle]:
+        """The cycle on asyncpg's API: ``async with pool.acquire()``."""
 
-        return cycle
+        def make(i: int) -> Cycle:
+            async def cycle() -> None:
+                async with pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+
+            return cycle
+
+        return make
+
+    peer_cycle = acquiring(peer)
 
     def raw_reset(i: int) -> Cycle:
         conn = raws[i % len(raws)]
@@ -114,10 +138,15 @@ async def asyncpg_contenders(
 
     try:
         yield {"raw10": raw, "raw": raw, "asyncpg": peer_cycle, "marina": marina(auto),
-               "marina-full": marina(full), "raw+reset": raw_reset}
+               "marina-full": marina(full), "marina-none": marina(none),
+               "facade": acquiring(facade), "facade-noop": acquiring(facade_noop),
+               "raw+reset": raw_reset}
     finally:
+        await facade.close()
+        await facade_noop.close()
         await auto.close()
         await full.close()
+        await none.close()
         await peer.close()
         for c in raws:
             await c.close()
@@ -207,8 +236,10 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
                     results[name].append(
                         await _run(contenders[name], tasks[name], args.seconds)
                     )
-        bases = ["raw10", "raw", peer] + (["marina"] if args.driver == "psycopg" else [])
-        report(f"conc={conc}", results, bases)
+        # marina-none is what facade-noop is held to (not more than 5 % slower); with
+        # psycopg, marina is what the psycopg_pool façade is held to.
+        extra = ["marina-none"] if args.driver == "asyncpg" else ["marina"]
+        report(f"conc={conc}", results, ["raw10", "raw", peer, *extra])
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "maker",
     "reset_on_release",
     "set_made",
+    "stand_in",
     "track",
     "unwrap",
 ]
@@ -47,26 +48,50 @@ __all__ = [
 L = TypeVar("L", bound="Lease")
 
 
-class _Released:
-    """Stands in for the connection once a lease is over."""
+def _released_error(name: str, setting: bool) -> BaseException:
+    verb = "set" if setting else "use"
+    return ConnectionReleasedError(
+        f"cannot {verb} .{name}: this connection was released back to the pool"
+    )
 
-    __slots__ = ()
+
+class _Released:
+    """Stands in for the connection once a lease is over.
+
+    ``error(name, setting)`` makes what every attribute read (``setting``
+    false) or write raises; the pool's own stand-in raises
+    :class:`~pgmarina.errors.ConnectionReleasedError`.
+    """
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: Callable[[str, bool], BaseException] = _released_error) -> None:
+        object.__setattr__(self, "_error", error)
 
     def __getattr__(self, name: str) -> Any:
-        raise ConnectionReleasedError(
-            f"cannot use .{name}: this connection was released back to the pool"
-        )
+        raise self._error(name, False)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise ConnectionReleasedError(
-            f"cannot set .{name}: this connection was released back to the pool"
-        )
+        raise self._error(name, True)
 
     def __repr__(self) -> str:
         return "<released>"
 
 
 RELEASED: Any = _Released()
+
+
+def stand_in(error: Callable[[str, bool], BaseException]) -> Any:
+    """A released-connection stand-in whose attributes raise ``error(name, setting)``.
+
+    For façades whose peers raise their own error on a released connection:
+    the façade ends a lease as usual, then puts its stand-in in the lease's
+    place (``set_con(lease, stand_in)``).  :attr:`Lease.released`,
+    :func:`unwrap` and :func:`reset_on_release` know any stand-in; the
+    pool's release path knows only :data:`RELEASED`, so the façade must
+    refuse a second release itself.
+    """
+    return _Released(error)
 
 
 class _Fields:
@@ -111,7 +136,7 @@ class Lease(_Fields):
     @property
     def released(self) -> bool:
         """``True`` once the lease went back to the pool."""
-        return self._con is RELEASED
+        return isinstance(self._con, _Released)
 
     def _note(self, item: Any) -> None:
         # Called by driver-specific leases when a borrower leaves state behind.
@@ -244,7 +269,7 @@ def reset_on_release(conn: Any, mode: str) -> None:
         )
     if mode != "full":
         raise ValueError(f"mode must be 'full', not {mode!r}")
-    if conn._con is RELEASED:
+    if isinstance(conn._con, _Released):
         raise ConnectionReleasedError("this connection was released back to the pool")
     undo = conn._undo
     if undo is None or FULL_RESET not in undo:
@@ -287,6 +312,6 @@ def unwrap(conn: Any) -> Any:
     if not isinstance(conn, Lease):
         return conn
     con = conn._con
-    if con is RELEASED:
+    if isinstance(con, _Released):
         raise ConnectionReleasedError("this connection was released back to the pool")
     return con

@@ -25,6 +25,7 @@ NUMBERS = [
     "housekeeping_interval",
     "barge_window",
 ]
+BOOLS = ["fail_fast_waiters"]  # its checks: tests/core/test_core_fail_fast_waiters.py
 NULLABLE = {"timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after"}
 
 # (name, value) pairs that are of the right type but out of range.
@@ -96,7 +97,7 @@ def settings_for(name: str, value: Any) -> dict[str, Any]:
 def test_defaults_are_valid_and_names_lists_every_field() -> None:
     config = PoolConfig()
     assert config.min_size <= config.max_size
-    assert PoolConfig.names() == frozenset(INTS + NUMBERS)
+    assert PoolConfig.names() == frozenset(INTS + NUMBERS + BOOLS)
 
 
 def test_config_is_frozen() -> None:

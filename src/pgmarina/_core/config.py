@@ -165,6 +165,9 @@ class PoolConfig:
         fail_fast_after: After failing to connect for this long, an acquire that
             would have to wait fails at once with ``PoolConnectError``
             (``None``: always wait up to the timeout).
+        fail_fast_waiters: Also fail the acquires already waiting once the
+            pool has failed to connect for ``fail_fast_after`` (at the next
+            failed connect); by default they wait up to their own timeout.
         backoff_initial: First delay before retrying a failed connect.
         backoff_max: Cap of the exponentially growing retry delay.
         housekeeping_interval: Period of the housekeeping tick.
@@ -196,6 +199,7 @@ class PoolConfig:
     max_connecting: int = 2
     reconnect_timeout: float = 300.0
     fail_fast_after: float | None = 5.0
+    fail_fast_waiters: bool = False
     backoff_initial: float = 0.01
     backoff_max: float = 1.0
     housekeeping_interval: float = 1.0
@@ -222,6 +226,10 @@ class PoolConfig:
         _integer("max_connecting", self.max_connecting, minimum=1)
         self._seconds("reconnect_timeout")
         self._seconds("fail_fast_after", nullable=True)
+        if not isinstance(self.fail_fast_waiters, bool):
+            raise TypeError(
+                f"fail_fast_waiters must be a bool, not {type(self.fail_fast_waiters).__name__}"
+            )
         self._set("backoff_initial", period("backoff_initial", self.backoff_initial))
         self._set("backoff_max", period("backoff_max", self.backoff_max))
         if self.backoff_max < self.backoff_initial:

@@ -52,7 +52,10 @@ restarted server is noticed within tens of milliseconds, capped at
 outage never turns into a connect storm.  Waiters keep waiting up to their
 own timeout and are served as soon as a connect succeeds; once the pool has
 been failing for ``fail_fast_after``, new callers that would have to wait are
-refused at once with the last connect error instead of piling up.
+refused at once with the last connect error instead of piling up.  With
+``fail_fast_waiters`` the callers already queued are refused too, at the
+first failed connect after that (asyncpg's pool fails an acquire with the
+error of the connect it needed; its façade sets this).
 
 *Rejections.*  Some connect errors do not pass by waiting: a wrong password,
 a role or database that does not exist.  The shell asks its adapter and
@@ -464,11 +467,16 @@ class PoolCore(Generic[W]):
             return self._rejected_message()
         since = self.failing_since
         if since is not None and self._failing_fast(since, now):
-            return (
-                f"cannot connect to the server: failing for {now - since:.1f}s; "
-                f"last error: {_describe(self.last_connect_error)}"
-            )
+            return self._fail_fast_message(now)
         return None
+
+    def _fail_fast_message(self, now: float) -> str:
+        since = self.failing_since
+        assert since is not None
+        return (
+            f"cannot connect to the server: failing for {now - since:.1f}s; "
+            f"last error: {_describe(self.last_connect_error)}"
+        )
 
     def _rejected_message(self) -> str:
         return (
@@ -703,7 +711,9 @@ class PoolCore(Generic[W]):
             self.failing_since = now
         self.rejection = error if permanent else None
         if permanent:
-            self._refuse_waiters()
+            self._refuse_waiters(self._rejected_message(), error)
+        elif self.config.fail_fast_waiters and self._failing_fast(self.failing_since, now):
+            self._refuse_waiters(self._fail_fast_message(now), error)
         if not self._wanted() or self.connecting > 1:
             # Another connect is already probing; keep just one.
             self._drop(entry)
@@ -715,18 +725,17 @@ class PoolCore(Generic[W]):
         self._attempt = min(self._attempt + 1, 60)
         return delay * (0.5 + 0.5 * self._rand())
 
-    def _refuse_waiters(self) -> None:
-        """Fail every queued waiter with the rejection (each its own error)."""
+    def _refuse_waiters(self, why: str, cause: BaseException) -> None:
+        """Fail every queued waiter with ``why`` (each its own error, caused by ``cause``)."""
         refuse = self._refuse
         if refuse is None or not self.waiters:
             return
         waiters = list(self.waiters)
         self.waiters.clear()
         self._queued_at.clear()
-        why = self._rejected_message()
         for waiter in waiters:
             error = PoolConnectError(why)
-            error.__cause__ = self.rejection
+            error.__cause__ = cause
             refuse(waiter, error)
 
     def retry_due(self, entry: Entry, now: float) -> bool:

@@ -111,6 +111,7 @@ class PoolBase:
         max_connecting: int = _D.max_connecting,
         reconnect_timeout: float = _D.reconnect_timeout,
         fail_fast_after: float | None = _D.fail_fast_after,
+        fail_fast_waiters: bool = _D.fail_fast_waiters,
         housekeeping_interval: float = _D.housekeeping_interval,
         lifetime_jitter: float = _D.lifetime_jitter,
         backoff_initial: float = _D.backoff_initial,
@@ -153,6 +154,7 @@ class PoolBase:
             max_connecting=max_connecting,
             reconnect_timeout=reconnect_timeout,
             fail_fast_after=fail_fast_after,
+            fail_fast_waiters=fail_fast_waiters,
             housekeeping_interval=housekeeping_interval,
             lifetime_jitter=lifetime_jitter,
             backoff_initial=backoff_initial,
@@ -209,6 +211,23 @@ class PoolBase:
         self._opened = False
         self._closed = False
         self._init_shell()
+
+    def _set_connect_args(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        """Connect with ``dsn`` and ``kwargs`` from the next connect on.
+
+        For façades whose peers can change them (asyncpg's
+        ``set_connect_args``); open connections stay until they are replaced.
+        The driver checks them now, as the constructor has it do.
+
+        Raises:
+            TypeError, ValueError: the driver refuses them.
+        """
+        if dsn is not None and not isinstance(dsn, str):
+            raise TypeError(f"dsn must be a str or None, not {type(dsn).__name__}")
+        ckw = dict(kwargs)
+        _validate_connect_args(self._adapter, dsn, ckw, {})
+        self._dsn, self._connect_kwargs = dsn, ckw
+        self._target = describe_target(dsn, ckw)
 
     def _init_shell(self) -> None:
         """The shell's own set-up, once the settings are checked."""

@@ -25,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import sys
 import weakref
 from asyncio import get_running_loop as _running_loop
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from time import monotonic
+from types import CoroutineType
 from typing import Any
 
 from .._core import Entry
-from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING
+from .._core.entry import CHECKING, CLOSED, CLOSING, CONNECTING, IN_USE, PINGING, RESETTING
 from .._lease import FULL_RESET, RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
@@ -59,6 +61,75 @@ async def _call_hook(hook: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def _start_hook(hook: Callable[..., Any], arg: Any, seconds: float) -> Awaitable[Any] | None:
+    """Call ``hook(arg)``; return what is left to await of it, within ``seconds``, if anything.
+
+    A coroutine's first step is taken here: one that ends without waiting (a
+    no-op reset coroutine) leaves nothing to await, and costs no timer: a
+    timer armed and cancelled on every release cost more than the rest of
+    the release (measured).  One that waits is bounded from its first wait on.
+    """
+    result = hook(arg)
+    if type(result) is CoroutineType and _LAZY_BOUND:
+        try:
+            step = result.send(None)
+        except StopIteration:
+            return None
+        return _finish_bounded(result, step, seconds)
+    if inspect.isawaitable(result):
+        return _bounded(result, seconds)
+    return None
+
+
+# asyncio.timeout (3.11+) binds to the running task, so a coroutine begun
+# outside it can finish inside it; 3.10's wait_for runs another task.
+if sys.version_info >= (3, 11):
+    _LAZY_BOUND = True
+
+    async def _finish_bounded(
+        coro: Coroutine[Any, Any, Any], step: Any, seconds: float
+    ) -> Any:
+        async with asyncio.timeout(seconds):  # this task's: the rest is bounded
+            return await _Resumed(coro, step)
+
+else:  # pragma: no cover - Python 3.10
+    _LAZY_BOUND = False
+
+    async def _finish_bounded(
+        coro: Coroutine[Any, Any, Any], step: Any, seconds: float
+    ) -> Any:
+        raise NotImplementedError
+
+
+class _Resumed:
+    """Await a coroutine whose first step was already taken (it yielded ``step``)."""
+
+    __slots__ = ("_coro", "_step")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], step: Any) -> None:
+        self._coro = coro
+        self._step = step
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, step = self._coro, self._step
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # the task's cancellation, for one: pass it on
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class AsyncPool(PoolBase):
@@ -101,6 +172,8 @@ class AsyncPool(PoolBase):
             wait raise ``PoolConnectError`` at once.  A connect the server
             rejects (wrong password, no such role or database) makes them
             raise at once from the start, until a connect succeeds.
+        fail_fast_waiters: Fail the acquires already waiting too, once
+            ``fail_fast_after`` has passed.
         housekeeping_interval: Period of the housekeeping task (more than 0,
             at most 30 days).
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
@@ -262,6 +335,10 @@ class AsyncPool(PoolBase):
         self._terminate_leased()
         work, core.pending = core.pending, []
         for entry in work:
+            self._hard_close(entry)
+        # A close task cancelled below before its first step never runs its
+        # ``finally`` either: close what it was to close, here.
+        for entry in [e for e in core.entries if e.state is CLOSING]:
             self._hard_close(entry)
         for task in list(self._tasks):
             task.cancel()
@@ -565,10 +642,22 @@ class AsyncPool(PoolBase):
         if reset is not None:
             await reset
 
-    def _return(self, conn: Any, status: int | None = None) -> Awaitable[None] | None:
+    def _return(
+        self, conn: Any, status: int | None = None, timeout: float | None = None,
+        peer: bool = False,
+    ) -> Awaitable[None] | None:
         """Check the lease in; returns the reset to await, if the caller must.
 
         ``status`` is the driver connection's status if the caller just read it.
+
+        For façades whose peers' release waits for the reset as asyncpg's
+        ``release(conn, timeout=)`` does: ``timeout`` (checked by the caller)
+        bounds the whole reset, on top of ``reset_timeout``.  With ``peer``
+        the reset the caller awaits raises what made it fail (``TimeoutError``
+        for a cancelled query that would not settle) after discarding the
+        connection, and a caller cancelled during it leaves the connection to
+        a reset that starts over in the background, rather than discarding
+        it.  A reset run in the background only logs, as always.
         """
         if type(conn) is not self._lease_class or conn._pool is not self:
             self._check_lease(conn)  # raises
@@ -592,25 +681,47 @@ class AsyncPool(PoolBase):
             self._after_checkin()
             return None
         self._core.begin_reset(entry)
-        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, undo)
         if not self._core.idle:
-            return reset
+            return self._reset_later(entry, raw, status, undo, timeout, peer)
+        reset: Coroutine[Any, Any, None] = self._reset_later(entry, raw, status, undo, timeout)
         self._track(self._loop.create_task(reset))
         return None
 
     async def _reset_later(
-        self, entry: Entry, raw: Any, status: int, undo: list[Any] | None
+        self, entry: Entry, raw: Any, status: int, undo: list[Any] | None,
+        timeout: float | None = None, peer: bool = False,
     ) -> None:
+        error: Exception | None = None
         try:
-            ok = await self._reset(raw, status, undo)
+            if timeout is None:
+                ok = await self._reset(raw, status, undo)
+            else:
+                ok = await _bounded(self._reset(raw, status, undo), timeout)
         except asyncio.CancelledError:
-            self._discard(entry, lost=False)
+            if peer and self._loop is not None and entry.state is RESETTING:
+                # The caller leaves; the connection does not: reset it afresh
+                # (a query the cancellation cut short is settled first).
+                again = self._reset_later(entry, raw, self._status(raw), undo)
+                self._track(self._loop.create_task(again))
+            else:
+                self._discard(entry, lost=False)
             raise
         except Exception as exc:
-            self._log_reset_failed(entry, exc)
+            if not peer:
+                self._log_reset_failed(entry, exc)
             ok = False
+            error = exc
         if not ok or self._status(raw) != CLEAN:
-            self._discard(entry, lost=self._is_closed(raw))
+            closed = self._is_closed(raw)
+            self._discard(entry, lost=closed)
+            if peer:
+                if error is not None:
+                    raise error
+                if not ok and not closed:  # only a busy connection that would not settle
+                    raise TimeoutError(
+                        f"{self.name}: the query cancelled on connection #{entry.id} did not "
+                        "end in time for its release; the connection was discarded"
+                    )
             return
         self._core.checkin(entry, monotonic())
         self._after_checkin()
@@ -629,7 +740,9 @@ class AsyncPool(PoolBase):
         if undo:  # after the rollback: psycopg takes no autocommit change inside one
             await _bounded(adapter.undo(raw, undo), seconds)
         if mode is CUSTOM:
-            await _bounded(_call_hook(self._reset_hook, raw), seconds)  # type: ignore[arg-type]
+            rest = _start_hook(self._reset_hook, raw, seconds)  # type: ignore[arg-type]
+            if rest is not None:
+                await rest
         return True
 
     def _discard(self, entry: Entry, *, lost: bool) -> None:
