@@ -124,6 +124,26 @@ def test_a_failing_rollback_discards_the_connection_without_raising(kind: str) -
     run(kind, body)
 
 
+@both
+def test_a_reset_that_times_out_with_a_bare_timeout_error_is_logged_with_what_timed_out(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Drivers time out with an empty ``TimeoutError()``; the pool's log line says what timed
+    out and after how long (Reliability issue, "also seen")."""
+
+    async def body(h: Harness) -> None:
+        h.fake.fail_io("rollback", TimeoutError(), times=1)
+        await h.open()
+        lease = await h.acquire()
+        lease.begin()
+        await h.release(lease)
+        await eventually(lambda: h.stats().idle == 1, what="replacement")
+
+    run(kind, body, reset_timeout=3)
+    lines = [r.getMessage() for r in caplog.records if "reset of connection" in r.getMessage()]
+    assert lines and "timed out after 3s (reset_timeout)" in lines[0], lines
+
+
 def test_async_a_rollback_that_hangs_past_reset_timeout_discards_the_connection() -> None:
     async def body(h: Harness) -> None:
         h.fake.hang["rollback"] = Gate()

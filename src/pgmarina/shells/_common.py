@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
 from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
-from .._redact import describe_error, describe_target, one_line, redact
+from .._redact import describe_error, describe_target, one_line
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, resolve
 from ..errors import PoolConnectError, PoolError, PoolTimeout
 
@@ -359,11 +359,13 @@ class PoolBase:
         )
 
     def _log_reset_failed(self, entry: Entry, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError) and not str(exc):
+            # Drivers time out with a bare TimeoutError(): say what and how long.
+            why = f"timed out after {self._reset_timeout:g}s (reset_timeout)"
+        else:
+            why = describe_error(exc)
         self._log.warning(
-            "%s: reset of connection #%d failed (%s); discarding it",
-            self.name,
-            entry.id,
-            redact(repr(exc)),
+            "%s: reset of connection #%d failed (%s); discarding it", self.name, entry.id, why
         )
 
     def _log_check_failed(self, entry: Entry) -> None:
