@@ -373,3 +373,20 @@ def test_reset_status_codes_of_the_fake_are_the_adapter_ones() -> None:
     assert conn.status == IN_TRANSACTION
     conn.start_query()
     assert conn.status == BUSY
+
+
+@both
+def test_with_reset_none_a_clean_connection_goes_back_with_no_reset_at_all(kind: str) -> None:
+    """``reset=None`` used to send every release down the reset path (a task or an awaited
+    coroutine per release, about a fifth slower than ``"auto"`` at conc 100) although there
+    is nothing to do for a clean connection."""
+
+    async def body(h: Harness) -> None:
+        await h.open()
+        for _ in range(3):
+            lease = await h.acquire()
+            await h.release(lease)
+        s = h.stats()
+        assert (s.resets, s.idle, s.in_use) == (0, 1, 0)
+
+    run(kind, body, reset=None)

@@ -192,6 +192,9 @@ class PoolBase:
             raise TypeError(
                 f"reset must be 'auto', 'full', None or a callable, not {type(reset).__name__}"
             )
+        #: A clean connection with nothing noted on its lease goes straight back
+        #: (no reset round trip): read on every release.
+        self._clean_release = self._reset_mode is AUTO or self._reset_mode is NO_RESET
         self._configure = _hook("configure", configure)
         self._check = _hook("check", check)
         self._reconnect_failed = _hook("reconnect_failed", reconnect_failed)

@@ -41,7 +41,6 @@ from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolNotOpen, PoolTimeout
 from ._common import (
-    AUTO,
     CUSTOM,
     DEFAULT,
     ENTERING,
@@ -666,7 +665,7 @@ class AsyncPool(PoolBase):
         undo = conn._undo
         if status is None:
             status = self._status(raw)
-        if status == CLEAN and undo is None and self._reset_mode is AUTO:
+        if status == CLEAN and undo is None and self._clean_release:
             core = self._core
             core.checkin(entry, monotonic())
             if core.pending or core.closing:
@@ -1017,7 +1016,7 @@ class _Connection(_AsyncContext):
         raw = conn._con
         if raw is RELEASED:  # released inside the block
             pool._return(conn)  # raises ConnectionReleasedError
-        if pool._quick_status(raw) == CLEAN and conn._undo is None and pool._reset_mode is AUTO:
+        if pool._quick_status(raw) == CLEAN and conn._undo is None and pool._clean_release:
             # AsyncPool._return's common case, inline: once per ``async with``.
             set_con(conn, RELEASED)  # live: checked above, and nothing awaited since
             made = conn._made

@@ -35,7 +35,6 @@ from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import PoolClosed, PoolConnectError, PoolNotOpen, PoolTimeout
 from ._common import (
-    AUTO,
     CUSTOM,
     DEFAULT,
     ENTERING,
@@ -657,7 +656,7 @@ class Pool(PoolBase):
         raw = conn._con
         if status is None and raw is not RELEASED:
             status = self._status(raw)
-        clean = status == CLEAN and undo is None and self._reset_mode is AUTO
+        clean = status == CLEAN and undo is None and self._clean_release
         core = self._core
         with self._lock:
             # Voided under the lock: of two threads releasing one lease, one
