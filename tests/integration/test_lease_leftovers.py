@@ -34,10 +34,14 @@ def run_async(fn: Callable[..., Awaitable[Any]]) -> Callable[..., None]:
     return test
 
 
+def _async_pool(pg: Any, **options: Any) -> AsyncPool:
+    """A one-connection pool, opened (and closed) by its ``async with`` block."""
+    return AsyncPool(pg.dsn, min_size=1, max_size=1, timeout=10.0, **options)
+
+
 def _sync_pool(pg: Any, driver: str, **options: Any) -> Pool:
-    pool = Pool(pg.dsn, driver=driver, min_size=1, max_size=1, timeout=10.0, **options)
-    pool.open(wait=True)
-    return pool
+    """A one-connection pool, opened (and closed) by its ``with`` block."""
+    return Pool(pg.dsn, driver=driver, min_size=1, max_size=1, timeout=10.0, **options)
 
 
 # -- asyncpg --------------------------------------------------------------------------------
@@ -49,9 +53,7 @@ async def test_asyncpg_listener_of_a_lease_that_left_a_transaction_open_is_unlis
 ) -> None:
     # The listener used to be removed before the rollback: its UNLISTEN ran inside the
     # borrower's transaction, the rollback undid it, and the backend kept listening.
-    pool = AsyncPool(pg.dsn, min_size=1, max_size=1, timeout=10.0)
-    await pool.open(wait=True)
-    try:
+    async with _async_pool(pg) as pool:
         async with pool.connection() as conn:
             pid = conn.get_server_pid()
             await conn.add_listener("pgm_left_open", lambda *args: None)
@@ -59,8 +61,6 @@ async def test_asyncpg_listener_of_a_lease_that_left_a_transaction_open_is_unlis
         async with pool.connection() as conn:
             assert conn.get_server_pid() == pid
             assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
-    finally:
-        await pool.close()
 
 
 @run_async
@@ -69,9 +69,7 @@ async def test_asyncpg_statement_prepared_under_an_earlier_lease_stays_refused_l
 ) -> None:
     # asyncpg compares a release counter; leases that make nothing leave it alone, which must
     # not bring an older statement back to life.
-    pool = AsyncPool(pg.dsn, min_size=1, max_size=1, timeout=10.0)
-    await pool.open(wait=True)
-    try:
+    async with _async_pool(pg) as pool:
         async with pool.connection() as conn:
             stmt = await conn.prepare("SELECT 1")
         for _ in range(3):
@@ -79,8 +77,6 @@ async def test_asyncpg_statement_prepared_under_an_earlier_lease_stays_refused_l
                 assert await conn.fetchval("SELECT 2") == 2
         with pytest.raises(asyncpg.InterfaceError, match="released back to the pool"):
             await stmt.fetchval()
-    finally:
-        await pool.close()
 
 
 # -- psycopg --------------------------------------------------------------------------------
@@ -93,9 +89,7 @@ def test_psycopg_with_hold_cursor_of_a_released_lease_is_closed_on_the_server(
     sql = "SELECT count(*) FROM pg_cursors"
 
     async def body() -> None:
-        pool = AsyncPool(pg.dsn, driver="psycopg", min_size=1, max_size=1, timeout=10.0)
-        await pool.open(wait=True)
-        try:
+        async with _async_pool(pg, driver="psycopg") as pool:
             async with pool.connection() as conn:
                 pid = conn.info.backend_pid
                 cur = conn.cursor("held", withhold=True)
@@ -106,14 +100,11 @@ def test_psycopg_with_hold_cursor_of_a_released_lease_is_closed_on_the_server(
                 assert await (await conn.execute(sql)).fetchone() == (0,)
             with pytest.raises(psycopg.InterfaceError):
                 await cur.fetchone()
-        finally:
-            await pool.close()
 
     if kind == "async":
         asyncio.run(body())
         return
-    pool = _sync_pool(pg, "psycopg")
-    try:
+    with _sync_pool(pg, "psycopg") as pool:
         with pool.connection() as conn:
             pid = conn.info.backend_pid
             cur = conn.cursor("held", withhold=True)
@@ -124,8 +115,6 @@ def test_psycopg_with_hold_cursor_of_a_released_lease_is_closed_on_the_server(
             assert conn.execute(sql).fetchone() == (0,)
         with pytest.raises(psycopg.InterfaceError):
             cur.fetchone()
-    finally:
-        pool.close()
 
 
 def test_psycopg_server_cursor_of_a_released_lease_cannot_fail_the_next_borrowers_transaction(
@@ -133,8 +122,7 @@ def test_psycopg_server_cursor_of_a_released_lease_cannot_fail_the_next_borrower
 ) -> None:
     # Its FETCH used to reach the next borrower's session, where the cursor no longer exists:
     # the server error aborted that borrower's transaction.
-    pool = _sync_pool(pg, "psycopg")
-    try:
+    with _sync_pool(pg, "psycopg") as pool:
         with pool.connection() as conn:
             cur = conn.cursor("streaming")
             cur.execute("SELECT generate_series(1, 10)")
@@ -145,20 +133,15 @@ def test_psycopg_server_cursor_of_a_released_lease_cannot_fail_the_next_borrower
             with pytest.raises(psycopg.InterfaceError):
                 cur.fetchone()
             assert conn.execute("SELECT count(*) FROM mine").fetchone() == (1,)
-    finally:
-        pool.close()
 
 
 def test_psycopg_set_autocommit_method_on_a_lease_is_undone_on_release(pg: Any) -> None:
-    pool = _sync_pool(pg, "psycopg")
-    try:
+    with _sync_pool(pg, "psycopg") as pool:
         with pool.connection() as conn:
             conn.set_autocommit(True)
             conn.set_read_only(True)
         with pool.connection() as conn:
             assert (conn.autocommit, conn.read_only) == (False, None)
-    finally:
-        pool.close()
 
 
 @pytest.mark.parametrize("kind", ["async", "thread"])
@@ -166,9 +149,7 @@ def test_psycopg_row_factory_and_prepare_settings_a_borrower_assigned_do_not_rea
     pg: Any, kind: str
 ) -> None:
     async def body() -> None:
-        pool = AsyncPool(pg.dsn, driver="psycopg", min_size=1, max_size=1, timeout=10.0)
-        await pool.open(wait=True)
-        try:
+        async with _async_pool(pg, driver="psycopg") as pool:
             async with pool.connection() as conn:
                 conn.row_factory = psycopg.rows.dict_row
                 conn.prepare_threshold = None
@@ -176,14 +157,11 @@ def test_psycopg_row_factory_and_prepare_settings_a_borrower_assigned_do_not_rea
             async with pool.connection() as conn:
                 assert await (await conn.execute("SELECT 1 AS one")).fetchone() == (1,)
                 assert conn.prepare_threshold == 5
-        finally:
-            await pool.close()
 
     if kind == "async":
         asyncio.run(body())
         return
-    pool = _sync_pool(pg, "psycopg")
-    try:
+    with _sync_pool(pg, "psycopg") as pool:
         with pool.connection() as conn:
             conn.row_factory = psycopg.rows.dict_row
             conn.cursor_factory = psycopg.ClientCursor
@@ -191,8 +169,6 @@ def test_psycopg_row_factory_and_prepare_settings_a_borrower_assigned_do_not_rea
         with pool.connection() as conn:
             cur = conn.execute("SELECT 1 AS one")
             assert (type(cur), cur.fetchone()) == (psycopg.Cursor, (1,))
-    finally:
-        pool.close()
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
@@ -201,8 +177,7 @@ def test_a_lease_closes_its_cursors_at_release_but_does_not_keep_them_alive(
 ) -> None:
     # A cursor kept past the block used to run on the next borrower's connection; closing
     # them at release must not mean that a long lease holds every cursor (and its results).
-    pool = _sync_pool(pg, driver)
-    try:
+    with _sync_pool(pg, driver) as pool:
         with pool.connection() as conn:
             refs = []
             for _ in range(100):
@@ -213,8 +188,6 @@ def test_a_lease_closes_its_cursors_at_release_but_does_not_keep_them_alive(
             assert all(r() is None for r in refs)
             kept = conn.cursor()
         assert kept.closed
-    finally:
-        pool.close()
 
 
 # -- psycopg2 -------------------------------------------------------------------------------
@@ -222,8 +195,7 @@ def test_a_lease_closes_its_cursors_at_release_but_does_not_keep_them_alive(
 
 def test_psycopg2_read_only_set_in_autocommit_does_not_stay_a_server_default(pg: Any) -> None:
     # In autocommit psycopg2 keeps readonly as the session's default_transaction_read_only.
-    pool = _sync_pool(pg, "psycopg2")
-    try:
+    with _sync_pool(pg, "psycopg2") as pool:
         with pool.connection() as conn:
             pid = conn.get_backend_pid()
             conn.autocommit = True
@@ -235,25 +207,19 @@ def test_psycopg2_read_only_set_in_autocommit_does_not_stay_a_server_default(pg:
                 cur.execute("SHOW default_transaction_read_only")
                 assert cur.fetchone() == ("off",)
                 cur.execute("CREATE TEMP TABLE writable (x int)")
-    finally:
-        pool.close()
 
 
 def test_psycopg2_cursor_factory_a_borrower_assigned_does_not_reach_the_next(pg: Any) -> None:
-    pool = _sync_pool(pg, "psycopg2")
-    try:
+    with _sync_pool(pg, "psycopg2") as pool:
         with pool.connection() as conn:
             conn.cursor_factory = psycopg2.extras.RealDictCursor
         with pool.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT 1 AS one")
             assert cur.fetchone() == (1,)
-    finally:
-        pool.close()
 
 
 def test_psycopg2_legacy_set_isolation_level_autocommit_is_undone_on_release(pg: Any) -> None:
-    pool = _sync_pool(pg, "psycopg2")
-    try:
+    with _sync_pool(pg, "psycopg2") as pool:
         with pool.connection() as conn:
             conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             assert conn.autocommit
@@ -262,13 +228,10 @@ def test_psycopg2_legacy_set_isolation_level_autocommit_is_undone_on_release(pg:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
             assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
-    finally:
-        pool.close()
 
 
 def test_psycopg2_with_hold_cursor_of_a_released_lease_is_closed_on_the_server(pg: Any) -> None:
-    pool = _sync_pool(pg, "psycopg2")
-    try:
+    with _sync_pool(pg, "psycopg2") as pool:
         with pool.connection() as conn:
             pid = conn.get_backend_pid()
             cur = conn.cursor("held", withhold=True)
@@ -281,5 +244,3 @@ def test_psycopg2_with_hold_cursor_of_a_released_lease_is_closed_on_the_server(p
                 assert check.fetchone() == (0,)
         with pytest.raises(psycopg2.InterfaceError):
             cur.fetchone()
-    finally:
-        pool.close()
