@@ -59,3 +59,17 @@ def test_djangos_test_runner_passes_the_projects_suite_on_the_pgmarina_engine(pg
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ran(proc) == SUITE_TESTS, proc.stderr
     assert re.search(r"^OK$", proc.stderr, re.MULTILINE), proc.stderr
+
+
+@pytest.mark.slow
+def test_djangos_parallel_test_runner_forks_workers_that_each_pool_on_their_own_database(
+    pg: Any,
+) -> None:
+    """Django's parallel runner forks its workers after using the pool, and points each at
+    a clone of the test database: the workers must not share the parent's connections."""
+    proc = run_django(pg, "test", "shop", "--noinput", "--parallel", "2", "-v", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ran(proc) == SUITE_TESTS, proc.stderr
+    # The multiprocessing test skips itself in a worker (daemons have no children).
+    assert re.search(r"^OK \(skipped=1\)$", proc.stderr, re.MULTILINE), proc.stderr
+    assert "Cloning test database" in proc.stderr, proc.stderr
