@@ -7,6 +7,8 @@ counts the tests below.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import multiprocessing
 import os
@@ -230,8 +232,16 @@ class ForkTests(TransactionTestCase):
                 Item.objects.create(name="child")
                 report["backend"] = backend_pid()
                 report["own_pool"] = connection.pool is not parent_pool
+                # Collect the inherited pool and its connections here: that
+                # must not touch the parent's sockets either.
+                del parent_pool
+                gc.collect()
+                report["after_collect"] = Item.objects.count()
                 connection.close()
                 connection.close_pool()
+                # What a normal exit runs (a gunicorn worker's sys.exit):
+                # finalizers of pools never closed, the inherited one's too.
+                atexit._run_exitfuncs()
                 code = 0
             except BaseException as exc:
                 report = {"error": repr(exc)}
@@ -246,7 +256,7 @@ class ForkTests(TransactionTestCase):
         self.assertEqual(
             report,
             {"inherited_dropped": True, "count": 1, "backend": report["backend"],
-             "own_pool": True},
+             "own_pool": True, "after_collect": 2},
         )
         self.assertNotEqual(report["backend"], parent_backend)
         # The parent's connection is still its own, and still works.
