@@ -19,14 +19,12 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("django")
-
 PROJECT = Path(__file__).resolve().parent / "django_project"
 SRC = Path(__file__).resolve().parents[2] / "src"
 SUITE_TESTS = 13  # the tests in django_project/shop/tests.py
 
 
-def run_django(pg: Any, *args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
+def run_django(pg: Any, *args: str, timeout: float = 150.0) -> subprocess.CompletedProcess[str]:
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(SRC), str(PROJECT)]),
@@ -54,6 +52,7 @@ def ran(proc: subprocess.CompletedProcess[str]) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # a whole Django test run, databases created and dropped
 def test_djangos_test_runner_passes_the_projects_suite_on_the_pgmarina_engine(pg: Any) -> None:
     proc = run_django(pg, "test", "shop", "--noinput", "-v", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -62,6 +61,7 @@ def test_djangos_test_runner_passes_the_projects_suite_on_the_pgmarina_engine(pg
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # a whole Django test run, databases created and dropped
 def test_djangos_parallel_test_runner_forks_workers_that_each_pool_on_their_own_database(
     pg: Any,
 ) -> None:
