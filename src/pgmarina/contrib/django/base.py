@@ -46,12 +46,12 @@ from ...compat.psycopg_pool import ConnectionPool
 
 __all__ = ["DatabaseWrapper"]
 
-# The pool arguments this backend sets itself, from Django's settings.
+# The pool arguments this backend sets itself, and why they can't be given.
 _OWN_ARGUMENTS = {
-    "kwargs": "NAME, USER, PASSWORD, HOST, PORT and OPTIONS",
-    "open": "nothing (Django opens the pool on first use)",
-    "configure": "nothing (Django configures each new connection)",
-    "check": "CONN_HEALTH_CHECKS",
+    "kwargs": "it is made from NAME, USER, PASSWORD, HOST, PORT and OPTIONS",
+    "open": "Django opens the pool when it first connects",
+    "configure": "Django configures each new connection itself",
+    "check": "set CONN_HEALTH_CHECKS instead",
 }
 
 
@@ -101,7 +101,7 @@ class DatabaseWrapper(_postgresql.DatabaseWrapper):  # type: ignore[misc]  # Dja
         if clash:
             raise ImproperlyConfigured(
                 f"DATABASES[{self.alias!r}]['OPTIONS']['pool'] cannot set {clash[0]!r}: "
-                f"this backend sets it from {_OWN_ARGUMENTS[clash[0]]}"
+                f"{_OWN_ARGUMENTS[clash[0]]}"
             )
         kwargs = self.get_connection_params()
         kwargs["autocommit"] = True  # as Django's own pool: Django sets it per connection
