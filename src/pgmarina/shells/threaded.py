@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import queue
 import threading
 import weakref
@@ -285,7 +286,7 @@ class Pool(PoolBase):
             # server connections behind once it is collected.
             weakref.finalize(
                 self, _forgotten, self.name, self._core.entries, self._adapter,
-                self._workers, self._watchdog, self._stopping,
+                self._workers, self._watchdog, self._stopping, os.getpid(),
             )
             self._housekeeper = threading.Thread(
                 target=_housekeeping,
@@ -998,10 +999,16 @@ def _forgotten(
     workers: _Workers,
     watchdog: _Watchdog,
     stopping: threading.Event,
+    pid: int,
 ) -> None:
     """Finalizer of a Pool collected without ``close()``: stop, drop connections."""
     if stopping.is_set():
         return  # closed properly
+    if os.getpid() != pid:
+        # A forked child dropping (or exiting with) a pool it inherited: the
+        # connections are the parent's sockets, and terminating one would
+        # end the parent's session.  The child's copies are left alone.
+        return
     stopping.set()
     watchdog.stop()
     workers.stop(0)
