@@ -235,3 +235,50 @@ def test_a_transaction_left_open_is_rolled_back_on_release_through_pgbouncer(
     with psycopg.connect(pg.dsn, autocommit=True) as check:
         assert check.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
         check.execute(f"DROP TABLE {table}")
+
+
+# ------------------------------------------------------------------------------------------
+# asyncpg's façade
+
+
+def test_the_asyncpg_facade_takes_pgbouncer_and_refuses_a_statement_cache() -> None:
+    from pgmarina.compat.asyncpg import create_pool
+
+    with pytest.raises(ValueError, match=r"^statement_cache_size=100 conflicts with pgbouncer"):
+        create_pool(DSN, pgbouncer=True, statement_cache_size=100)
+
+
+@pytest.mark.private_cluster
+def test_the_asyncpg_facade_with_pgbouncer_prepares_nothing_by_name_and_sets_nothing(
+    make_private_pg: Callable[..., Any], make_pgbouncer: Callable[..., Bouncer],
+) -> None:
+    """``create_pool(..., pgbouncer=True)``: many callers through a transaction-mode bouncer
+    with no error, no named statement, no session reset and no ``set_config``."""
+    from pgmarina.compat.asyncpg import create_pool
+
+    server = _traced_server(make_private_pg)
+    with psycopg.connect(server.dsn, autocommit=True) as setup:
+        setup.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
+    bouncer = make_pgbouncer(server)
+
+    async def run() -> list[Any]:
+        async with create_pool(bouncer.dsn, min_size=2, max_size=5, pgbouncer=True) as pool:
+
+            async def task(i: int) -> Any:
+                got = []
+                for k in range(20):
+                    async with pool.acquire() as conn:
+                        got.append(await conn.fetchval("SELECT $1::int + 1", k) == k + 1)
+                        got.append(await conn.fetchval("SELECT $1::mood", "sad") == "sad")
+                return all(got)
+
+            return await asyncio.gather(*(task(i) for i in range(10)), return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert results == [True] * 10
+    statements = _statements(server)
+    assert any("mood" in s for s in statements)  # the log does show statements
+    named = [s for s in statements if re.search(r"execute (?!<unnamed>)", s)]
+    assert not named, named[:3]
+    sent = [s for s in statements if "set_config" in s or SESSION_RESET.search(s)]
+    assert not sent, sent[:3]

@@ -100,7 +100,7 @@ forward(
 )
 
 
-def _without_session_settings(conn: Any) -> None:
+def without_session_settings(conn: Any) -> None:
     """Keep asyncpg from changing session settings around its introspection.
 
     Before introspecting types asyncpg turns JIT off with a session-level
@@ -163,7 +163,7 @@ class AsyncpgAdapter(AsyncAdapter):
             problem = scrub(str(exc), dsn, kwargs)
         else:
             if self.pgbouncer:
-                _without_session_settings(conn)
+                without_session_settings(conn)
             return conn
         # Raised here, outside the except, so the original is not its __context__.
         raise ValueError(f"asyncpg cannot use the connect arguments: {problem}")
