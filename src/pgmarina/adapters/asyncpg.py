@@ -22,8 +22,9 @@ type introspection (once per connection and new type) also runs as unnamed
 statements, but asyncpg wraps it in ``set_config('jit', ...)`` calls that
 would change the settings of whichever server sessions the bouncer picked:
 the pool tells the connection that the server has no JIT, so it sends none.
-A statement a borrower prepares itself (``conn.prepare()``) is named, and
-lives only as long as the transaction it was made in.
+A statement a borrower prepares itself (``conn.prepare()``) is named: it
+works only within the transaction it was made in, and stays behind in that
+server session, where another client preparing the same name fails.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ An adapter is the one place where a driver's quirks live.  The shells call it
 for IO (connect, close, rollback, ping) and for *local* inspection that costs
 no round trip: ``is_closed`` and ``status``, which reads the transaction
 state the driver already tracks from the server's ReadyForQuery messages.
-Adapters hold no per-pool state; the pool passes the DSN and keywords.
+Adapters hold no per-pool state; the pool passes the DSN and keywords.  (A
+pool behind PgBouncer uses a copy flagged ``pgbouncer``: see
+:meth:`_AdapterBase.behind_pgbouncer`.)
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ never prepares a named statement (``prepare_threshold=None``: each query is
 parsed again in the same message as its Bind and Execute), and a full reset
 only rolls back, sending no ``DISCARD ALL``.  A borrower who asks for a
 prepared statement anyway (``execute(..., prepare=True)``, or a
-``prepare_threshold`` set on the lease) gets one that lasts only as long as
-its transaction.
+``prepare_threshold`` set on the lease) gets a named one, which works only
+within its transaction and stays behind in that server session.
 """
 
 from __future__ import annotations
