@@ -80,7 +80,9 @@ class _AdapterBase:
         clients.  So a session reset (``DISCARD ALL``, ``RESET ALL``…) would
         reset whichever session the bouncer picked, for nobody's benefit;
         the copy's ``full_reset`` only rolls back an open transaction and
-        clears what the driver keeps on the client side.
+        clears what the driver keeps on the client side.  A copy (shallow),
+        so that an adapter object given as ``driver=`` to several pools is
+        left as it was for the others.
         """
         twin = copy.copy(self)
         twin.pgbouncer = True
