@@ -184,10 +184,10 @@ class PoolConfig:
             saves thread switches on every cycle (1.3x to 1.8x the
             throughput measured, 50 threads on 10 connections); the price is
             wait times less even, bounded by ``barge_window``.
-        pgbouncer: The pool connects through PgBouncer in transaction (or
-            statement) pooling mode, where each transaction may run on
-            another server session: the driver prepares no named statements
-            and a release sends no session reset.  ``True`` or ``False``
+        pgbouncer: The pool connects through PgBouncer in transaction
+            pooling mode, where each transaction may run in another server
+            session: the driver prepares no named statements and a release
+            sends no session reset.  ``True`` or ``False``
             only: PgBouncer passes the server's ``server_version`` on and
             answers ``SHOW`` only on its admin console, so it cannot be told
             from a server reliably.
