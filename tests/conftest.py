@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import pytest
 
+from bouncerbed import Bouncer, find_pgbouncer
 from faultproxy import FaultProxy
 from pgbed import (
     ENV_REQUIRE_ALL,
@@ -137,4 +138,55 @@ def pytest_report_header() -> list[str]:
 
 # =============================================================================================
 # (end of test-bed section)
+# =============================================================================================
+
+
+# =============================================================================================
+# PgBouncer test bed (tests/bouncerbed.py), Scale-out issue
+#
+#   pgbouncer        session   a PgBouncer (pool_mode=transaction) in front of the shared `pg`
+#   make_pgbouncer   function  factory: make_pgbouncer(server, **options) -> started Bouncer
+#
+# A missing pgbouncer skips these tests, or fails them under PGMARINA_REQUIRE_ALL=1.
+# =============================================================================================
+
+
+def _bouncer_or_skip() -> None:
+    if find_pgbouncer() is None:
+        require_or_skip("pgbouncer is not installed (apt-get install pgbouncer)")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg: Server) -> Iterator[Bouncer]:
+    """PgBouncer in transaction pooling mode in front of the shared server, with few server
+    connections (see ``bouncerbed.Bouncer``); its ``dsn`` is the clients'."""
+    _bouncer_or_skip()
+    bouncer = Bouncer(pg).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.destroy()
+
+
+@pytest.fixture
+def make_pgbouncer() -> Iterator[Callable[..., Bouncer]]:
+    """``make_pgbouncer(server, **options)`` starts a PgBouncer in front of ``server``; all are
+    stopped after the test."""
+    _bouncer_or_skip()
+    bouncers: list[Bouncer] = []
+
+    def make(server: Server, **options: int) -> Bouncer:
+        bouncer = Bouncer(server, **options)
+        bouncers.append(bouncer)
+        return bouncer.start()
+
+    try:
+        yield make
+    finally:
+        for bouncer in bouncers:
+            bouncer.destroy()
+
+
+# =============================================================================================
+# (end of PgBouncer section)
 # =============================================================================================

@@ -25,7 +25,8 @@ NUMBERS = [
     "housekeeping_interval",
     "barge_window",
 ]
-BOOLS = ["fail_fast_waiters"]  # its checks: tests/core/test_core_fail_fast_waiters.py
+# their checks: tests/core/test_core_fail_fast_waiters.py, tests/integration/test_pgbouncer_mode.py
+BOOLS = ["fail_fast_waiters", "pgbouncer"]
 NULLABLE = {"timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after"}
 
 # (name, value) pairs that are of the right type but out of range.

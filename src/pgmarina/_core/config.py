@@ -184,6 +184,13 @@ class PoolConfig:
             saves thread switches on every cycle (1.3x to 1.8x the
             throughput measured, 50 threads on 10 connections); the price is
             wait times less even, bounded by ``barge_window``.
+        pgbouncer: The pool connects through PgBouncer in transaction
+            pooling mode, where each transaction may run in another server
+            session: the driver prepares no named statements and a release
+            sends no session reset.  ``True`` or ``False``
+            only: PgBouncer passes the server's ``server_version`` on and
+            answers ``SHOW`` only on its admin console, so it cannot be told
+            from a server reliably.
     """
 
     min_size: int = 1
@@ -204,6 +211,8 @@ class PoolConfig:
     backoff_max: float = 1.0
     housekeeping_interval: float = 1.0
     barge_window: float = 0.0
+    # PgBouncer (Scale-out issue): read by the shells, which set the driver up for it.
+    pgbouncer: bool = False
 
     def __post_init__(self) -> None:
         _integer("min_size", self.min_size, minimum=0)
@@ -237,6 +246,12 @@ class PoolConfig:
         self._set("housekeeping_interval", period("housekeeping_interval",
                                                   self.housekeeping_interval))
         self._seconds("barge_window")
+        # PgBouncer (Scale-out issue)
+        if not isinstance(self.pgbouncer, bool):
+            raise TypeError(
+                f"pgbouncer must be True or False, not {self.pgbouncer!r} (PgBouncer cannot be "
+                "told from a server reliably, so there is no automatic detection)"
+            )
 
     def _seconds(self, name: str, **rule: bool) -> None:
         self._set(name, seconds(name, getattr(self, name), **rule))

@@ -13,6 +13,18 @@ comparing a counter the connection carries (``_pool_release_ctr``, asyncpg's
 own pool bumps it).  A lease that made any of them bumps it when it ends, so
 they refuse to run in the next borrower's session; a lease that made none
 leaves it alone and costs nothing.
+
+Behind PgBouncer in transaction pooling mode (``pgbouncer=True``) the
+statement cache is off (``statement_cache_size=0``).  asyncpg then prepares
+each query as the unnamed statement and parses it again in the same message
+as its Bind and Execute, so nothing outlives the round trip that ran it.  Its
+type introspection (once per connection and new type) also runs as unnamed
+statements, but asyncpg wraps it in ``set_config('jit', ...)`` calls that
+would change the settings of whichever server sessions the bouncer picked:
+the pool tells the connection that the server has no JIT, so it sends none.
+A statement a borrower prepares itself (``conn.prepare()``) is named: it
+works only within the transaction it was made in, and stays behind in that
+server session, where another client preparing the same name fails.
 """
 
 from __future__ import annotations
@@ -89,6 +101,20 @@ forward(
 )
 
 
+def without_session_settings(conn: Any) -> None:
+    """Keep asyncpg from changing session settings around its introspection.
+
+    Before introspecting types asyncpg turns JIT off with a session-level
+    ``set_config`` and afterwards puts it back, three statements apart.
+    Through a transaction-mode bouncer they may each run in another server
+    session and leave those changed for other clients.  asyncpg reads the
+    server's capabilities once, at connect; saying "no JIT" there skips both.
+    """
+    caps = getattr(conn, "_server_caps", None)
+    if caps is not None and getattr(caps, "jit", False):
+        conn._server_caps = caps._replace(jit=False)
+
+
 def _status(conn: Any) -> int:
     proto = conn._protocol
     if proto is None or conn._aborted or not proto.is_connected():
@@ -108,6 +134,16 @@ class AsyncpgAdapter(AsyncAdapter):
     status = staticmethod(_status)
     quick_status = staticmethod(_status)
 
+    def pgbouncer_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        size = kwargs.get("statement_cache_size", 0)
+        if size != 0:
+            raise ValueError(
+                f"statement_cache_size={size!r} conflicts with pgbouncer=True: in transaction "
+                "pooling the statements asyncpg caches by name are missing from the next "
+                "transaction's server session (leave statement_cache_size out; the pool sets 0)"
+            )
+        return {**kwargs, "statement_cache_size": 0}
+
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         try:
             inspect.signature(asyncpg.connect).bind(dsn, **kwargs)
@@ -116,7 +152,7 @@ class AsyncpgAdapter(AsyncAdapter):
 
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
         try:
-            return await asyncpg.connect(dsn, **kwargs)
+            conn = await asyncpg.connect(dsn, **kwargs)
         except ValueError as exc:
             # asyncpg parses the DSN only now, and its complaint can quote a piece of
             # it: with a "/" typed into a password, the password is read as the port
@@ -126,6 +162,10 @@ class AsyncpgAdapter(AsyncAdapter):
             if isinstance(exc, OSError):
                 raise
             problem = scrub(str(exc), dsn, kwargs)
+        else:
+            if self.pgbouncer:
+                without_session_settings(conn)
+            return conn
         # Raised here, outside the except, so the original is not its __context__.
         raise ValueError(f"asyncpg cannot use the connect arguments: {problem}")
 
@@ -160,7 +200,8 @@ class AsyncpgAdapter(AsyncAdapter):
         # driver's own timeout replaces a separate timeout context.
         conn._listeners.clear()
         conn._log_listeners.clear()
-        query = conn.get_reset_query()
+        # Behind PgBouncer the session is not ours past the transaction.
+        query = "" if self.pgbouncer else conn.get_reset_query()
         if _status(conn) == IN_TRANSACTION:
             conn._top_xact = None
             query = f"ROLLBACK;\n{query}"

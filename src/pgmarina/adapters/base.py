@@ -4,12 +4,15 @@ An adapter is the one place where a driver's quirks live.  The shells call it
 for IO (connect, close, rollback, ping) and for *local* inspection that costs
 no round trip: ``is_closed`` and ``status``, which reads the transaction
 state the driver already tracks from the server's ReadyForQuery messages.
-Adapters hold no per-pool state; the pool passes the DSN and keywords.
+Adapters hold no per-pool state; the pool passes the DSN and keywords.  (A
+pool behind PgBouncer uses a copy flagged ``pgbouncer``: see
+:meth:`_AdapterBase.behind_pgbouncer`.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import re
 import sys
@@ -64,6 +67,39 @@ class _AdapterBase:
     #: ``pool.connection()`` commits on success and rolls back on error
     #: (psycopg's convention), instead of leaving that to the reset.
     transactional_context: ClassVar[bool] = False
+    #: ``True`` on the copy :meth:`behind_pgbouncer` makes: its ``full_reset``
+    #: ends the transaction and sends no session reset.
+    pgbouncer: bool = False
+
+    def behind_pgbouncer(self) -> Any:
+        """A copy of this adapter for a pool that talks to PgBouncer in
+        transaction pooling mode (the pool's ``pgbouncer=True``).
+
+        There a client owns a server session for one transaction only, and
+        the next transaction may run in another one, shared with other
+        clients.  So a session reset (``DISCARD ALL``, ``RESET ALL``…) would
+        reset whichever session the bouncer picked, for nobody's benefit;
+        the copy's ``full_reset`` only rolls back an open transaction and
+        clears what the driver keeps on the client side.  A copy (shallow),
+        so that an adapter object given as ``driver=`` to several pools is
+        left as it was for the others.
+        """
+        twin = copy.copy(self)
+        twin.pgbouncer = True
+        return twin
+
+    def pgbouncer_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the driver's settings for transaction pooling.
+
+        The default adds nothing: a driver that never prepares named
+        statements (psycopg2 interpolates parameters on the client) is safe
+        as it is.
+
+        Raises:
+            ValueError: a keyword the caller gave turns on what PgBouncer
+                cannot carry across transactions; the message names it.
+        """
+        return dict(kwargs)
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         """Raise ``TypeError``/``ValueError`` for connect arguments the driver rejects."""

@@ -21,6 +21,14 @@ Keywords ``connection_class`` (a ``psycopg.Connection``/``AsyncConnection``
 subclass), ``autocommit``, ``prepare_threshold``, ``row_factory``,
 ``cursor_factory`` and ``context`` go to ``connect()`` as psycopg takes them;
 all other keywords are libpq connection parameters and are checked up front.
+
+Behind PgBouncer in transaction pooling mode (``pgbouncer=True``) psycopg
+never prepares a named statement (``prepare_threshold=None``: each query is
+parsed again in the same message as its Bind and Execute), and a full reset
+only rolls back, sending no ``DISCARD ALL``.  A borrower who asks for a
+prepared statement anyway (``execute(..., prepare=True)``, or a
+``prepare_threshold`` set on the lease) gets a named one, which works only
+within its transaction and stays behind in that server session.
 """
 
 from __future__ import annotations
@@ -109,6 +117,17 @@ def _conninfo_problem(dsn: str, params: Mapping[str, Any]) -> str | None:
     except psycopg.ProgrammingError as exc:
         return str(exc).strip()
     return None
+
+
+def _pgbouncer_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    threshold = kwargs.get("prepare_threshold")
+    if threshold is not None:
+        raise ValueError(
+            f"prepare_threshold={threshold!r} conflicts with pgbouncer=True: in transaction "
+            "pooling the statements psycopg prepares by name are missing from the next "
+            "transaction's server session (leave prepare_threshold out; the pool sets None)"
+        )
+    return {**kwargs, "prepare_threshold": None}
 
 
 def _connect_args(kwargs: Mapping[str, Any], base: type) -> tuple[Any, dict[str, Any]]:
@@ -390,6 +409,9 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         _validate(dsn, kwargs, psycopg.AsyncConnection)
 
+    def pgbouncer_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return _pgbouncer_kwargs(kwargs)
+
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
         cls, rest = _connect_args(kwargs, psycopg.AsyncConnection)
         try:
@@ -431,7 +453,8 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     async def full_reset(self, conn: Any, timeout: float) -> None:
         if _status(conn) == IN_TRANSACTION:
             await _bounded_io(conn, conn.rollback(), timeout)
-        await _bounded_io(conn, self._in_autocommit(conn, "DISCARD ALL"), timeout)
+        if not self.pgbouncer:  # behind PgBouncer the session is not ours to reset
+            await _bounded_io(conn, self._in_autocommit(conn, "DISCARD ALL"), timeout)
 
     async def ping(self, conn: Any, timeout: float) -> None:
         await _bounded_io(conn, self._in_autocommit(conn, ""), timeout)
@@ -532,6 +555,9 @@ class PsycopgAdapter(SyncAdapter):
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         _validate(dsn, kwargs, psycopg.Connection)
 
+    def pgbouncer_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return _pgbouncer_kwargs(kwargs)
+
     def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
         cls, rest = _connect_args(with_connect_timeout(dsn, kwargs, timeout), psycopg.Connection)
         try:
@@ -573,7 +599,8 @@ class PsycopgAdapter(SyncAdapter):
     def full_reset(self, conn: Any) -> None:
         if _status(conn) == IN_TRANSACTION:
             conn.rollback()
-        self._in_autocommit(conn, "DISCARD ALL")
+        if not self.pgbouncer:  # behind PgBouncer the session is not ours to reset
+            self._in_autocommit(conn, "DISCARD ALL")
 
     def ping(self, conn: Any) -> None:
         self._in_autocommit(conn, "")

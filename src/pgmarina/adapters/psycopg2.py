@@ -13,6 +13,11 @@ assignment, ``set_session`` or ``set_isolation_level``; ``cursor_factory``)
 are put back on release, and the cursors made from a lease are closed when it ends.
 psycopg2 itself refuses a named cursor once its transaction is over; a
 ``withhold`` one lives on in the session, so the release closes it.
+
+psycopg2 sends every query with its parameters interpolated, as one simple
+query, and never prepares a statement, so it needs no change behind
+PgBouncer in transaction pooling mode; with ``pgbouncer=True`` a full reset
+only rolls back, sending no ``DISCARD ALL``.
 """
 
 from __future__ import annotations
@@ -210,7 +215,8 @@ class Psycopg2Adapter(SyncAdapter):
     def full_reset(self, conn: Any) -> None:
         if _status(conn) == IN_TRANSACTION:
             conn.rollback()
-        self._in_autocommit(conn, "DISCARD ALL")
+        if not self.pgbouncer:  # behind PgBouncer the session is not ours to reset
+            self._in_autocommit(conn, "DISCARD ALL")
 
     def ping(self, conn: Any) -> None:
         self._in_autocommit(conn, "SELECT 1")

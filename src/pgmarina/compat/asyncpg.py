@@ -71,7 +71,7 @@ from asyncpg import InterfaceError
 from .._core import PoolStats
 from .._core.config import seconds as _seconds
 from .._lease import set_con, stand_in
-from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease
+from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease, without_session_settings
 from ..adapters.base import IN_TRANSACTION, bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolTimeout
 from ..shells.aio import AsyncPool
@@ -88,6 +88,7 @@ PGMARINA_SETTINGS = frozenset({
     "fail_fast_after", "fail_fast_waiters", "housekeeping_interval", "keepalive", "lifetime_jitter",
     "max_connecting", "max_lifetime", "max_waiting", "name", "reconnect_failed",
     "reconnect_timeout", "reset_timeout",
+    "pgbouncer",  # PgBouncer (Scale-out issue)
 })
 
 # asyncpg's create_pool defaults, written once: create_pool and Pool show them.
@@ -190,6 +191,12 @@ class _Adapter(AsyncpgAdapter):
             ) from None
 
     async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        con = await self._connect_as_asked(dsn, kwargs)
+        if self.pgbouncer:
+            without_session_settings(con)
+        return con
+
+    async def _connect_as_asked(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
         if self._connect is None:
             return await asyncpg.connect(dsn, **self._classes, **kwargs)
         con = await self._connect(

@@ -123,6 +123,8 @@ class PoolBase:
         configure: Callable[..., Any] | None = None,
         check: Callable[..., Any] | None = None,
         reconnect_failed: Callable[..., Any] | None = None,
+        # PgBouncer (Scale-out issue)
+        pgbouncer: bool = _D.pgbouncer,
         connect_kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
         **driver_kwargs: Any,
@@ -160,6 +162,7 @@ class PoolBase:
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
             barge_window=barge_window,
+            pgbouncer=pgbouncer,
         )
         # ``inf`` when there is no limit: asyncio takes it as it is, and the
         # thread shell arms no watchdog and sets no libpq connect_timeout.
@@ -178,6 +181,9 @@ class PoolBase:
             self._default_driver if driver is None else driver, sync=self._sync
         )
         _validate_connect_args(adapter, dsn, ckw, driver_kwargs)
+        if pgbouncer:  # PgBouncer (Scale-out issue): the driver's side of it
+            self._adapter = adapter = adapter.behind_pgbouncer()
+            ckw = adapter.pgbouncer_kwargs(ckw)
         self._dsn = dsn
         self._connect_kwargs = ckw
         if reset in ("auto", "full", None):
@@ -192,6 +198,10 @@ class PoolBase:
             raise TypeError(
                 f"reset must be 'auto', 'full', None or a callable, not {type(reset).__name__}"
             )
+        if pgbouncer and self._reset_mode is FULL:
+            # A session reset means nothing behind a transaction-mode bouncer,
+            # so "full" does what "auto" does: end the transaction.
+            self._reset_mode = AUTO
         #: A clean connection with nothing noted on its lease goes straight back
         #: (no reset round trip): read on every release.
         self._clean_release = self._reset_mode is AUTO or self._reset_mode is NO_RESET
@@ -229,6 +239,8 @@ class PoolBase:
             raise TypeError(f"dsn must be a str or None, not {type(dsn).__name__}")
         ckw = dict(kwargs)
         _validate_connect_args(self._adapter, dsn, ckw, {})
+        if self._config.pgbouncer:
+            ckw = self._adapter.pgbouncer_kwargs(ckw)
         self._dsn, self._connect_kwargs = dsn, ckw
         self._target = describe_target(dsn, ckw)
 

@@ -195,6 +195,12 @@ class AsyncPool(PoolBase):
             default: ``SELECT 1``.
         reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async),
             run in a task of its own: the pool goes on reconnecting meanwhile.
+        pgbouncer: ``True`` when connecting through PgBouncer in transaction
+            pooling mode: no named prepared statements (asyncpg's
+            ``statement_cache_size=0``, psycopg's ``prepare_threshold=None``;
+            psycopg2 needs nothing; a conflicting keyword raises
+            ``ValueError``) and no session reset (``reset="full"`` does what
+            ``"auto"`` does).  No automatic detection: see the README.
         connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
         **driver_kwargs: Any other keyword goes to the driver's connect too
