@@ -465,10 +465,11 @@ class AsyncListener(_ListenerBase):
         self._wake.set()
         self._settled.set()
         task = self._task
+        if task is not None and self._conn is None:
+            task.cancel()  # connecting, or waiting to retry: nothing to close gracefully
         if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), self._io_timeout + 1.0)
-            except asyncio.TimeoutError:
+            _, pending = await asyncio.wait({task}, timeout=self._io_timeout + 1.0)
+            if pending:
                 self.terminate()
             await asyncio.gather(task, return_exceptions=True)
 
@@ -572,6 +573,7 @@ class Listener(_ListenerBase):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._timeout = pool._config.timeout
+        self._stop = threading.Event()  # cuts a backoff sleep short
 
     def listen(
         self, channel: str, callback: Callable[[Notification], Any], *,
@@ -656,7 +658,6 @@ class Listener(_ListenerBase):
 
     def _supervise(self) -> None:
         attempt = 0
-        stopping = threading.Event()
         while not self._closed:
             try:
                 conn = self._adapter.connect(self._dsn, self._kwargs, self._connect_timeout)
@@ -668,7 +669,7 @@ class Listener(_ListenerBase):
                 self._lost_error = describe_error(exc)
                 self._log.warning("%s: connect failed (%s); retrying in %.0f ms",
                                   self.name, self._lost_error, delay * 1000)
-                stopping.wait(delay)
+                self._stop.wait(delay)
                 continue
             attempt = 0
             self._conn = conn
@@ -727,6 +728,7 @@ class Listener(_ListenerBase):
             self._closed = True
             self._end_all()
             self._lock.notify_all()
+        self._stop.set()
         self._poke()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -743,6 +745,7 @@ class Listener(_ListenerBase):
             self._closed = True
             self._end_all()
             self._lock.notify_all()
+        self._stop.set()
         conn = self._conn
         if conn is not None:
             self._adapter.interrupt(conn)
