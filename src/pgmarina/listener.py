@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
+from ._core.config import seconds
 from ._redact import describe_error
 from .adapters.base import bounded
 from .errors import PoolClosed, PoolTimeout
@@ -95,12 +96,29 @@ class Gap:
         return self.resumed_at - self.lost_at
 
 
+#: PostgreSQL cuts identifiers longer than this (NAMEDATALEN - 1 bytes), and
+#: notifications would then arrive under a name no subscriber asked for.
+_MAX_CHANNEL_BYTES = 63
+
+
 def _channel(channel: Any) -> str:
     if not isinstance(channel, str):
         raise TypeError(f"channel must be a str, not {type(channel).__name__}")
     if not channel or "\x00" in channel:
         raise ValueError(f"channel must be a non-empty name without NUL, got {channel!r}")
+    if len(channel.encode()) > _MAX_CHANNEL_BYTES:
+        raise ValueError(
+            f"channel must be at most {_MAX_CHANNEL_BYTES} bytes (PostgreSQL would cut it "
+            f"short), got {len(channel.encode())}: {channel[:20]!r}..."
+        )
     return channel
+
+
+def _listen_timeout(value: Any, default: float | None) -> float | None:
+    """``listen()``'s ``timeout``: ``None`` is the pool's ``timeout``."""
+    if value is None:
+        return default
+    return seconds("timeout", value, nullable=True, waited=True)
 
 
 class Subscription:
@@ -306,7 +324,7 @@ class AsyncListener(_ListenerBase):
         _check_callable("callback", callback)
         _check_callable("on_gap", on_gap)
         sub = Subscription(self, _channel(channel), callback, on_gap)
-        await self._subscribe(sub, timeout)
+        await self._subscribe(sub, _listen_timeout(timeout, self._timeout))
         return sub
 
     def notifications(self, channel: str) -> AsyncNotifications:
@@ -314,18 +332,17 @@ class AsyncListener(_ListenerBase):
         items of ``channel``; see :class:`AsyncNotifications`."""
         return AsyncNotifications(self, _channel(channel))
 
-    async def _subscribe(self, sub: Subscription, timeout: Any) -> None:
+    async def _subscribe(self, sub: Subscription, limit: float | None) -> None:
         if self._closed:
             raise PoolClosed(f"{self.name} is closed")
         self._subs.setdefault(sub.channel, []).append(sub)
         self._start()
-        seconds = self._timeout if timeout is None else timeout
         try:
-            await bounded(self._until_active(sub.channel), seconds)
+            await bounded(self._until_active(sub.channel), limit)
         except TimeoutError:
             self._drop(sub)
             raise PoolTimeout(
-                f"{self.name}: LISTEN {sub.channel!r} not active after {seconds:.3g}s"
+                f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
                 + (f" ({self._lost_error})" if self._lost_error else "")
             ) from None
         except BaseException:
@@ -472,6 +489,11 @@ class AsyncListener(_ListenerBase):
             if pending:
                 self.terminate()
             await asyncio.gather(task, return_exceptions=True)
+        if self._tasks:  # async callbacks still running: a little time, then cancel
+            _, late = await asyncio.wait(set(self._tasks), timeout=self._io_timeout)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     def terminate(self) -> None:
         """Close at once, without talking to the server."""
@@ -523,8 +545,13 @@ class AsyncNotifications:
     async def subscribe(self, timeout: float | None = None) -> None:
         """``LISTEN`` now (the first step does it otherwise); see ``listen()``."""
         if self._sub is None:
-            self._sub = _Queued(self._listener, self.channel, self._queue.put_nowait)
-            await self._listener._subscribe(self._sub, timeout)
+            limit = _listen_timeout(timeout, self._listener._timeout)
+            self._sub = sub = _Queued(self._listener, self.channel, self._queue.put_nowait)
+            try:
+                await self._listener._subscribe(sub, limit)
+            except BaseException:
+                self._sub = None  # not subscribed: the next step tries again
+                raise
 
     async def __aenter__(self) -> AsyncNotifications:
         await self.subscribe()
@@ -584,15 +611,14 @@ class Listener(_ListenerBase):
         _check_callable("callback", callback)
         _check_callable("on_gap", on_gap)
         sub = Subscription(self, _channel(channel), callback, on_gap)
-        self._subscribe(sub, timeout)
+        self._subscribe(sub, _listen_timeout(timeout, self._timeout))
         return sub
 
     def notifications(self, channel: str) -> Notifications:
         """A blocking iterator over ``channel``; see :class:`Notifications`."""
         return Notifications(self, _channel(channel))
 
-    def _subscribe(self, sub: Subscription, timeout: Any) -> None:
-        seconds = self._timeout if timeout is None else timeout
+    def _subscribe(self, sub: Subscription, limit: float | None) -> None:
         with self._lock:
             if self._closed:
                 raise PoolClosed(f"{self.name} is closed")
@@ -602,8 +628,12 @@ class Listener(_ListenerBase):
                                                 daemon=True)
                 self._thread.start()
             self._poke()
+            if self._thread is threading.current_thread():
+                # A callback subscribing: the thread that would LISTEN is
+                # this one, so it does so once the callback returns.
+                return
             ok = self._lock.wait_for(
-                lambda: sub.channel in self._active or self._closed, seconds
+                lambda: sub.channel in self._active or self._closed, limit
             )
             if ok and not self._closed:
                 return
@@ -611,7 +641,7 @@ class Listener(_ListenerBase):
             if self._closed:
                 raise PoolClosed(f"{self.name} is closed")
             raise PoolTimeout(
-                f"{self.name}: LISTEN {sub.channel!r} not active after {seconds:.3g}s"
+                f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
                 + (f" ({self._lost_error})" if self._lost_error else "")
             )
 
@@ -657,6 +687,16 @@ class Listener(_ListenerBase):
                 self._call(sub, sub._gap, gap)
 
     def _supervise(self) -> None:
+        try:
+            self._supervise_until_closed()
+        except Exception:  # pragma: no cover - a bug: say so, and wake the callers
+            self._log.exception("%s: the listener's thread failed", self.name)
+            with self._lock:
+                self._closed = True
+                self._end_all()
+                self._lock.notify_all()
+
+    def _supervise_until_closed(self) -> None:
         attempt = 0
         while not self._closed:
             try:
@@ -691,18 +731,29 @@ class Listener(_ListenerBase):
         with self._lock:
             self._lock.notify_all()
 
+    def _bounded(self, fn: Callable[..., Any], conn: Any, *args: Any) -> None:
+        """Run a blocking round trip; past ``reset_timeout`` the socket is shut
+        down under it (a server that stopped answering must not hang us)."""
+        timer = threading.Timer(self._io_timeout, self._adapter.interrupt, (conn,))
+        timer.daemon = True
+        timer.start()
+        try:
+            fn(conn, *args)
+        finally:
+            timer.cancel()
+
     def _serve(self, conn: Any) -> None:
         adapter = self._adapter
         while not self._closed:
             with self._lock:
                 listen, unlisten = self._plan()
             for channel in listen:
-                adapter.listen(conn, channel)
+                self._bounded(adapter.listen, conn, channel)
                 with self._lock:
                     self._active.add(channel)
                     self._lock.notify_all()
             for channel in unlisten:
-                adapter.unlisten(conn, channel)
+                self._bounded(adapter.unlisten, conn, channel)
                 with self._lock:
                     self._active.discard(channel)
             self._report_gap(monotonic())
@@ -720,7 +771,7 @@ class Listener(_ListenerBase):
             # the driver keeps and the socket no longer shows.
             adapter.drain_notifications(conn, self._deliver)
             if not ready:
-                adapter.ping(conn)  # a whole interval of silence: still there?
+                self._bounded(adapter.ping, conn)  # a whole interval of silence: still there?
 
     def close(self, timeout: float | None = 10.0) -> None:
         """UNLISTEN everything, close the connection, end the iterators."""
@@ -782,8 +833,13 @@ class Notifications:
     def subscribe(self, timeout: float | None = None) -> None:
         """``LISTEN`` now (the first step does it otherwise)."""
         if self._sub is None:
-            self._sub = _Queued(self._listener, self.channel, self._queue.put)
-            self._listener._subscribe(self._sub, timeout)
+            limit = _listen_timeout(timeout, self._listener._timeout)
+            self._sub = sub = _Queued(self._listener, self.channel, self._queue.put)
+            try:
+                self._listener._subscribe(sub, limit)
+            except BaseException:
+                self._sub = None  # not subscribed: the next step tries again
+                raise
 
     def __enter__(self) -> Notifications:
         self.subscribe()

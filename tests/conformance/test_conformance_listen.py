@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -150,6 +152,12 @@ async def test_listen_refuses_a_bad_channel_or_callback_naming_it(combo: Combo, 
         await combo.call(pool.listen, "ok", None)
     with pytest.raises(TypeError, match="on_gap"):
         await combo.call(pool.listen, "ok", print, on_gap=3)
+    with pytest.raises(ValueError, match="channel must be at most 63 bytes"):
+        await combo.call(pool.listen, "é" * 32, print)  # 64 bytes: the server would cut it
+    with pytest.raises(ValueError, match="timeout"):
+        await combo.call(pool.listen, "ok", print, timeout=-1)
+    with pytest.raises(TypeError, match="timeout"):
+        await combo.call(pool.listen, "ok", print, timeout="1")
     assert pool.stats().dedicated == 0  # nothing was started for them
 
 
@@ -166,3 +174,58 @@ async def test_listen_times_out_while_the_server_is_unreachable_and_leaves_nothi
         await combo.call(pool.listen, "nowhere", print, timeout=0.3)
     assert pool.listener().channels == frozenset()
     assert pool.stats().dedicated == 0
+
+
+@pytest.mark.slow
+@pytest.mark.private_cluster
+@run_async
+async def test_the_listener_rides_out_a_server_outage_and_reports_its_length(
+    combo: Combo, private_pg: Any
+) -> None:
+    """The server is down for a second: the listener retries with backoff meanwhile, and
+    the gap it reports once LISTEN is back spans the outage."""
+    pool = await combo.make_pool(private_pg, min_size=0, backoff_initial=0.05, backoff_max=0.3)
+    channel = unique("outage")
+    got: list[Notification] = []
+    gaps: list[Gap] = []
+    await _listen(combo, pool, channel, got, gaps)
+    await asyncio.to_thread(private_pg.stop)
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)
+    assert pool.stats().dedicated == 0 and not gaps
+    await asyncio.to_thread(private_pg.start)
+    outage = time.monotonic() - t0
+    await eventually(lambda: gaps, timeout=10, what="the gap")
+    [gap] = gaps
+    assert outage - 0.2 <= gap.seconds <= outage + 5
+    admin = await combo.admin(private_pg)
+    await _notify(admin, channel, "back")
+    await eventually(lambda: got, what="a notification after the outage")
+    assert got[0].payload == "back" and pool.stats().dedicated == 1
+
+
+@run_async
+async def test_a_thread_pool_callback_may_subscribe_without_deadlocking_the_listener(
+    combo: Combo, pg: Any
+) -> None:
+    """The listener's thread runs the callbacks; a callback that calls ``listen()`` must not
+    wait for that same thread to LISTEN."""
+    if combo.is_async:
+        pytest.skip("async callbacks run in tasks of their own")
+    pool = await _make(combo, pg)
+    admin = await combo.admin(pg)
+    first, second = unique("first"), unique("second")
+    got: list[Notification] = []
+    threads: list[str] = []
+
+    def on_first(note: Notification) -> None:
+        threads.append(threading.current_thread().name)
+        pool.listen(second, got.append, timeout=5)
+
+    await combo.call(pool.listen, first, on_first)
+    await _notify(admin, first, "go")
+    await eventually(lambda: second in pool.listener().channels and threads, what="subscribed")
+    await eventually(lambda: pool.listener()._active >= {first, second}, what="LISTEN second")
+    await _notify(admin, second, "reached")
+    await eventually(lambda: got, what="the second channel's notification")
+    assert threads == [f"{pool.name} listener"]
