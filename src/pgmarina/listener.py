@@ -263,7 +263,9 @@ class _ListenerBase:
             self._lost_at = monotonic()
             self._lost_error = "connection closed" if exc is None else describe_error(exc)
         self.reconnects += 1
-        self._log.warning("%s: connection lost (%s); reconnecting", self.name, self._lost_error)
+        # INFO, as the pool's own replaced connections: the subscribers hear
+        # of it through their Gap, and a failing reconnect logs a WARNING.
+        self._log.info("%s: connection lost (%s); reconnecting", self.name, self._lost_error)
 
     def _call(self, sub: Subscription, fn: Callable[[Any], Any], arg: Any) -> None:
         try:
