@@ -134,6 +134,25 @@ def test_check_refuses_a_dsn_it_cannot_read_without_printing_its_password() -> N
     assert SECRET not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"host=127.0.0.1 port=1 password={SECRET} dbname=postgres",
+        f"host=127.0.0.1 port=1 password='ab {SECRET}' dbname=postgres",
+        f"host=127.0.0.1 port=1 password=ab {SECRET} dbname=postgres",  # a space typed in
+        f"postgresql://postgres:{SECRET} x@127.0.0.1:1/postgres",
+        f"postgresql://postgres@127.0.0.1:1/postgres?password={SECRET}",
+        f"postgresql://postgres:{SECRET}@127.0.0.1:notaport/postgres",
+    ],
+    ids=["kv", "kv-quoted", "kv-space-typo", "uri-space", "uri-query", "uri-bad-port"],
+)
+def test_check_prints_no_password_whatever_the_dsn_looks_like(dsn: str) -> None:
+    done = _pgmarina("check", dsn)
+    assert done.returncode in (1, 2)
+    assert done.stdout + done.stderr  # it said something
+    assert SECRET not in done.stdout + done.stderr
+
+
 @pytest.fixture
 def pgbouncer(pg: Any) -> Iterator[int]:
     """A PgBouncer (session pooling, trust) in front of ``pg``, on a free loopback port."""
