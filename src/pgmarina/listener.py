@@ -497,6 +497,11 @@ class AsyncListener(_ListenerBase):
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
+    def _forgotten(self) -> None:
+        """The pool was collected unclosed: let go, even if its loop is gone."""
+        with contextlib.suppress(Exception):
+            self.terminate()
+
     def terminate(self) -> None:
         """Close at once, without talking to the server."""
         self._closed = True
@@ -648,7 +653,7 @@ class Listener(_ListenerBase):
             )
 
     def _poke(self) -> None:
-        # Full (a wake-up is pending anyway) or closed: nothing to do.
+        # Full (a wake-up is pending anyway) or closed (the thread ended).
         with contextlib.suppress(OSError):
             self._wake_w.send(b"!")
 
@@ -697,6 +702,15 @@ class Listener(_ListenerBase):
                 self._closed = True
                 self._end_all()
                 self._lock.notify_all()
+        finally:
+            # The thread owns the wake-up sockets once it runs: closed by
+            # close(), terminate() or a pool's collection alike.
+            self._close_wakers()
+
+    def _close_wakers(self) -> None:
+        with self._lock:
+            self._wake_w.close()
+            self._wake_r.close()
 
     def _supervise_until_closed(self) -> None:
         attempt = 0
@@ -784,13 +798,13 @@ class Listener(_ListenerBase):
         self._stop.set()
         self._poke()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None:
+            self._close_wakers()
+        elif thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
                 self.terminate()
                 thread.join(timeout)
-        self._wake_w.close()
-        self._wake_r.close()
 
     def terminate(self) -> None:
         """Close at once: cut the connection off under the listener's thread."""

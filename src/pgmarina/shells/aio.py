@@ -956,7 +956,9 @@ class AsyncPool(PoolBase):
                 raise PoolClosed(f"{self.name} is closed")
             if not self._opened:
                 raise PoolNotOpen(f"{self.name} is not open")
-            self._listener = AsyncListener(self)
+            self._listener = listener = AsyncListener(self)
+            # A pool dropped without close() takes its listener along.
+            weakref.finalize(self, listener._forgotten)
         return self._listener
 
     async def listen(

@@ -956,7 +956,9 @@ class Pool(PoolBase):
                     raise PoolClosed(f"{self.name} is closed")
                 if not self._opened:
                     raise PoolNotOpen(f"{self.name} is not open")
-                self._listener = Listener(self)
+                self._listener = listener = Listener(self)
+                # A pool dropped without close() takes its listener along.
+                weakref.finalize(self, listener.terminate)
             return self._listener
 
     def listen(
