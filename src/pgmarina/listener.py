@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import queue
 import random
 import select
@@ -258,6 +259,30 @@ class _ListenerBase:
             for sub in list(subs):
                 self._call(sub, sub._gap, gap)
 
+    def _connect_failed(self, exc: BaseException, attempt: int) -> float:
+        """Log a failed connect as the pools do; returns the delay before the next."""
+        delay = self._delay(attempt)
+        self._lost_error = describe_error(exc)
+        permanent = self._adapter.is_permanent(exc)
+        # A rejection (wrong password, no such database) repeats every
+        # backoff_max for as long as it lasts: one warning says it.
+        self._log.log(
+            logging.DEBUG if permanent and attempt else logging.WARNING,
+            "%s: connect failed (%s); retrying in %.0f ms",
+            self.name, self._lost_error, delay * 1000,
+        )
+        return delay
+
+    def _end_all(self) -> None:
+        """Forget every subscriber, ending the iterators (caller holds the lock
+        in the thread shell)."""
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.active = False
+                if isinstance(sub, _Queued):
+                    sub.put(_END)
+        self._subs.clear()
+
     def _lost(self, exc: BaseException | None) -> None:
         if self._lost_at is None:
             self._lost_at = monotonic()
@@ -404,11 +429,8 @@ class AsyncListener(_ListenerBase):
             except Exception as exc:
                 if self._closed:
                     break
-                delay = self._delay(attempt)
+                delay = self._connect_failed(exc, attempt)
                 attempt += 1
-                self._lost_error = describe_error(exc)
-                self._log.warning("%s: connect failed (%s); retrying in %.0f ms",
-                                  self.name, self._lost_error, delay * 1000)
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
@@ -474,7 +496,8 @@ class AsyncListener(_ListenerBase):
                 await adapter.ping(conn, self._io_timeout)
 
     async def aclose(self) -> None:
-        """UNLISTEN everything, close the connection, end the iterators."""
+        """Close the connection (the server drops its LISTENs with the session)
+        and end the iterators; subscribers hear nothing more."""
         if self._closed:
             if self._task is not None:
                 await asyncio.gather(self._task, return_exceptions=True)
@@ -511,14 +534,6 @@ class AsyncListener(_ListenerBase):
             self._adapter.terminate(self._conn)
         if self._task is not None:
             self._task.cancel()
-
-    def _end_all(self) -> None:
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                sub.active = False
-                if isinstance(sub, _Queued):
-                    sub.put(_END)
-        self._subs.clear()
 
 
 class AsyncNotifications:
@@ -720,11 +735,8 @@ class Listener(_ListenerBase):
             except Exception as exc:
                 if self._closed:
                     break
-                delay = self._delay(attempt)
+                delay = self._connect_failed(exc, attempt)
                 attempt += 1
-                self._lost_error = describe_error(exc)
-                self._log.warning("%s: connect failed (%s); retrying in %.0f ms",
-                                  self.name, self._lost_error, delay * 1000)
                 self._stop.wait(delay)
                 continue
             attempt = 0
@@ -790,7 +802,8 @@ class Listener(_ListenerBase):
                 self._bounded(adapter.ping, conn)  # a whole interval of silence: still there?
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """UNLISTEN everything, close the connection, end the iterators."""
+        """Close the connection (the server drops its LISTENs with the session)
+        and end the iterators, waiting up to ``timeout`` for the thread."""
         with self._lock:
             self._closed = True
             self._end_all()
@@ -817,14 +830,6 @@ class Listener(_ListenerBase):
         if conn is not None:
             self._adapter.interrupt(conn)
         self._poke()
-
-    def _end_all(self) -> None:
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                sub.active = False
-                if isinstance(sub, _Queued):
-                    sub.put(_END)
-        self._subs.clear()
 
 
 class Notifications:

@@ -245,6 +245,20 @@ def test_bench_starts_an_embedded_server_by_default_and_prints_a_table() -> None
     assert "p99 ms" in done.stdout
 
 
+def test_bench_takes_a_key_value_dsn_and_prints_no_password(pg: Any) -> None:
+    """asyncpg and the other URI-only contenders get the DSN as a URI."""
+    dsn = (f"host={pg.host} port={pg.port} user={pg.user} dbname={pg.dbname} "
+           f"password='{SECRET}'")
+    done = _pgmarina("bench", "--dsn", dsn, "--only", "pgmarina,pgmarina-psycopg",
+                     "--conc", "1", "--rounds", "1", "--seconds", "0.1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert f"on postgresql://{pg.user}:***@{pg.host}:{pg.port}/{pg.dbname}" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert {r["contender"] for r in json.loads(done.stdout)["results"]} == {
+        "pgmarina", "pgmarina-psycopg"
+    }
+
+
 def test_bench_refuses_an_unknown_contender_naming_the_known_ones() -> None:
     done = _pgmarina("bench", "--only", "pgbouncer")
     assert done.returncode == 2

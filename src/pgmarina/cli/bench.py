@@ -168,7 +168,7 @@ async def _sqlalchemy(dsn: str, size: int) -> AsyncIterator[Callable[[int], Cycl
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    url = "postgresql+asyncpg://" + dsn.split("://", 1)[1] if "://" in dsn else dsn
+    url = "postgresql+asyncpg://" + dsn.split("://", 1)[1]  # _server() gives a URI
     engine = create_async_engine(url, pool_size=size, max_overflow=0)
     query = text("SELECT 1")
 
@@ -362,8 +362,9 @@ def _int_list(text: str) -> list[int]:
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     names = ", ".join(c.name for c in CONTENDERS)
-    parser.add_argument("--dsn", help="benchmark this server (default: a throwaway "
-                        "embedded PostgreSQL); the password is never printed")
+    parser.add_argument("--dsn", help="benchmark this server, a URI or key=value DSN "
+                        "(default: a throwaway embedded PostgreSQL); the password is never "
+                        "printed")
     parser.add_argument("--conc", type=_int_list, default=[1, 10, 100],
                         help="concurrent tasks, comma-separated (default 1,10,100)")
     parser.add_argument("--size", type=int, default=10, help="every pool's size (default 10)")
@@ -400,6 +401,11 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("pgmarina bench: no contender to run", file=sys.stderr)
         return 1
     total = len(args.conc) * args.rounds * len(chosen)
+    if args.dsn:
+        try:
+            as_uri(args.dsn)
+        except ValueError as exc:
+            parser.error(f"--{exc}")
     with _server(args.dsn) as (dsn, where):
         print(f"pgmarina bench: {len(chosen)} contenders on {where}, conc "
               f"{','.join(map(str, args.conc))}, {args.rounds} rounds of {args.seconds:g}s",
@@ -423,12 +429,36 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def as_uri(dsn: str) -> str:
+    """``dsn`` as a ``postgresql://`` URI: asyncpg, psqlpy and SQLAlchemy take
+    only that form, libpq takes both.
+
+    Raises:
+        ValueError: libpq cannot read ``dsn`` (the message has no password).
+    """
+    if "://" in dsn:
+        return dsn
+    from urllib.parse import quote, urlencode
+
+    from .check import split_hosts
+
+    hosts, params = split_hosts(dsn)
+    auth = quote(str(params.pop("user", "")), safe="")
+    if "password" in params:
+        auth += ":" + quote(str(params.pop("password")), safe="")
+    where = ",".join(f"{'[' + h + ']' if ':' in h else quote(h, safe='')}:{p}"
+                     for h, p in hosts)
+    db = quote(str(params.pop("dbname", "")), safe="")
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{auth}{'@' if auth else ''}{where}/{db}{query}"
+
+
 @contextlib.contextmanager
 def _server(dsn: str | None) -> Iterator[tuple[str, str]]:
     if dsn:
         from .._redact import redact
 
-        yield dsn, redact(dsn)
+        yield as_uri(dsn), redact(as_uri(dsn))
         return
     from ..contrib import embedded
 
