@@ -10,6 +10,7 @@ lists there and poll them from the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -229,3 +230,21 @@ async def test_a_thread_pool_callback_may_subscribe_without_deadlocking_the_list
     await _notify(admin, second, "reached")
     await eventually(lambda: got, what="the second channel's notification")
     assert threads == [f"{pool.name} listener"]
+
+
+@run_async
+async def test_a_rejected_listener_connect_warns_once_and_says_why_listen_timed_out(
+    combo: Combo, pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that does not exist is retried every backoff_max, but the warning is not
+    repeated on every retry, and the PoolTimeout says what the server answered."""
+    caplog.set_level(logging.DEBUG, logger="pgmarina")
+    dsn = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{unique('nodb')}"
+    pool = await combo.make_pool(pg, dsn=dsn, min_size=0, backoff_initial=0.01,
+                                 backoff_max=0.02)
+    with pytest.raises(PoolTimeout, match="does not exist"):
+        await combo.call(pool.listen, "ch", print, timeout=0.5)
+    failed = [r for r in caplog.records
+              if r.name == "pgmarina" and "listener: connect failed" in r.getMessage()]
+    assert len(failed) >= 5  # it kept trying...
+    assert [r.levelname for r in failed].count("WARNING") == 1  # ...and said so once
