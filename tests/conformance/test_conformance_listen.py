@@ -248,3 +248,21 @@ async def test_a_rejected_listener_connect_warns_once_and_says_why_listen_timed_
               if r.name == "pgmarina" and "listener: connect failed" in r.getMessage()]
     assert len(failed) >= 5  # it kept trying...
     assert [r.levelname for r in failed].count("WARNING") == 1  # ...and said so once
+
+
+@run_async
+async def test_listen_needs_no_free_slot_and_takes_none(combo: Combo, pg: Any) -> None:
+    """The listener's connection is its own: with the only slot leased, listen() still
+    works at once, and the pool's size stays what its leases make it."""
+    pool = await combo.make_pool(pg, min_size=1, max_size=1, timeout=0.5)
+    admin = await combo.admin(pg)
+    conn = await combo.acquire(pool)
+    channel = unique("busy")
+    got: list[Notification] = []
+    await _listen(combo, pool, channel, got, [])
+    await _notify(admin, channel, "while leased")
+    await eventually(lambda: got, what="the notification")
+    s = pool.stats()
+    assert (s.size, s.in_use, s.dedicated, s.waiting) == (1, 1, 1, 0)
+    assert len(await admin.pids(combo.app_of(pool))) == 2
+    await combo.release(pool, conn)
