@@ -206,6 +206,10 @@ class _ListenerBase:
         #: connection is lost, cleared when the gap is reported.
         self._lost_at: float | None = None
         self._lost_error = ""
+        #: The last connect failure, while connects fail: what a ``listen()``
+        #: that times out reports.
+        self._trouble = ""
+        #: Connections lost (and replaced) so far.
         self.reconnects = 0
 
     @property
@@ -262,14 +266,14 @@ class _ListenerBase:
     def _connect_failed(self, exc: BaseException, attempt: int) -> float:
         """Log a failed connect as the pools do; returns the delay before the next."""
         delay = self._delay(attempt)
-        self._lost_error = describe_error(exc)
+        self._trouble = describe_error(exc)
         permanent = self._adapter.is_permanent(exc)
         # A rejection (wrong password, no such database) repeats every
         # backoff_max for as long as it lasts: one warning says it.
         self._log.log(
             logging.DEBUG if permanent and attempt else logging.WARNING,
             "%s: connect failed (%s); retrying in %.0f ms",
-            self.name, self._lost_error, delay * 1000,
+            self.name, self._trouble, delay * 1000,
         )
         return delay
 
@@ -370,7 +374,7 @@ class AsyncListener(_ListenerBase):
             self._drop(sub)
             raise PoolTimeout(
                 f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
-                + (f" ({self._lost_error})" if self._lost_error else "")
+                + (f" ({self._trouble})" if self._trouble else "")
             ) from None
         except BaseException:
             self._drop(sub)
@@ -434,6 +438,7 @@ class AsyncListener(_ListenerBase):
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
+            self._trouble = ""
             self._conn = conn
             self._count(+1)
             try:
@@ -664,7 +669,7 @@ class Listener(_ListenerBase):
                 raise PoolClosed(f"{self.name} is closed")
             raise PoolTimeout(
                 f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
-                + (f" ({self._lost_error})" if self._lost_error else "")
+                + (f" ({self._trouble})" if self._trouble else "")
             )
 
     def _poke(self) -> None:
@@ -740,6 +745,7 @@ class Listener(_ListenerBase):
                 self._stop.wait(delay)
                 continue
             attempt = 0
+            self._trouble = ""
             self._conn = conn
             self._count(+1)
             try:
