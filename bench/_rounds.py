@@ -1,4 +1,5 @@
-"""Round scheduling and reporting shared by the benchmarks.
+"""Reporting shared by the benchmarks; the round scheduling is
+:mod:`pgmarina.cli._rounds`, shared with ``pgmarina bench``.
 
 This machine's speed drifts by tens of percent over a few seconds (it is a
 small VM with neighbours), so a ratio of two medians taken seconds apart
@@ -12,25 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
+from pgmarina.cli._rounds import orders, quartiles
 
-def orders(names: Sequence[str], rounds: int, seed: int = 1) -> Iterator[list[str]]:
-    """One shuffled running order per round."""
-    rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(names)
-        rng.shuffle(order)
-        yield order
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
+__all__ = ["orders", "parse_args", "report", "use_loop"]
 
 
 def report(
@@ -51,7 +39,7 @@ def report(
                 line += f"   {'1.00x':>5} {base:<12} {'':>13}"
                 continue
             ratios = [a / b for a, b in zip(ops, results[base], strict=True)]
-            q1, q2, q3 = _quartiles(ratios)
+            q1, q2, q3 = quartiles(ratios)
             line += f"   {q2:.2f}x {base:<12} [{q1:.2f}-{q3:.2f}]"
         if evenness is not None:
             line += f"   even {statistics.median(evenness[name]):.2f}"

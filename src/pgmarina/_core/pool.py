@@ -189,6 +189,9 @@ class PoolCore(Generic[W]):
         self.checks_failed = 0
         self.wait_time_total = 0.0
         self.usage_time_total = 0.0
+        # LISTEN/NOTIFY (issue 15): connections the pool holds outside its
+        # slots (the listener's); the listener counts its own in and out.
+        self.dedicated = 0
 
     def _apply_config(self, config: PoolConfig) -> None:
         # Hot-path settings are copied to plain attributes: one lookup each.
@@ -882,6 +885,8 @@ class PoolCore(Generic[W]):
             checks_failed=self.checks_failed,
             wait_time_total=self.wait_time_total,
             usage_time_total=self.usage_time_total,
+            # LISTEN/NOTIFY (issue 15)
+            dedicated=self.dedicated,
         )
 
 

@@ -37,3 +37,5 @@ class PoolStats:
     checks_failed: int
     wait_time_total: float
     usage_time_total: float
+    # LISTEN/NOTIFY (issue 15)
+    dedicated: int  #: connections open outside the slots (the listener's), not in ``size``

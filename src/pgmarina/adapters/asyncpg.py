@@ -29,14 +29,23 @@ server session, where another client preparing the same name fails.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import methodcaller
 from typing import Any
 
 from .._lease import Lease, forward, set_made
 from .._redact import scrub
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, rejected_for_good
+from .base import (
+    BROKEN,
+    BUSY,
+    CLEAN,
+    IN_TRANSACTION,
+    AsyncAdapter,
+    bounded,
+    rejected_for_good,
+)
 
 try:
     import asyncpg
@@ -113,6 +122,25 @@ def without_session_settings(conn: Any) -> None:
     caps = getattr(conn, "_server_caps", None)
     if caps is not None and getattr(caps, "jit", False):
         conn._server_caps = caps._replace(jit=False)
+
+
+class _Forward:
+    """asyncpg's listener callback, forwarding to the pgmarina listener's
+    ``deliver``; equal to any other made for the same ``deliver``."""
+
+    __slots__ = ("deliver",)
+
+    def __init__(self, deliver: Callable[[str, str, int], None]) -> None:
+        self.deliver = deliver
+
+    def __call__(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self.deliver(channel, payload, pid)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Forward) and other.deliver == self.deliver
+
+    def __hash__(self) -> int:
+        return hash(self.deliver)
 
 
 def _status(conn: Any) -> int:
@@ -210,6 +238,28 @@ class AsyncpgAdapter(AsyncAdapter):
 
     async def ping(self, conn: Any, timeout: float) -> None:
         await conn.execute("SELECT 1", timeout=timeout)
+
+    # LISTEN/NOTIFY: asyncpg reads the socket itself and calls back; the
+    # callback object must compare equal to itself for remove_listener.
+
+    async def listen(
+        self, conn: Any, channel: str, deliver: Callable[[str, str, int], None], timeout: float
+    ) -> None:
+        await bounded(conn.add_listener(channel, _Forward(deliver)), timeout)
+
+    async def unlisten(
+        self, conn: Any, channel: str, deliver: Callable[[str, str, int], None], timeout: float
+    ) -> None:
+        await bounded(conn.remove_listener(channel, _Forward(deliver)), timeout)
+
+    def on_lost(self, conn: Any, callback: Callable[[], None]) -> None:
+        conn.add_termination_listener(lambda _conn: callback())
+
+    async def wait_notifications(
+        self, conn: Any, deliver: Callable[[str, str, int], None], seconds: float
+    ) -> None:
+        # Notifications arrive through the listeners; a loss through on_lost.
+        await asyncio.sleep(seconds)
 
     async def undo(self, conn: Any, undo: list[Any]) -> None:
         for item in reversed(undo):

@@ -16,7 +16,7 @@ import copy
 import os
 import re
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from .._lease import Lease
@@ -170,6 +170,36 @@ class AsyncAdapter(_AdapterBase):
     async def undo(self, conn: Any, undo: list[Any]) -> None:
         """Revert what the driver's lease class noted during a lease."""
 
+    # LISTEN/NOTIFY, for the listener's own connection (pgmarina.listener).
+    # ``deliver(channel, payload, pid)`` takes each notification.
+
+    async def listen(
+        self, conn: Any, channel: str, deliver: Callable[[str, str, int], None], timeout: float
+    ) -> None:
+        """``LISTEN channel`` (quoted), with notifications going to ``deliver``."""
+        raise NotImplementedError
+
+    async def unlisten(
+        self, conn: Any, channel: str, deliver: Callable[[str, str, int], None], timeout: float
+    ) -> None:
+        """``UNLISTEN channel``: undo :meth:`listen`."""
+        raise NotImplementedError
+
+    def on_lost(self, conn: Any, callback: Callable[[], None]) -> None:
+        """Have ``callback()`` called when the driver sees ``conn`` close.
+
+        For drivers that read the socket on their own (asyncpg); the others
+        notice a loss in :meth:`wait_notifications`, and need nothing here.
+        """
+
+    async def wait_notifications(
+        self, conn: Any, deliver: Callable[[str, str, int], None], seconds: float
+    ) -> None:
+        """Hand notifications to ``deliver`` for up to ``seconds``; raise if
+        the connection is lost.  Cancelled whenever the listener has other
+        work, so it must leave the connection usable when cancelled."""
+        raise NotImplementedError
+
 
 class SyncAdapter(_AdapterBase):
     """Adapter for the thread :class:`~pgmarina.Pool`.
@@ -211,6 +241,23 @@ class SyncAdapter(_AdapterBase):
 
     def undo(self, conn: Any, undo: list[Any]) -> None:
         """Revert what the driver's lease class noted during a lease."""
+
+    # LISTEN/NOTIFY, for the listener's own connection (pgmarina.listener).
+    # The listener's thread waits on :meth:`socket_of` itself.
+
+    def listen(self, conn: Any, channel: str) -> None:
+        """``LISTEN channel`` (quoted), in autocommit."""
+        raise NotImplementedError
+
+    def unlisten(self, conn: Any, channel: str) -> None:
+        """``UNLISTEN channel``."""
+        raise NotImplementedError
+
+    def drain_notifications(self, conn: Any, deliver: Callable[[str, str, int], None]) -> None:
+        """Read what the socket holds, without blocking, and hand every
+        notification received so far to ``deliver(channel, payload, pid)``;
+        raise if the connection is lost."""
+        raise NotImplementedError
 
 
 # libpq gives no SQLSTATE for a failed connect, only the server's message

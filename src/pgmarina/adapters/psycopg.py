@@ -87,6 +87,13 @@ def _status_table() -> dict[int, int]:
 _STATUS = _status_table() if psycopg is not None else {}
 
 
+def _listen_query(verb: str, channel: str) -> Any:
+    """``LISTEN "channel"`` (or ``UNLISTEN``), the name quoted by psycopg."""
+    from psycopg import sql
+
+    return sql.SQL(verb + " {}").format(sql.Identifier(channel))
+
+
 def _status(conn: Any) -> int:
     # libpq reports UNKNOWN for a closed or failed connection: BROKEN.
     return _STATUS.get(conn.pgconn.transaction_status, BROKEN)
@@ -466,6 +473,28 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     async def undo(self, conn: Any, undo: list[Any]) -> None:
         await _async_undo(conn, undo)
 
+    # LISTEN/NOTIFY: the listener's connection stays in autocommit, so that
+    # each LISTEN takes effect at once; notifies() keeps what arrives while it
+    # is not running (psycopg's backlog) for its next run.
+
+    async def listen(
+        self, conn: Any, channel: str, deliver: Callable[[str, str, int], None], timeout: float
+    ) -> None:
+        if not conn.autocommit:
+            await conn.set_autocommit(True)
+        await _bounded_io(conn, conn.execute(_listen_query("LISTEN", channel)), timeout)
+
+    async def unlisten(
+        self, conn: Any, channel: str, deliver: Callable[[str, str, int], None], timeout: float
+    ) -> None:
+        await _bounded_io(conn, conn.execute(_listen_query("UNLISTEN", channel)), timeout)
+
+    async def wait_notifications(
+        self, conn: Any, deliver: Callable[[str, str, int], None], seconds: float
+    ) -> None:
+        async for note in conn.notifies(timeout=seconds):
+            deliver(note.channel, note.payload, note.pid)
+
 
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
@@ -611,3 +640,15 @@ class PsycopgAdapter(SyncAdapter):
 
     def undo(self, conn: Any, undo: list[Any]) -> None:
         _undo(conn, undo)
+
+    def listen(self, conn: Any, channel: str) -> None:
+        conn.autocommit = True
+        conn.execute(_listen_query("LISTEN", channel))
+
+    def unlisten(self, conn: Any, channel: str) -> None:
+        conn.execute(_listen_query("UNLISTEN", channel))
+
+    def drain_notifications(self, conn: Any, deliver: Callable[[str, str, int], None]) -> None:
+        # timeout=0: what the backlog and the socket hold now, no wait.
+        for note in conn.notifies(timeout=0):
+            deliver(note.channel, note.payload, note.pid)

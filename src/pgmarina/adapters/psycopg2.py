@@ -218,6 +218,22 @@ class Psycopg2Adapter(SyncAdapter):
         if not self.pgbouncer:  # behind PgBouncer the session is not ours to reset
             self._in_autocommit(conn, "DISCARD ALL")
 
+    def listen(self, conn: Any, channel: str) -> None:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("LISTEN " + ext.quote_ident(channel, conn))
+
+    def unlisten(self, conn: Any, channel: str) -> None:
+        with conn.cursor() as cur:
+            cur.execute("UNLISTEN " + ext.quote_ident(channel, conn))
+
+    def drain_notifications(self, conn: Any, deliver: Callable[[str, str, int], None]) -> None:
+        conn.poll()  # reads what the socket holds; raises if the server is gone
+        notes = conn.notifies
+        while notes:
+            note = notes.pop(0)
+            deliver(note.channel, note.payload, note.pid)
+
     def ping(self, conn: Any) -> None:
         self._in_autocommit(conn, "SELECT 1")
 

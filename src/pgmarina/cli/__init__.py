@@ -5,6 +5,9 @@ its DSN.  ``pgmarina demo`` starts one too (unless ``--dsn`` names a server),
 runs a concurrent workload through an :class:`~pgmarina.AsyncPool`, restarts
 the server in the middle of it, and shows what that cost: the queries that
 were in flight, while every acquire waited and then succeeded.
+``pgmarina bench`` measures pgmarina against the raw driver and the peer
+pools that are installed; ``pgmarina check DSN`` says whether each host of
+a DSN can serve a pool.
 """
 
 from __future__ import annotations
@@ -52,7 +55,38 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--no-restart", action="store_true", help="do not restart the server mid-run"
     )
+    from .bench import add_bench_arguments
+    from .check import add_check_arguments
+
+    bench = sub.add_parser(
+        "bench",
+        help="pgmarina against the raw driver and the installed peer pools",
+        description="Run acquire / SELECT 1 / release cycles through pgmarina, the raw "
+        "drivers and every installed peer pool (asyncpg's pool, psycopg_pool, psqlpy, "
+        "SQLAlchemy), in interleaved rounds in one run, and print ops/s, p99 and ratios. "
+        "A throwaway embedded PostgreSQL is used unless --dsn names a server.",
+    )
+    add_bench_arguments(bench)
+    check = sub.add_parser(
+        "check",
+        help="can this DSN serve a pool? (each host: reachable, role, usage, TLS, PgBouncer)",
+        description="Connect to each host of DSN (multi-host DSNs such as "
+        "postgresql://u@h1:5432,h2:5433/db are checked host by host) and report whether it "
+        "is reachable and how fast, its server version and role (primary or standby), "
+        "max_connections and current usage, whether TLS is in use and whether it looks "
+        "like PgBouncer. Exits 1 when no host can serve a read-write pool. Passwords are "
+        "never printed.",
+    )
+    add_check_arguments(check)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from .bench import run_bench
+
+        return run_bench(args, bench)
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check(args)
     if args.command == "server":
         from ..contrib.embedded import serve
 

@@ -40,6 +40,7 @@ from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..adapters.base import bounded as _bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolNotOpen, PoolTimeout
+from ..listener import AsyncListener, AsyncNotifications, Gap, Notification, Subscription
 from ._common import (
     CUSTOM,
     DEFAULT,
@@ -211,6 +212,7 @@ class AsyncPool(PoolBase):
 
     _sync = False
     _default_driver = "asyncpg"
+    _listener: AsyncListener | None = None  # LISTEN/NOTIFY, made on first use
 
     def _init_shell(self) -> None:
         if self._config.barge_window:
@@ -330,6 +332,8 @@ class AsyncPool(PoolBase):
                     "%s: leases still out after %.3gs; terminating them", self.name, seconds
                 )
                 self._terminate_leased()
+        if self._listener is not None:
+            await self._listener.aclose()
         await self._join()
 
     def terminate(self) -> None:
@@ -347,6 +351,8 @@ class AsyncPool(PoolBase):
             self._hard_close(entry)
         for task in list(self._tasks):
             task.cancel()
+        if self._listener is not None:
+            self._listener.terminate()
 
     def _shut(self, why: str) -> None:
         """Stop serving: fail queued waiters and stop background work."""
@@ -937,6 +943,43 @@ class AsyncPool(PoolBase):
         entries = self._core.check_idle(monotonic())
         if entries:
             await asyncio.gather(*(self._keepalive(e) for e in entries))
+
+    # ------------------------------------------------------------------
+    # LISTEN/NOTIFY (issue 15): a connection of its own, see pgmarina.listener
+
+    def listener(self) -> AsyncListener:
+        """The pool's LISTEN/NOTIFY listener, made on first use.
+
+        It holds one connection outside the pool's slots (``stats().dedicated``),
+        reconnects with backoff, and closes with the pool; see
+        :class:`~pgmarina.listener.AsyncListener`.
+
+        Raises:
+            PoolNotOpen, PoolClosed: the pool is not open.
+        """
+        if self._listener is None:
+            if self._closed:
+                raise PoolClosed(f"{self.name} is closed")
+            if not self._opened:
+                raise PoolNotOpen(f"{self.name} is not open")
+            self._listener = listener = AsyncListener(self)
+            # A pool dropped without close() takes its listener along.
+            weakref.finalize(self, listener._forgotten)
+        return self._listener
+
+    async def listen(
+        self, channel: str, callback: Callable[[Notification], Any], *,
+        on_gap: Callable[[Gap], Any] | None = None, timeout: float | None = None,
+    ) -> Subscription:
+        """Call ``callback(note)`` for each notification on ``channel``, and
+        ``on_gap(gap)`` when some may have been missed; see
+        :meth:`~pgmarina.listener.AsyncListener.listen`."""
+        return await self.listener().listen(channel, callback, on_gap=on_gap, timeout=timeout)
+
+    def notifications(self, channel: str) -> AsyncNotifications:
+        """``async for note in pool.notifications(channel)``; see
+        :class:`~pgmarina.listener.AsyncNotifications`."""
+        return self.listener().notifications(channel)
 
     # ------------------------------------------------------------------
     # asyncpg shortcuts

@@ -35,6 +35,7 @@ from .._lease import FULL_RESET, RELEASED, set_con
 from .._lease import end as end_lease
 from ..adapters import BROKEN, BUSY, CLEAN, IN_TRANSACTION
 from ..errors import PoolClosed, PoolConnectError, PoolNotOpen, PoolTimeout
+from ..listener import Gap, Listener, Notification, Notifications, Subscription
 from ._common import (
     CUSTOM,
     DEFAULT,
@@ -250,6 +251,7 @@ class Pool(PoolBase):
 
     _sync = True
     _default_driver = "psycopg"
+    _listener: Listener | None = None  # LISTEN/NOTIFY, made on first use
 
     # The constructor, with the thread pool's own default barge window.
     __init__ = with_defaults(PoolBase.__init__, barge_window=BARGE_WINDOW)
@@ -353,6 +355,8 @@ class Pool(PoolBase):
                 None if deadline is None else max(0.0, deadline - monotonic()),
             )
         self._stop_background(taken, self._reset_timeout + 1.0)
+        if self._listener is not None:
+            self._listener.close(self._reset_timeout + 1.0)
         if self._housekeeper is not None and self._housekeeper is not threading.current_thread():
             self._housekeeper.join(self._config.housekeeping_interval + 1.0)
 
@@ -364,6 +368,8 @@ class Pool(PoolBase):
             taken = core.terminate(monotonic()) + self._take_work()
             self._changed.notify_all()
         self._stop_background(taken, 0)
+        if self._listener is not None:
+            self._listener.terminate()
 
     def _shut(self, why: str) -> None:
         """Stop serving and fail queued waiters (caller holds the lock)."""
@@ -938,6 +944,37 @@ class Pool(PoolBase):
             entries = self._core.check_idle(monotonic())
         for entry in entries:
             self._keepalive(entry)
+
+    # ------------------------------------------------------------------
+    # LISTEN/NOTIFY (issue 15): a connection of its own, see pgmarina.listener
+
+    def listener(self) -> Listener:
+        """The pool's LISTEN/NOTIFY listener, made on first use; see
+        :meth:`AsyncPool.listener` and :class:`~pgmarina.listener.Listener`."""
+        with self._lock:
+            if self._listener is None:
+                if self._closed:
+                    raise PoolClosed(f"{self.name} is closed")
+                if not self._opened:
+                    raise PoolNotOpen(f"{self.name} is not open")
+                self._listener = listener = Listener(self)
+                # A pool dropped without close() takes its listener along.
+                weakref.finalize(self, listener.terminate)
+            return self._listener
+
+    def listen(
+        self, channel: str, callback: Callable[[Notification], Any], *,
+        on_gap: Callable[[Gap], Any] | None = None, timeout: float | None = None,
+    ) -> Subscription:
+        """Call ``callback(note)`` on the listener's thread for each
+        notification on ``channel``, and ``on_gap(gap)`` when some may have
+        been missed; see :meth:`~pgmarina.listener.Listener.listen`."""
+        return self.listener().listen(channel, callback, on_gap=on_gap, timeout=timeout)
+
+    def notifications(self, channel: str) -> Notifications:
+        """``for note in pool.notifications(channel)``; see
+        :class:`~pgmarina.listener.Notifications`."""
+        return self.listener().notifications(channel)
 
 
 class _Connection(ConnectionContextBase):
