@@ -24,9 +24,13 @@ NUMBERS = [
     "backoff_max",
     "housekeeping_interval",
     "barge_window",
+    "leak_timeout",
 ]
 BOOLS = ["fail_fast_waiters"]  # its checks: tests/core/test_core_fail_fast_waiters.py
-NULLABLE = {"timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after"}
+NULLABLE = {
+    "timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after",
+    "leak_timeout",
+}
 
 # (name, value) pairs that are of the right type but out of range.
 OUT_OF_RANGE: list[tuple[str, Any]] = [
@@ -50,6 +54,8 @@ OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("housekeeping_interval", 0),
     ("housekeeping_interval", -1.0),
     ("barge_window", -0.01),
+    ("leak_timeout", 0),
+    ("leak_timeout", -1.0),
 ]
 
 # Values at the edge of the allowed range.
@@ -77,6 +83,8 @@ EDGES: list[tuple[str, Any]] = [
     ("housekeeping_interval", 0.01),
     ("barge_window", 0),
     ("barge_window", float("inf")),
+    ("leak_timeout", None),
+    ("leak_timeout", 0.001),
 ]
 
 
