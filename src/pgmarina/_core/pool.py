@@ -855,10 +855,13 @@ class PoolCore(Generic[W]):
             return []
         found = []
         for entry in self.entries:
-            if entry.state is IN_USE and now - entry.acquired_at >= limit:
-                if told.get(entry) != entry.acquired_at:
-                    told[entry] = entry.acquired_at
-                    found.append(entry)
+            if (
+                entry.state is IN_USE
+                and now - entry.acquired_at >= limit
+                and told.get(entry) != entry.acquired_at
+            ):
+                told[entry] = entry.acquired_at
+                found.append(entry)
         if told:
             # Forget leases that are over, so the dict stays as small as the pool.
             for entry in [e for e, at in told.items() if e.state is not IN_USE

@@ -64,7 +64,7 @@ class Histogram:
         What Prometheus' ``_bucket{le=...}`` series carry.
         """
         out, total = [], 0
-        for bound, n in zip((*BUCKETS, float("inf")), self.counts):
+        for bound, n in zip((*BUCKETS, float("inf")), self.counts, strict=True):
             total += n
             out.append((bound, total))
         return out
@@ -86,7 +86,7 @@ class Histogram:
             return 0.0
         rank = q * total
         seen, low = 0, 0.0
-        for bound, n in zip(BUCKETS, self.counts):
+        for bound, n in zip(BUCKETS, self.counts, strict=False):
             if n and seen + n >= rank:
                 return low + (bound - low) * max(0.0, rank - seen) / n
             seen += n
@@ -95,9 +95,8 @@ class Histogram:
 
     def since(self, earlier: Histogram) -> Histogram:
         """What was observed after ``earlier`` (a snapshot of the same histogram)."""
-        return Histogram(
-            tuple(a - b for a, b in zip(self.counts, earlier.counts)), self.sum - earlier.sum
-        )
+        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True))
+        return Histogram(counts, self.sum - earlier.sum)
 
 
 _EMPTY = Histogram()

@@ -195,6 +195,13 @@ class AsyncPool(PoolBase):
             default: ``SELECT 1``.
         reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async),
             run in a task of its own: the pool goes on reconnecting meanwhile.
+        leak_timeout: Report a lease held longer than this many seconds as
+            a probable leak: one WARNING on logger ``pgmarina`` naming the
+            code that acquired it (``None``: off; when on, each acquire
+            notes its caller's stack, a few microseconds).  Checked by
+            housekeeping, so reported up to ``housekeeping_interval`` late.
+        on_leak: ``on_leak(info)`` (sync or async) called with a
+            :class:`~pgmarina.LeakInfo` for each leak reported.
         connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
         **driver_kwargs: Any other keyword goes to the driver's connect too
@@ -911,6 +918,20 @@ class AsyncPool(PoolBase):
         self._core.housekeeping(monotonic())
         if self._core.pending:
             self._drain()
+        if self._config.leak_timeout is not None:
+            self._report_leaks(self._leak_infos(monotonic()))
+
+    def _leak_callback_result(self, result: Any) -> None:
+        if inspect.isawaitable(result) and self._loop is not None:
+            task = self._loop.create_task(self._await_leak_callback(result))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _await_leak_callback(self, result: Awaitable[Any]) -> None:
+        try:
+            await result
+        except Exception:
+            self._log.exception("%s: on_leak callback raised", self.name)
 
     # ------------------------------------------------------------------
     # administration

@@ -227,7 +227,8 @@ class Pool(PoolBase):
     Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
     ``await``; ``driver`` is ``"psycopg"`` (the default, ``None``),
     ``"psycopg2"`` or an adapter object, and hooks (``configure``, ``check``, ``reset``,
-    ``reconnect_failed``) are plain callables.  ``reconnect_failed`` runs on
+    ``reconnect_failed``, ``on_leak``) are plain callables; ``on_leak`` runs
+    on the housekeeping thread.  ``reconnect_failed`` runs on
     a daemon thread of its own; a ``configure`` still running when
     ``connect_timeout`` is up has its connection cut off under it.
 
@@ -913,6 +914,10 @@ class Pool(PoolBase):
 
     def _housekeeping_tick(self) -> None:
         self._apply(self._core.housekeeping)
+        if self._config.leak_timeout is not None:
+            with self._lock:
+                leaks = self._leak_infos(monotonic())
+            self._report_leaks(leaks)  # logs and callbacks: outside the lock
 
     # ------------------------------------------------------------------
     # administration

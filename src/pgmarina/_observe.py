@@ -1,0 +1,122 @@
+"""Leak detection: who took the connection that never came back.
+
+When ``leak_timeout`` is set, every lease records where it was acquired: the
+code objects and line numbers of its caller's frames, not the frames
+themselves (they would keep the caller's locals alive), and not formatted
+text (formatting costs far more than the walk, and most leases come back).
+The core decides which leases are overdue (:meth:`PoolCore.overdue`);
+housekeeping then turns each into a :class:`LeakInfo`, logs one WARNING and
+calls ``on_leak``.  With leak detection off, nothing here runs: the pool
+keeps its plain lease maker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import CodeType
+from typing import Any
+
+from ._redact import redact
+
+__all__ = ["LeakInfo", "traced"]
+
+#: Frames from here down are the pool's own, not the acquirer's; asyncio's
+#: and threading's are the machinery under every task and thread.
+_OWN = tuple(
+    os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+    for m in (sys.modules[__package__], asyncio, threading)
+    if m.__file__ is not None
+) + (threading.__file__,)
+#: Frames kept per lease, innermost first: enough to see past a framework.
+_DEPTH = 40
+
+Frames = tuple[tuple[CodeType, int], ...]
+
+
+def _capture() -> Frames:
+    """The calling code's frames, innermost first, the pool's own left out."""
+    frame: Any = sys._getframe(2)
+    frames: list[tuple[CodeType, int]] = []
+    while frame is not None and len(frames) < _DEPTH:
+        code = frame.f_code
+        if not code.co_filename.startswith(_OWN):
+            frames.append((code, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(frames)
+
+
+def traced(make: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """A lease maker like ``make`` that also notes, on the entry, who acquired it."""
+
+    def make_traced(con: Any, entry: Any, pool: Any) -> Any:
+        entry.lease = _capture()
+        return make(con, entry, pool)
+
+    return make_traced
+
+
+@dataclass(frozen=True, slots=True)
+class LeakInfo:
+    """A lease held longer than ``leak_timeout``: what ``on_leak`` receives.
+
+    Attributes:
+        pool: The pool's name.
+        connection: The connection's number in the pool (as in its logs).
+        age: How long the lease has been held, in seconds.
+        leak_timeout: The pool's setting it overran.
+        frames: Where it was acquired: ``(filename, line, function)``,
+            outermost first, as in a traceback; the acquirer is the last.
+    """
+
+    pool: str
+    connection: int
+    age: float
+    leak_timeout: float
+    frames: tuple[tuple[str, int, str], ...]
+
+    @property
+    def stack(self) -> str:
+        """``frames`` formatted as a traceback's lines (passwords masked)."""
+        lines = []
+        for filename, lineno, name in self.frames:
+            lines.append(f'  File "{filename}", line {lineno}, in {name}\n')
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append(f"    {source}\n")
+        return redact("".join(lines))
+
+    @property
+    def acquirer(self) -> str:
+        """``"file:line in function"`` of the code that acquired the lease."""
+        if not self.frames:
+            return "an unknown place"
+        filename, lineno, name = self.frames[-1]
+        return f"{filename}:{lineno} in {name}"
+
+    def message(self) -> str:
+        """The WARNING the pool logs for it."""
+        return (
+            f"{self.pool}: connection #{self.connection} has been leased for "
+            f"{self.age:.1f}s (leak_timeout={self.leak_timeout:g}s) and not released; "
+            f"a leak? It was acquired at {self.acquirer}:\n{self.stack}"
+        ).rstrip("\n")
+
+
+def leak_info(pool: str, entry: Any, now: float, leak_timeout: float) -> LeakInfo:
+    """Describe ``entry``'s overdue lease (read it while the entry cannot change)."""
+    frames = entry.lease if isinstance(entry.lease, tuple) else ()
+    return LeakInfo(
+        pool=pool,
+        connection=entry.id,
+        age=now - entry.acquired_at,
+        leak_timeout=leak_timeout,
+        frames=tuple(
+            (code.co_filename, lineno, code.co_name) for code, lineno in reversed(frames)
+        ),
+    )
