@@ -34,19 +34,20 @@ _OWN = tuple(
     if m.__file__ is not None
 ) + (threading.__file__,)
 #: Frames kept per lease, innermost first: enough to see past a framework.
-_DEPTH = 40
+_DEPTH = 32
 
 Frames = tuple[tuple[CodeType, int], ...]
 
 
 def _capture() -> Frames:
-    """The calling code's frames, innermost first, the pool's own left out."""
+    """The calling code's frames, innermost first (sorted out when reported)."""
     frame: Any = sys._getframe(2)
     frames: list[tuple[CodeType, int]] = []
-    while frame is not None and len(frames) < _DEPTH:
-        code = frame.f_code
-        if not code.co_filename.startswith(_OWN):
-            frames.append((code, frame.f_lineno))
+    append = frames.append
+    for _ in range(_DEPTH):
+        if frame is None:
+            break
+        append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
     return tuple(frames)
 
@@ -117,6 +118,8 @@ def leak_info(pool: str, entry: Any, now: float, leak_timeout: float) -> LeakInf
         age=now - entry.acquired_at,
         leak_timeout=leak_timeout,
         frames=tuple(
-            (code.co_filename, lineno, code.co_name) for code, lineno in reversed(frames)
+            (code.co_filename, lineno, code.co_name)
+            for code, lineno in reversed(frames)
+            if not code.co_filename.startswith(_OWN)
         ),
     )
