@@ -13,10 +13,12 @@ keeps its plain lease maker.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import linecache
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
@@ -24,15 +26,18 @@ from typing import Any
 
 from ._redact import redact
 
-__all__ = ["LeakInfo", "traced"]
+__all__ = ["LeakInfo", "live_pools", "register", "snapshot", "traced"]
 
-#: Frames from here down are the pool's own, not the acquirer's; asyncio's
-#: and threading's are the machinery under every task and thread.
-_OWN = tuple(
-    os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-    for m in (sys.modules[__package__], asyncio, threading)
-    if m.__file__ is not None
-) + (threading.__file__,)
+#: Frames from these files down are not the acquirer's: the pool's own, and
+#: the machinery under every task and worker thread.
+_OWN = (
+    *(
+        os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+        for m in (sys.modules[__package__], asyncio, concurrent.futures)
+        if m.__file__ is not None
+    ),
+    threading.__file__,
+)
 #: Frames kept per lease, innermost first: enough to see past a framework.
 _DEPTH = 32
 
@@ -123,3 +128,36 @@ def leak_info(pool: str, entry: Any, now: float, leak_timeout: float) -> LeakInf
             if not code.co_filename.startswith(_OWN)
         ),
     )
+
+
+# ----------------------------------------------------------------------
+# Every pool of the process, for exporters (Prometheus, OpenTelemetry)
+
+#: Held weakly: an exporter must not keep a forgotten pool alive.
+_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register(pool: Any) -> None:
+    """Note ``pool`` as live (every pool's constructor calls this)."""
+    _POOLS.add(pool)
+
+
+def live_pools() -> list[Any]:
+    """Every pool of the process that is neither collected nor closed, by name."""
+    return sorted((p for p in list(_POOLS) if not p.closed), key=lambda p: p.name)
+
+
+def snapshot(pool: Any) -> Any:
+    """``pool.stats()``, from any thread.
+
+    Exporters read stats from a thread of their own (an HTTP handler, a
+    periodic reader).  An ``AsyncPool`` changes its books on its event loop
+    without a lock, so its count of entries can change while another thread
+    walks them: try again, the count is right the next time.
+    """
+    for _ in range(4):
+        try:
+            return pool.stats()
+        except RuntimeError:  # "set changed size during iteration"
+            continue
+    return pool.stats()

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
 from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
-from .._observe import LeakInfo, leak_info, traced
+from .._observe import LeakInfo, leak_info, register, traced
 from .._redact import describe_error, describe_target, one_line
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, resolve
 from ..errors import PoolConnectError, PoolError, PoolTimeout
@@ -220,6 +220,7 @@ class PoolBase:
         self._transactional = adapter.transactional_context
         self._core: PoolCore[Any] = PoolCore(self._config, self._wake, refuse=self._refuse)
         self._core.name = self.name
+        register(self)  # for exporters; held weakly
         self._opened = False
         self._closed = False
         self._init_shell()
