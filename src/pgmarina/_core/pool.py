@@ -200,6 +200,9 @@ class PoolCore(Generic[W]):
         self._use_counts = [0] * (len(BUCKETS) + 1)
         #: Leases already reported as leaked: entry -> its lease's start.
         self._leaks_told: dict[Entry, float] = {}
+        #: Per-event recorders set by ``observe()`` (``None``: nobody listens).
+        self._on_wait: Callable[[float], None] | None = None
+        self._on_use: Callable[[float], None] | None = None
 
     def _apply_config(self, config: PoolConfig) -> None:
         # Hot-path settings are copied to plain attributes: one lookup each.
@@ -297,6 +300,8 @@ class PoolCore(Generic[W]):
                 waited = now - since
                 self.wait_time_total += waited
                 self._wait_counts[bisect_left(BUCKETS, waited)] += 1
+                if self._on_wait is not None:
+                    self._on_wait(waited)
                 return
             entry.uses -= 1
         entry.state = IDLE
@@ -443,6 +448,8 @@ class PoolCore(Generic[W]):
                     self._give(entry, now)
                 return False
             self._lease(entry, now)
+            if self._on_wait is not None:
+                self._on_wait(0.0)  # checked, not queued
             return True
         self.checks_failed += 1
         self.connections_lost += 1
@@ -569,6 +576,8 @@ class PoolCore(Generic[W]):
         waited = now - since
         self.wait_time_total += waited
         self._wait_counts[bisect_left(BUCKETS, waited)] += 1
+        if self._on_wait is not None:
+            self._on_wait(waited)
         self._nudge()  # if more sit idle, pass the nudge on
         return entry
 
@@ -666,6 +675,8 @@ class PoolCore(Generic[W]):
             used = max(0.0, now - entry.acquired_at)
             self.usage_time_total += used
             self._use_counts[bisect_left(BUCKETS, used)] += 1
+            if self._on_use is not None:
+                self._on_use(used)
         if lost:
             self.connections_lost += 1
         self._retire(entry, now, "broken" if lost else None)
@@ -840,6 +851,40 @@ class PoolCore(Generic[W]):
                 keep.append(entry)
         self.idle[:] = keep
         self._grow(now)
+
+    def observe(
+        self, on_wait: Callable[[float], None], on_use: Callable[[float], None]
+    ) -> None:
+        """Call ``on_wait(seconds)`` for every acquire and ``on_use(seconds)``
+        for every lease that ends, from now on (OpenTelemetry's histograms).
+
+        The core's own histograms need no such call.  Pools that nobody
+        observes must not pay for one on their hot paths, so the calls there
+        are made by wrappers put on this one instance (``checkout`` and
+        ``checkin`` found on the instance before the class); the slow paths
+        (hand-offs, discards) test for a recorder.  Once only.
+
+        Raises:
+            RuntimeError: an observer is already set.
+        """
+        if self._on_wait is not None:
+            raise RuntimeError(f"{self.name} is already observed")
+        self._on_wait, self._on_use = on_wait, on_use
+        checkout, checkin = self.checkout, self.checkin
+
+        def observed_checkout(now: float) -> Entry | None:
+            entry = checkout(now)
+            if entry is not None and entry.state is IN_USE:
+                on_wait(0.0)  # served at once
+            return entry
+
+        def observed_checkin(entry: Entry, now: float) -> None:
+            if entry.state is IN_USE or entry.state is RESETTING:
+                on_use(now - entry.acquired_at)
+            checkin(entry, now)
+
+        self.checkout = observed_checkout  # type: ignore[method-assign]
+        self.checkin = observed_checkin  # type: ignore[method-assign]
 
     def overdue(self, now: float) -> list[Entry]:
         """Leases held longer than ``leak_timeout``, each reported once.
