@@ -365,6 +365,13 @@ class PoolBase:
             "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
         )
 
+    def _log_recovered(self, failed_for: float) -> None:
+        # The WARNINGs of an outage end with this line, so that an operator
+        # reading the log sees when (and whether) the pool came back.
+        self._log.info(
+            "%s: connected again after failing for %.1fs", self.name, failed_for
+        )
+
     def _connect_timed_out(self) -> TimeoutError:
         """The error of a connect (and ``configure``) that overran ``connect_timeout``."""
         return TimeoutError(

@@ -832,7 +832,11 @@ class AsyncPool(PoolBase):
                     adapter.terminate(conn)
                     core.connect_aborted(entry)
                     return
-                core.connect_succeeded(entry, conn, monotonic())
+                now = monotonic()
+                failing_since = core.failing_since
+                core.connect_succeeded(entry, conn, now)
+                if failing_since is not None:
+                    self._log_recovered(now - failing_since)
                 self._update_filled()
                 if core.pending:
                     self._drain()

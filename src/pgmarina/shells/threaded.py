@@ -827,12 +827,16 @@ class Pool(PoolBase):
                 if closed:
                     core.connect_aborted(entry)
                 else:
-                    core.connect_succeeded(entry, conn, monotonic())
+                    now = monotonic()
+                    failing_since = core.failing_since
+                    core.connect_succeeded(entry, conn, now)
                     work = self._take_work()
                     self._changed.notify_all()
             if closed:
                 self._adapter.terminate(conn)
             else:
+                if failing_since is not None:
+                    self._log_recovered(now - failing_since)
                 self._run(work)
             return
 
