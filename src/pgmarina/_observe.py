@@ -28,12 +28,16 @@ from ._redact import redact
 
 __all__ = ["LeakInfo", "live_pools", "register", "snapshot", "traced"]
 
-#: Frames from these files down are not the acquirer's: the pool's own, and
-#: the machinery under every task and worker thread.
+#: Frames from these files down are not the acquirer's: the pool's own
+#: machinery (not its CLI, whose demo leaks on purpose), and the machinery
+#: under every task and worker thread.
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _OWN = (
+    *(_HERE + part for part in ("shells" + os.sep, "adapters" + os.sep, "_core" + os.sep,
+                                "compat" + os.sep, "_lease.py", "_observe.py")),
     *(
         os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-        for m in (sys.modules[__package__], asyncio, concurrent.futures)
+        for m in (asyncio, concurrent.futures)
         if m.__file__ is not None
     ),
     threading.__file__,
