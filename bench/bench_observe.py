@@ -178,7 +178,7 @@ def core_delta(rounds: int) -> None:
             checkout, checkin = c.checkout, c.checkin
             n = 20000
             start = time.perf_counter()
-            for i in range(n):
+            for _ in range(n):
                 e = checkout(1.0)
                 checkin(e, 1.001)
             best[name].append((time.perf_counter() - start) / n)

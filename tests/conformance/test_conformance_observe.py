@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -220,7 +221,7 @@ async def test_counters_never_go_down_and_since_gives_their_growth(
             async with combo.connection(pool) as conn:
                 await combo.query_value(conn, "SELECT 1")
         snapshots.append(pool.stats())
-    for earlier, later in zip(snapshots, snapshots[1:], strict=False):
+    for earlier, later in itertools.pairwise(snapshots):
         delta = later.since(earlier)
         for name in COUNTERS:
             assert getattr(delta, name) >= 0, name
@@ -231,3 +232,31 @@ async def test_counters_never_go_down_and_since_gives_their_growth(
     with pytest.raises(TypeError, match="earlier"):
         snapshots[-1].since({})  # type: ignore[arg-type]
     await combo.close(pool)
+
+
+@run_async
+async def test_on_leak_may_be_a_coroutine_function_for_async_pools_and_must_be_callable(
+    combo: Combo, pg: Any
+) -> None:
+    with pytest.raises(TypeError, match="on_leak must be callable"):
+        combo.pool_class(pg.dsn, driver=combo.driver, on_leak="log it")
+    with pytest.raises(ValueError, match="leak_timeout must be > 0"):
+        combo.pool_class(pg.dsn, driver=combo.driver, leak_timeout=0)
+    seen: list[LeakInfo] = []
+    if combo.is_async:
+
+        async def on_leak(info: LeakInfo) -> None:
+            await asyncio.sleep(0)
+            seen.append(info)
+
+    else:
+        on_leak = seen.append  # type: ignore[assignment]
+    with _Records():
+        pool = await combo.make_pool(
+            pg, min_size=1, max_size=1, leak_timeout=0.05, housekeeping_interval=0.02,
+            on_leak=on_leak,
+        )
+        conn = await combo.acquire(pool)
+        await eventually(lambda: len(seen) == 1, what="on_leak ran")
+        await combo.release(pool, conn)
+        await combo.close(pool)

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pgmarina import AsyncPool, Pool
+from pgmarina import AsyncPool, Pool, PoolTimeout
 from pgmarina.contrib.otel import POOL_NAME, PoolMetrics, instrument
 
 
@@ -69,9 +69,8 @@ def test_thread_pool_metrics_follow_the_semantic_conventions(pg: Any, driver: st
             assert _value(points, "db.client.connection.idle.min", name).value == 1
             assert _value(points, "db.client.connection.pending_requests", name).value == 0
         released.join()
-        with pytest.raises(Exception, match="no connection available"):
-            with pool.connection():
-                pool.acquire(timeout=0.01)
+        with pytest.raises(PoolTimeout, match="no connection available"), pool.connection():
+            pool.acquire(timeout=0.01)
         points = _points(reader)
         assert _value(points, "db.client.connection.timeouts", name).value == 1
         wait = _value(points, "db.client.connection.wait_time", name)

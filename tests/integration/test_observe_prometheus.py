@@ -49,7 +49,7 @@ def test_the_collector_exposes_every_pool_with_a_pool_label_and_no_dsn(pg: Any) 
         held = await apool.acquire()
         conn = await apool.acquire()
         await apool.release(conn)  # max_uses=1: retired, "uses"
-        text, samples = _scrape(registry)
+        _, samples = _scrape(registry)
         assert _get(samples, "pgmarina_pool_connections", pool="prom-async", state="in_use") == 1
         assert _get(samples, "pgmarina_pool_max_size", pool="prom-async") == 4
         assert _get(samples, "pgmarina_acquires_total", pool="prom-async") == 2
