@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -56,7 +57,14 @@ def test_thread_pool_metrics_follow_the_semantic_conventions(pg: Any, driver: st
     try:
         instrument(pool, meter_provider=meters, spans=True, tracer_provider=tracers)
         held = pool.acquire()
-        released = threading.Timer(0.08, pool.release, (held,))
+
+        def release_once_waited_for() -> None:
+            while pool.stats().waiting == 0:
+                time.sleep(0.001)
+            time.sleep(0.08)
+            pool.release(held)
+
+        released = threading.Thread(target=release_once_waited_for)
         released.start()
         with pool.connection():  # waits ~80 ms for the one connection: a span
             points = _points(reader)
