@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from coresim import Shell, Waiter
+from coresim import IN_USE, Shell, Waiter
 
 from pgmarina import Histogram
 from pgmarina._core.stats import BUCKETS, CLOSE_CAUSES
@@ -134,3 +134,35 @@ def test_quantiles_interpolate_within_a_bucket() -> None:
     with pytest.raises(ValueError, match="q must be"):
         h.quantile(1.5)
     assert h.cumulative()[-1] == (float("inf"), 100)
+
+
+@pytest.mark.parametrize("check_window", [None, 0.0])
+def test_a_nudged_waiter_is_recorded_once_even_when_its_connection_is_checked(
+    check_window: float | None,
+) -> None:
+    """Barging (the thread Pool): the woken waiter's acquire reached an observer twice
+    when the connection it came for had to be checked first (once as its wait, once
+    more as 0 when the check passed)."""
+    sh = Shell(min_size=1, max_size=1, barge_window=1.0, check_window=check_window)
+    waits: list[float] = []
+    uses: list[float] = []
+    sh.core.observe(waits.append, uses.append)
+    sh.fill(0.0)
+    a = sh.core.checkout(0.0)
+    assert a is not None
+    if a.state is not IN_USE:
+        assert sh.core.check_done(a, True, 0.0)
+    waiter = sh.acquire(0.1)
+    assert isinstance(waiter, Waiter)
+    sh.checkin(a, 0.2)  # goes idle; the waiter is nudged
+    got = sh.come(waiter, 0.25)
+    assert got is a
+    if got.state is not IN_USE:
+        assert sh.core.check_done(got, True, 0.26)
+    s = sh.core.stats()
+    assert s.acquires == 2
+    assert s.wait_histogram.count == 2
+    assert len(waits) == 2
+    assert uses == [pytest.approx(0.2)]
+    with pytest.raises(RuntimeError, match="already observed"):
+        sh.core.observe(waits.append, uses.append)

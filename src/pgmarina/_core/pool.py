@@ -575,9 +575,12 @@ class PoolCore(Generic[W]):
             return None
         waited = now - since
         self.wait_time_total += waited
-        self._wait_counts[bisect_left(BUCKETS, waited)] += 1
-        if self._on_wait is not None:
-            self._on_wait(waited)
+        if entry.state is IN_USE:
+            # Leased now (one being checked is counted by check_done, as 0):
+            # every acquire lands in the histogram once.
+            self._wait_counts[bisect_left(BUCKETS, waited)] += 1
+            if self._on_wait is not None:
+                self._on_wait(waited)
         self._nudge()  # if more sit idle, pass the nudge on
         return entry
 
