@@ -6,7 +6,9 @@ sans-IO core (:mod:`pgmarina._core`) that makes every pool decision.
 """
 
 from ._core import PoolStats
+from ._core.stats import Histogram
 from ._lease import Lease, reset_on_release, unwrap
+from ._observe import LeakInfo
 from .errors import (
     ConnectionReleasedError,
     DriverNotInstalled,
@@ -27,7 +29,9 @@ __all__ = [
     "AsyncPool",
     "ConnectionReleasedError",
     "DriverNotInstalled",
+    "Histogram",
     "IllegalTransition",
+    "LeakInfo",
     "Lease",
     "Pool",
     "PoolClosed",

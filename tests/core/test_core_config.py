@@ -24,10 +24,14 @@ NUMBERS = [
     "backoff_max",
     "housekeeping_interval",
     "barge_window",
+    "leak_timeout",
 ]
 # their checks: tests/core/test_core_fail_fast_waiters.py, tests/integration/test_pgbouncer_mode.py
 BOOLS = ["fail_fast_waiters", "pgbouncer"]
-NULLABLE = {"timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after"}
+NULLABLE = {
+    "timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after",
+    "leak_timeout",
+}
 
 # (name, value) pairs that are of the right type but out of range.
 OUT_OF_RANGE: list[tuple[str, Any]] = [
@@ -51,6 +55,8 @@ OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("housekeeping_interval", 0),
     ("housekeeping_interval", -1.0),
     ("barge_window", -0.01),
+    ("leak_timeout", 0),
+    ("leak_timeout", -1.0),
 ]
 
 # Values at the edge of the allowed range.
@@ -78,6 +84,8 @@ EDGES: list[tuple[str, Any]] = [
     ("housekeeping_interval", 0.01),
     ("barge_window", 0),
     ("barge_window", float("inf")),
+    ("leak_timeout", None),
+    ("leak_timeout", 0.001),
 ]
 
 

@@ -46,6 +46,7 @@ SHELL_ONLY = {
     "configure": None,
     "check": None,
     "reconnect_failed": None,
+    "on_leak": None,
     "connect_kwargs": None,
     "name": None,
 }

@@ -191,6 +191,9 @@ class PoolConfig:
             only: PgBouncer passes the server's ``server_version`` on and
             answers ``SHOW`` only on its admin console, so it cannot be told
             from a server reliably.
+        leak_timeout: A lease held longer than this is reported as a
+            probable leak, once per lease, by housekeeping (``None``, the
+            default: leak detection is off and costs nothing).
     """
 
     min_size: int = 1
@@ -213,6 +216,8 @@ class PoolConfig:
     barge_window: float = 0.0
     # PgBouncer (Scale-out issue): read by the shells, which set the driver up for it.
     pgbouncer: bool = False
+    # leak detection (issue 15, observability)
+    leak_timeout: float | None = None
 
     def __post_init__(self) -> None:
         _integer("min_size", self.min_size, minimum=0)
@@ -252,6 +257,7 @@ class PoolConfig:
                 f"pgbouncer must be True or False, not {self.pgbouncer!r} (PgBouncer cannot be "
                 "told from a server reliably, so there is no automatic detection)"
             )
+        self._seconds("leak_timeout", nullable=True, positive=True)
 
     def _seconds(self, name: str, **rule: bool) -> None:
         self._set(name, seconds(name, getattr(self, name), **rule))

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -103,7 +104,7 @@ from .entry import (
     Entry,
     EntryState,
 )
-from .stats import PoolStats
+from .stats import BUCKETS, CLOSE_CAUSES, Histogram, PoolStats
 
 __all__ = ["PoolCore"]
 
@@ -192,6 +193,19 @@ class PoolCore(Generic[W]):
         # LISTEN/NOTIFY (issue 15): connections the pool holds outside its
         # slots (the listener's); the listener counts its own in and out.
         self.dedicated = 0
+        # observability: leaks, closes by cause, histograms (see stats.py)
+        self.leaks = 0
+        self.closed_by = dict.fromkeys(CLOSE_CAUSES, 0)
+        #: Waits of queued acquires, by bucket; an acquire served at once
+        #: is not recorded (it costs the fast path nothing): stats() puts
+        #: those in the first bucket.
+        self._wait_counts = [0] * (len(BUCKETS) + 1)
+        self._use_counts = [0] * (len(BUCKETS) + 1)
+        #: Leases already reported as leaked: entry -> its lease's start.
+        self._leaks_told: dict[Entry, float] = {}
+        #: Per-event recorders set by ``observe()`` (``None``: nobody listens).
+        self._on_wait: Callable[[float], None] | None = None
+        self._on_use: Callable[[float], None] | None = None
 
     def _apply_config(self, config: PoolConfig) -> None:
         # Hot-path settings are copied to plain attributes: one lookup each.
@@ -231,11 +245,27 @@ class PoolCore(Generic[W]):
         self.connecting += 1
         return entry
 
-    def _retire(self, entry: Entry, now: float) -> None:
-        """Send ``entry`` to be closed (caller took it off the idle stack)."""
+    def _retire(self, entry: Entry, now: float, cause: str | None = None) -> None:
+        """Send ``entry`` to be closed (caller took it off the idle stack).
+
+        ``cause``: why, for the ``closed_<cause>`` counters (one of
+        ``CLOSE_CAUSES``); by default, what :meth:`_why` finds.
+        """
+        cause = cause or self._why(entry, now)
         self._move(entry, CLOSING)
+        self.closed_by[cause] += 1
         self.pending.append(entry)
         self._grow(now)
+
+    def _why(self, entry: Entry, now: float) -> str:
+        """Which of the pool's rules retires a usable entry (see ``CLOSE_CAUSES``)."""
+        if entry.generation != self.generation:
+            return "expired"
+        if entry.expires_at <= now:
+            return "lifetime"
+        if self._max_uses and entry.uses >= self._max_uses:
+            return "uses"
+        return "other"
 
     def _lease(self, entry: Entry, now: float) -> None:
         entry.state = IN_USE
@@ -270,7 +300,11 @@ class PoolCore(Generic[W]):
             entry.acquired_at = now
             if self._wake(waiter, entry):
                 self.acquires += 1
-                self.wait_time_total += now - since
+                waited = now - since
+                self.wait_time_total += waited
+                self._wait_counts[bisect_left(BUCKETS, waited)] += 1
+                if self._on_wait is not None:
+                    self._on_wait(waited)
                 return
             entry.uses -= 1
         entry.state = IDLE
@@ -320,6 +354,7 @@ class PoolCore(Generic[W]):
         for entry in idle:
             self._move(entry, CLOSING)
             self.pending.append(entry)
+        self.closed_by["other"] += len(idle)
         return waiters
 
     def terminate(self, now: float) -> list[Entry]:
@@ -334,6 +369,7 @@ class PoolCore(Generic[W]):
             if entry.state not in _GONE and entry.state is not CONNECTING:
                 self._move(entry, CLOSING)
                 taken.append(entry)
+        self.closed_by["other"] += len(taken)
         return taken
 
     @property
@@ -415,10 +451,12 @@ class PoolCore(Generic[W]):
                     self._give(entry, now)
                 return False
             self._lease(entry, now)
+            if self._on_wait is not None:
+                self._on_wait(0.0)  # checked, not queued
             return True
         self.checks_failed += 1
         self.connections_lost += 1
-        self._retire(entry, now)
+        self._retire(entry, now, "check_failed")
         return False
 
     def enqueue(self, waiter: W, now: float) -> None:
@@ -538,7 +576,14 @@ class PoolCore(Generic[W]):
             if self.size < self._max_size:
                 self._grow(now)
             return None
-        self.wait_time_total += now - since
+        waited = now - since
+        self.wait_time_total += waited
+        if entry.state is IN_USE:
+            # Leased now (one being checked is counted by check_done, as 0):
+            # every acquire lands in the histogram once.
+            self._wait_counts[bisect_left(BUCKETS, waited)] += 1
+            if self._on_wait is not None:
+                self._on_wait(waited)
         self._nudge()  # if more sit idle, pass the nudge on
         return entry
 
@@ -576,7 +621,9 @@ class PoolCore(Generic[W]):
             if state in _GONE:
                 return
             raise IllegalTransition(f"{entry!r} was not leased")
-        self.usage_time_total += now - entry.acquired_at
+        used = now - entry.acquired_at
+        self.usage_time_total += used
+        self._use_counts[bisect_left(BUCKETS, used)] += 1
         entry.alive_at = now
         max_uses = self._max_uses
         # The test of keeps(), inline: this runs on every release.
@@ -631,10 +678,14 @@ class PoolCore(Generic[W]):
         if entry.state is IDLE:
             self.idle.remove(entry)
         if entry.state in _BUSY:
-            self.usage_time_total += max(0.0, now - entry.acquired_at)
+            used = max(0.0, now - entry.acquired_at)
+            self.usage_time_total += used
+            self._use_counts[bisect_left(BUCKETS, used)] += 1
+            if self._on_use is not None:
+                self._on_use(used)
         if lost:
             self.connections_lost += 1
-        self._retire(entry, now)
+        self._retire(entry, now, "broken" if lost else None)
 
     # ------------------------------------------------------------------
     # connects
@@ -682,6 +733,7 @@ class PoolCore(Generic[W]):
         entry.state = CLOSING
         self.size -= 1
         self.pending.append(entry)
+        self.closed_by["other"] += 1
 
     def _wanted(self) -> bool:
         """Would the pool still open a connection, counting one in flight?
@@ -788,11 +840,13 @@ class PoolCore(Generic[W]):
         keep: list[Entry] = []
         excess = self.size - config.min_size
         for entry in self.idle:  # least recently used first
-            if self._expired(entry, now) or (
+            expired = self._expired(entry, now)
+            if expired or (
                 excess > 0
                 and config.max_idle is not None
                 and now - entry.idle_since >= config.max_idle
             ):
+                self.closed_by[self._why(entry, now) if expired else "idle"] += 1
                 self._move(entry, CLOSING)
                 self.pending.append(entry)
                 excess -= 1
@@ -804,6 +858,69 @@ class PoolCore(Generic[W]):
         self.idle[:] = keep
         self._grow(now)
 
+    def observe(
+        self, on_wait: Callable[[float], None], on_use: Callable[[float], None]
+    ) -> None:
+        """Call ``on_wait(seconds)`` for every acquire and ``on_use(seconds)``
+        for every lease that ends, from now on (OpenTelemetry's histograms).
+
+        The core's own histograms need no such call.  Pools that nobody
+        observes must not pay for one on their hot paths, so the calls there
+        are made by wrappers put on this one instance (``checkout`` and
+        ``checkin`` found on the instance before the class); the slow paths
+        (hand-offs, discards) test for a recorder.  Once only.
+
+        Raises:
+            RuntimeError: an observer is already set.
+        """
+        if self._on_wait is not None:
+            raise RuntimeError(f"{self.name} is already observed")
+        self._on_wait, self._on_use = on_wait, on_use
+        checkout, checkin = self.checkout, self.checkin
+
+        def observed_checkout(now: float) -> Entry | None:
+            entry = checkout(now)
+            if entry is not None and entry.state is IN_USE:
+                on_wait(0.0)  # served at once
+            return entry
+
+        def observed_checkin(entry: Entry, now: float) -> None:
+            if entry.state is IN_USE or entry.state is RESETTING:
+                on_use(now - entry.acquired_at)
+            checkin(entry, now)
+
+        self.checkout = observed_checkout  # type: ignore[method-assign]
+        self.checkin = observed_checkin  # type: ignore[method-assign]
+
+    def overdue(self, now: float) -> list[Entry]:
+        """Leases held longer than ``leak_timeout``, each reported once.
+
+        Called from housekeeping when leak detection is on; the entries
+        returned are counted in ``leaks`` and stay leased (the shell only
+        tells someone).  A connection leased again later is a new lease and
+        may be reported again.
+        """
+        limit = self.config.leak_timeout
+        told = self._leaks_told
+        if limit is None:
+            return []
+        found = []
+        for entry in self.entries:
+            if (
+                entry.state is IN_USE
+                and now - entry.acquired_at >= limit
+                and told.get(entry) != entry.acquired_at
+            ):
+                told[entry] = entry.acquired_at
+                found.append(entry)
+        if told:
+            # Forget leases that are over, so the dict stays as small as the pool.
+            for entry in [e for e, at in told.items() if e.state is not IN_USE
+                          or e.acquired_at != at]:
+                del told[entry]
+        self.leaks += len(found)
+        return found
+
     def ping_done(self, entry: Entry, ok: bool, now: float) -> None:
         """Report a housekeeping (or ``check_idle``) ping."""
         if entry.state is not PINGING:
@@ -813,7 +930,7 @@ class PoolCore(Generic[W]):
         if not ok:
             self.checks_failed += 1
             self.connections_lost += 1
-            self._retire(entry, now)
+            self._retire(entry, now, "check_failed")
         elif self.closing or self._expired(entry, now):
             self._retire(entry, now)
         else:
@@ -845,13 +962,14 @@ class PoolCore(Generic[W]):
         for entry in idle:
             self._move(entry, CLOSING)
             self.pending.append(entry)
+        self.closed_by["expired"] += len(idle)
         self._grow(now)
 
     def resize(self, min_size: int, max_size: int, now: float) -> None:
         """Change the bounds; extra idle connections go now, leased ones on return."""
         self._apply_config(replace(self.config, min_size=min_size, max_size=max_size))
         while self.size > max_size and self.idle:
-            self._retire(self.idle.pop(0), now)
+            self._retire(self.idle.pop(0), now, "other")
         self._grow(now)
 
     # ------------------------------------------------------------------
@@ -887,7 +1005,17 @@ class PoolCore(Generic[W]):
             usage_time_total=self.usage_time_total,
             # LISTEN/NOTIFY (issue 15)
             dedicated=self.dedicated,
+            leaks=self.leaks,
+            **{f"closed_{cause}": n for cause, n in self.closed_by.items()},
+            wait_histogram=self._wait_histogram(),
+            usage_histogram=Histogram(tuple(self._use_counts), self.usage_time_total),
         )
+
+    def _wait_histogram(self) -> Histogram:
+        counts = list(self._wait_counts)
+        # Acquires served without queueing waited 0: the first bucket.
+        counts[0] += max(0, self.acquires - sum(counts))
+        return Histogram(tuple(counts), self.wait_time_total)
 
 
 def _describe(error: BaseException | None) -> str:

@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--no-restart", action="store_true", help="do not restart the server mid-run"
     )
+    demo.add_argument(
+        "--leak-timeout", type=float, default=5.0,
+        help="report a connection held longer than this as a leak (default 5)",
+    )
+    demo.add_argument(
+        "--leak", action="store_true",
+        help="one task forgets to give its connection back, to show the leak warning",
+    )
     from .bench import add_bench_arguments
     from .check import add_check_arguments
 
@@ -91,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..contrib.embedded import serve
 
         return serve(args)
-    if args.tasks < 1 or args.size < 1 or args.seconds <= 0:
-        demo.error("--tasks and --size must be >= 1 and --seconds > 0")
+    if args.tasks < 1 or args.size < 1 or args.seconds <= 0 or not args.leak_timeout > 0:
+        demo.error("--tasks and --size must be >= 1, --seconds and --leak-timeout > 0")
     from .demo import run_demo
 
     return run_demo(args)

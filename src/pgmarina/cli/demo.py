@@ -5,6 +5,11 @@ the queries that were in flight when the server went down fail (the driver
 reports the lost connection, and the pool replaces it), while the acquires
 made during the outage wait and then succeed.  The summary says how many of
 each there were.
+
+The dashboard also shows what the pool's stats tell an operator: the
+acquire wait's p50 and p99 (from ``stats().wait_histogram``) and the leases
+reported as leaked (``leak_timeout``); ``--leak`` makes one task forget its
+connection, to show the warning.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import AsyncPool
+from .. import AsyncPool, LeakInfo, PoolStats
 from .._redact import one_line
 
 __all__ = ["run_demo"]
@@ -37,6 +42,7 @@ class _Tally:
     restarted_at: float | None = None
     #: error name -> the first message seen with it
     messages: dict[str, str] = field(default_factory=dict)
+    leaks: list[LeakInfo] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -52,6 +58,15 @@ def _server(dsn: str | None) -> Iterator[tuple[str, Any]]:
         yield cluster.dsn, cluster
     finally:
         cluster.destroy()
+
+
+async def _forgetful(pool: AsyncPool, stop: float) -> None:
+    """A task that takes a connection and forgets it until the end (``--leak``)."""
+    conn = await pool.acquire()
+    try:
+        await asyncio.sleep(max(0.0, stop - time.monotonic()))
+    finally:
+        await pool.release(conn)
 
 
 async def _workload(pool: AsyncPool, driver: str, tally: _Tally, stop: float) -> None:
@@ -82,6 +97,7 @@ def _table(pool: AsyncPool, tally: _Tally, elapsed: float) -> Any:
     from rich.table import Table
 
     s = pool.stats()
+    waits = s.wait_histogram
     table = Table(title=f"pgmarina demo — {elapsed:4.1f}s", title_justify="left")
     table.add_column("pool", style="cyan")
     table.add_column("", justify="right")
@@ -100,13 +116,26 @@ def _table(pool: AsyncPool, tally: _Tally, elapsed: float) -> Any:
             "acquires failed",
             f"{sum(tally.acquire_errors.values())}",
         ),
+        (
+            "acquire p50/p99",
+            f"{waits.quantile(0.5) * 1000:.1f}/{waits.quantile(0.99) * 1000:.1f} ms",
+            "leaks",
+            f"[bold red]{s.leaks}[/]" if s.leaks else "0",
+        ),
     ]
     for row in rows:
         table.add_row(*row)
+    if tally.leaks:
+        leak = tally.leaks[-1]
+        table.caption = (
+            f"leak: connection #{leak.connection} held {leak.age:.1f}s "
+            f"(leak_timeout={leak.leak_timeout:g}s), acquired at {leak.acquirer}"
+        )
+        table.caption_style = "bold red"
     return table
 
 
-async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> tuple[_Tally, int]:
+async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> tuple[_Tally, PoolStats]:
     tally = _Tally()
     pool = AsyncPool(
         dsn,
@@ -115,6 +144,9 @@ async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> tuple[_Tall
         max_size=args.size,
         timeout=10.0,
         name="demo",
+        leak_timeout=args.leak_timeout,
+        on_leak=tally.leaks.append,
+        housekeeping_interval=0.25,
         connect_kwargs={"autocommit": True} if args.driver == "psycopg" else None,
     )
     async with pool:
@@ -122,6 +154,8 @@ async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> tuple[_Tall
         stop = start + args.seconds
         tasks = [asyncio.create_task(_workload(pool, args.driver, tally, stop))
                  for _ in range(args.tasks)]
+        if args.leak:
+            tasks.append(asyncio.create_task(_forgetful(pool, stop)))
         restart = cluster is not None and not args.no_restart
         restart_at = start + args.seconds / 3 if restart else None
         console: Any = None
@@ -154,8 +188,8 @@ async def _main(args: argparse.Namespace, dsn: str, cluster: Any) -> tuple[_Tall
         if live is None and console is not None:
             console.print(_table(pool, tally, time.monotonic() - start))
         print(pool)
-        acquires = pool.stats().acquires
-    return tally, acquires
+        stats = pool.stats()
+    return tally, stats
 
 
 class _ToStderr(logging.Handler):
@@ -189,15 +223,22 @@ def run_demo(args: argparse.Namespace) -> int:
             where = "embedded PostgreSQL" if cluster is not None else "the given server"
             print(f"pgmarina demo: {args.tasks} tasks on a pool of {args.size} ({args.driver}), "
                   f"{args.seconds:g}s on {where}", flush=True)
-            tally, acquires = asyncio.run(_main(args, dsn, cluster))
+            tally, stats = asyncio.run(_main(args, dsn, cluster))
     finally:
         log.removeHandler(handler)
+    acquires = stats.acquires
     lat = sorted(tally.latencies)
     if lat:
         p50 = statistics.median(lat) * 1000
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
         print(f"cycles: {tally.cycles} ({tally.cycles / args.seconds:.0f}/s), "
               f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1000:.0f} ms")
+    waits = stats.wait_histogram
+    print(f"acquire wait p50 {waits.quantile(0.5) * 1000:.2f} ms, "
+          f"p99 {waits.quantile(0.99) * 1000:.2f} ms (the pool's histogram)")
+    for leak in tally.leaks:
+        print(f"leak: connection #{leak.connection} held {leak.age:.1f}s, "
+              f"acquired at {leak.acquirer}")
     failed_queries = sum(tally.query_errors.values())
     if tally.restarted_at is not None:
         print(f"server restart at {tally.restarted_at:.1f}s: it cost {failed_queries} queries, "

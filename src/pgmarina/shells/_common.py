@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from .._core import Entry, PoolConfig, PoolCore, PoolStats
 from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
+from .._observe import LeakInfo, leak_info, register, traced
 from .._redact import describe_error, describe_target, one_line
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, resolve
 from ..errors import PoolConnectError, PoolError, PoolTimeout
@@ -125,6 +126,9 @@ class PoolBase:
         reconnect_failed: Callable[..., Any] | None = None,
         # PgBouncer (Scale-out issue)
         pgbouncer: bool = _D.pgbouncer,
+        # leak detection (issue 15, observability)
+        leak_timeout: float | None = _D.leak_timeout,
+        on_leak: Callable[..., Any] | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
         **driver_kwargs: Any,
@@ -163,6 +167,7 @@ class PoolBase:
             backoff_max=backoff_max,
             barge_window=barge_window,
             pgbouncer=pgbouncer,
+            leak_timeout=leak_timeout,
         )
         # ``inf`` when there is no limit: asyncio takes it as it is, and the
         # thread shell arms no watchdog and sets no libpq connect_timeout.
@@ -214,6 +219,10 @@ class PoolBase:
         self._target = describe_target(dsn, ckw)
         self._lease_class = adapter.lease_class
         self._new_lease = lease_maker(adapter.lease_class)
+        self._on_leak = _hook("on_leak", on_leak)
+        if self._config.leak_timeout is not None:
+            # Only then does a lease note its acquirer: off, acquire pays nothing.
+            self._new_lease = traced(self._new_lease)
         # Bound once: the hot paths call these on every lease.
         self._is_closed = adapter.is_closed
         self._status = adapter.status
@@ -221,6 +230,7 @@ class PoolBase:
         self._transactional = adapter.transactional_context
         self._core: PoolCore[Any] = PoolCore(self._config, self._wake, refuse=self._refuse)
         self._core.name = self.name
+        register(self)  # for exporters; held weakly
         self._opened = False
         self._closed = False
         self._init_shell()
@@ -367,6 +377,13 @@ class PoolBase:
             "" if delay is None else f"; retrying in {delay * 1000:.0f} ms",
         )
 
+    def _log_recovered(self, failed_for: float) -> None:
+        # The WARNINGs of an outage end with this line, so that an operator
+        # reading the log sees when (and whether) the pool came back.
+        self._log.info(
+            "%s: connected again after failing for %.1fs", self.name, failed_for
+        )
+
     def _connect_timed_out(self) -> TimeoutError:
         """The error of a connect (and ``configure``) that overran ``connect_timeout``."""
         return TimeoutError(
@@ -385,6 +402,25 @@ class PoolBase:
 
     def _log_check_failed(self, entry: Entry) -> None:
         self._log.info("%s: connection #%d failed its check; replacing it", self.name, entry.id)
+
+    def _leak_infos(self, now: float) -> list[LeakInfo]:
+        """The leases overdue now, described (call where the core may be touched)."""
+        limit = self._config.leak_timeout
+        assert limit is not None
+        return [leak_info(self.name, e, now, limit) for e in self._core.overdue(now)]
+
+    def _report_leaks(self, leaks: list[LeakInfo]) -> None:
+        """One WARNING per leaked lease, then ``on_leak(info)`` if given."""
+        for info in leaks:
+            self._log.warning("%s", info.message())
+            if self._on_leak is not None:
+                try:
+                    self._leak_callback_result(self._on_leak(info))
+                except Exception:
+                    self._log.exception("%s: on_leak callback raised", self.name)
+
+    def _leak_callback_result(self, result: Any) -> None:
+        """What ``on_leak`` returned; the asyncio shell runs an awaitable."""
 
     @staticmethod
     def _tick_weakly(ref: Callable[[], Any]) -> bool:

@@ -202,6 +202,13 @@ class AsyncPool(PoolBase):
             psycopg2 needs nothing; a conflicting keyword raises
             ``ValueError``) and no session reset (``reset="full"`` does what
             ``"auto"`` does).  No automatic detection: see the README.
+        leak_timeout: Report a lease held longer than this many seconds as
+            a probable leak: one WARNING on logger ``pgmarina`` naming the
+            code that acquired it (``None``: off; when on, each acquire
+            notes its caller's stack, a few microseconds).  Checked by
+            housekeeping, so reported up to ``housekeeping_interval`` late.
+        on_leak: ``on_leak(info)`` (sync or async) called with a
+            :class:`~pgmarina.LeakInfo` for each leak reported.
         connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
         **driver_kwargs: Any other keyword goes to the driver's connect too
@@ -837,7 +844,11 @@ class AsyncPool(PoolBase):
                     adapter.terminate(conn)
                     core.connect_aborted(entry)
                     return
-                core.connect_succeeded(entry, conn, monotonic())
+                now = monotonic()
+                failing_since = core.failing_since
+                core.connect_succeeded(entry, conn, now)
+                if failing_since is not None:
+                    self._log_recovered(now - failing_since)
                 self._update_filled()
                 if core.pending:
                     self._drain()
@@ -923,6 +934,20 @@ class AsyncPool(PoolBase):
         self._core.housekeeping(monotonic())
         if self._core.pending:
             self._drain()
+        if self._config.leak_timeout is not None:
+            self._report_leaks(self._leak_infos(monotonic()))
+
+    def _leak_callback_result(self, result: Any) -> None:
+        if inspect.isawaitable(result) and self._loop is not None:
+            task = self._loop.create_task(self._await_leak_callback(result))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _await_leak_callback(self, result: Awaitable[Any]) -> None:
+        try:
+            await result
+        except Exception:
+            self._log.exception("%s: on_leak callback raised", self.name)
 
     # ------------------------------------------------------------------
     # administration

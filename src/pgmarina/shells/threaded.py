@@ -229,7 +229,8 @@ class Pool(PoolBase):
     Same arguments and behaviour as :class:`~pgmarina.AsyncPool`, without
     ``await``; ``driver`` is ``"psycopg"`` (the default, ``None``),
     ``"psycopg2"`` or an adapter object, and hooks (``configure``, ``check``, ``reset``,
-    ``reconnect_failed``) are plain callables.  ``reconnect_failed`` runs on
+    ``reconnect_failed``, ``on_leak``) are plain callables; ``on_leak`` runs
+    on the housekeeping thread.  ``reconnect_failed`` runs on
     a daemon thread of its own; a ``configure`` still running when
     ``connect_timeout`` is up has its connection cut off under it.
 
@@ -833,12 +834,16 @@ class Pool(PoolBase):
                 if closed:
                     core.connect_aborted(entry)
                 else:
-                    core.connect_succeeded(entry, conn, monotonic())
+                    now = monotonic()
+                    failing_since = core.failing_since
+                    core.connect_succeeded(entry, conn, now)
                     work = self._take_work()
                     self._changed.notify_all()
             if closed:
                 self._adapter.terminate(conn)
             else:
+                if failing_since is not None:
+                    self._log_recovered(now - failing_since)
                 self._run(work)
             return
 
@@ -920,6 +925,10 @@ class Pool(PoolBase):
 
     def _housekeeping_tick(self) -> None:
         self._apply(self._core.housekeeping)
+        if self._config.leak_timeout is not None:
+            with self._lock:
+                leaks = self._leak_infos(monotonic())
+            self._report_leaks(leaks)  # logs and callbacks: outside the lock
 
     # ------------------------------------------------------------------
     # administration
