@@ -11,11 +11,10 @@ import random
 from typing import Any
 
 import pytest
+from coresim import CLOSED, CONNECTING, IDLE, Shell, Waiter
 
 from pgmarina._core import Budget
 from pgmarina._core.budget import GRANT, RECLAIM
-
-from coresim import CLOSED, CONNECTING, IDLE, Shell, Waiter
 
 
 class Fleet:
@@ -76,7 +75,7 @@ def test_a_full_budget_reclaims_the_least_recently_used_idle_connection_of_anoth
         s.open()
     c.open()
     a1 = a.lease_all(1, now=0.0)[0]
-    b1, b2 = b.lease_all(2, now=0.0)
+    b1, _b2 = b.lease_all(2, now=0.0)
     b.checkin(b1, 5.0)  # b's idle since 5
     a.checkin(a1, 3.0)  # a's idle since 3: the oldest, so a gives it up
     w = c.acquire(10.0)

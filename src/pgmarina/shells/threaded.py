@@ -914,6 +914,12 @@ class Pool(PoolBase):
     def _housekeeping_tick(self) -> None:
         self._apply(self._core.housekeeping)
 
+    def _budget_poke(self, word: str) -> None:
+        workers = self._workers
+        if workers is None or self._stopping.is_set():
+            raise PoolClosed(f"{self.name} is not serving")
+        workers.submit(self._apply, lambda now: self._budget_event(word, now))
+
     # ------------------------------------------------------------------
     # administration
 
