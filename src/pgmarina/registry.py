@@ -68,6 +68,9 @@ from .shells.threaded import Pool
 
 __all__ = ["AsyncPoolRegistry", "PoolRegistry", "RegistryStats", "dsn_key"]
 
+#: While pools wait for permits, reclaims are retried this often (seconds).
+_RECLAIM_RETRY = 0.02
+
 #: Drawn once per process: a key is useless outside the process that made it.
 _HASH_KEY = os.urandom(32)
 
@@ -329,8 +332,23 @@ class _RegistryBase(Generic[P]):
 
     def _sweep_period(self) -> float:
         ttl = self._idle_ttl
-        assert ttl is not None
-        return min(1.0, max(ttl / 4, 0.01))
+        return 1.0 if ttl is None else min(1.0, max(ttl / 4, 0.01))
+
+    def _tick(self) -> float:
+        """How long the background loop sleeps before its next step.
+
+        The sweep runs a few times per ``idle_ttl`` (at most every second);
+        while pools wait for permits, reclaims are retried every 20 ms.
+        """
+        period = self._sweep_period()
+        budget = self._budget
+        if budget is not None and budget.waiting:
+            return min(period, _RECLAIM_RETRY)
+        return period
+
+    def _reclaim_step(self) -> None:
+        if self._budget is not None and self._budget.waiting:
+            self._budget.retry_reclaims()
 
     def stats(self) -> RegistryStats:
         """Per-pool and total figures; see :class:`RegistryStats`."""
@@ -386,7 +404,10 @@ class PoolRegistry(_RegistryBase[Pool]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # a claim starved, or the registry closes
         self._sweeper: threading.Thread | None = None
+        if self._budget is not None:
+            self._budget.on_starved = self._wake.set
 
     def pool(self, dsn: str | None = None, **options: Any) -> Pool:
         """The open pool for ``dsn`` and ``options``, made on first use.
@@ -420,15 +441,23 @@ class PoolRegistry(_RegistryBase[Pool]):
             yield conn
 
     def _start_sweeper(self) -> None:
-        if self._sweeper is None and self._idle_ttl is not None:
+        if self._sweeper is None and (self._idle_ttl is not None or self._budget is not None):
             self._sweeper = threading.Thread(
                 target=self._sweep_loop, name=f"{self.name} sweeper", daemon=True
             )
             self._sweeper.start()
 
     def _sweep_loop(self) -> None:
-        while not self._stopping.wait(self._sweep_period()):
-            self.sweep()
+        next_sweep = monotonic()
+        while not self._stopping.is_set():
+            self._wake.wait(self._tick())
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            self._reclaim_step()
+            if self._idle_ttl is not None and monotonic() >= next_sweep:
+                self.sweep()
+                next_sweep = monotonic() + self._sweep_period()
 
     def sweep(self) -> int:
         """Close the pools idle for ``idle_ttl`` now; returns how many.
@@ -447,6 +476,7 @@ class PoolRegistry(_RegistryBase[Pool]):
             self._closed = True
             pools = [self._forget(k) for k in list(self._slots)]
         self._stopping.set()
+        self._wake.set()
         for pool in pools:
             pool.close(timeout)
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
@@ -479,6 +509,7 @@ class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._sweeper: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None  # a claim starved
 
     async def pool(self, dsn: str | None = None, **options: Any) -> AsyncPool:
         """The open pool for ``dsn`` and ``options``, made on first use.
@@ -499,8 +530,14 @@ class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
                 except BaseException:
                     self._forget(next(k for k, s in self._slots.items() if s.pool is pool))
                     raise
-                if self._sweeper is None and self._idle_ttl is not None:
-                    self._sweeper = asyncio.get_running_loop().create_task(
+                if self._sweeper is None and (
+                    self._idle_ttl is not None or self._budget is not None
+                ):
+                    loop = asyncio.get_running_loop()
+                    self._wake = wake = asyncio.Event()
+                    if self._budget is not None:
+                        self._budget.on_starved = lambda: loop.call_soon_threadsafe(wake.set)
+                    self._sweeper = loop.create_task(
                         self._sweep_loop(), name=f"{self.name} sweeper"
                     )
         return pool
@@ -514,9 +551,17 @@ class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
             yield conn
 
     async def _sweep_loop(self) -> None:
+        next_sweep = monotonic()
+        wake = self._wake
+        assert wake is not None
         while not self._closed:
-            await asyncio.sleep(self._sweep_period())
-            await self.sweep()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._tick())
+            wake.clear()
+            self._reclaim_step()
+            if self._idle_ttl is not None and monotonic() >= next_sweep:
+                await self.sweep()
+                next_sweep = monotonic() + self._sweep_period()
 
     async def sweep(self) -> int:
         """Close the pools idle for ``idle_ttl`` now; returns how many."""

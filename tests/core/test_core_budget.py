@@ -293,3 +293,27 @@ def test_the_budget_is_never_exceeded_under_random_traffic_and_no_waiter_is_lost
         s2.succeed(now)
     check()
     assert all(e.state is not CONNECTING for s2 in shells for e in s2.core.entries)
+
+
+def test_retry_reclaims_finds_a_connection_that_went_idle_after_the_claim() -> None:
+    fleet = Fleet(1)
+    a = fleet.pool(min_size=0, max_size=5)
+    b = fleet.pool(min_size=0, max_size=5)
+    a.open()
+    b.open()
+    (e,) = a.lease_all(1)
+    w = b.acquire(1.0)
+    assert isinstance(w, Waiter)
+    assert fleet.pokes == []  # nothing idle anywhere: nothing to reclaim yet
+    assert fleet.budget.retry_reclaims() == 0
+    a.checkin(e, 2.0)  # idle now, and a's check-in does not ask the budget
+    assert fleet.pokes == []
+    assert fleet.budget.waiting
+    assert fleet.budget.retry_reclaims() == 1
+    assert fleet.pokes == [(a, RECLAIM)]
+    assert fleet.budget.retry_reclaims() == 0  # one reclaim per claim at most
+    fleet.deliver(2.0)
+    a.close_all()
+    fleet.deliver(2.0)
+    b.succeed(2.0)
+    assert w.entry is not None and not fleet.budget.waiting

@@ -141,20 +141,31 @@ def test_with_every_permit_leased_a_caller_waits_up_to_its_timeout(pg: Any) -> N
             with pytest.raises(PoolTimeout), b.connection(timeout=0.3):
                 pass
             assert time.monotonic() - t0 >= 0.25
-        # Released, the connection sits idle in a: b's next caller gets it
-        # (a reclaims it within a housekeeping tick).
-        done = threading.Event()
+        assert registry.stats().budget_used == 1
+
+
+def test_a_waiter_gets_the_connection_another_pool_released_within_a_fraction_of_a_second(
+    pg: Any,
+) -> None:
+    with PoolRegistry(max_total=1, min_size=0, driver="psycopg") as registry:
+        a = registry.pool(pg.dsn, application_name="a")
+        b = registry.pool(pg.dsn, application_name="b")
+        served_at: list[float] = []
 
         def use_b() -> None:
             with b.connection(timeout=5) as conn:
+                served_at.append(time.monotonic())
                 conn.execute("SELECT 1")
-            done.set()
 
-        t = threading.Thread(target=use_b)
-        t.start()
+        with a.connection():
+            t = threading.Thread(target=use_b)
+            t.start()
+            time.sleep(0.2)
+            assert served_at == []  # b waits: the one permit is leased in a
+            released = time.monotonic()
         t.join(6)
-        assert done.is_set()
-        assert registry.stats().budget_used <= 1
+        assert served_at and served_at[0] - released < 0.5
+        assert registry.stats().budget_used == 1
 
 
 def test_the_default_registry_is_one_per_process() -> None:

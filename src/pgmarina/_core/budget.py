@@ -24,7 +24,9 @@ oldest idle connection has sat idle longest (LRU across pools), even one at
 or below its ``min_size``, and pokes its shell (``poke(core, RECLAIM)``) to
 close that connection (:meth:`PoolCore.yield_idle`).  The shell reports back
 with :meth:`reclaimed`.  A claim that found nothing idle is retried on its
-core's next housekeeping tick (which calls ``_grow`` and so :meth:`take`).
+core's next housekeeping tick (which calls ``_grow`` and so :meth:`take`),
+and sooner by :meth:`retry_reclaims`, which a registry calls every few
+milliseconds while claims wait.
 
 Pokes never call into a core: they only schedule work in the victim's or the
 claimant's own shell (its event loop, its worker threads), because the caller
@@ -105,6 +107,10 @@ class Budget:
         self._reclaiming: dict[PoolCore[Any], int] = {}  # pokes sent to each victim
         self.grants = 0
         self.reclaims = 0
+        #: Called (under the lock: it must only schedule) when a claim found
+        #: nothing idle to reclaim, so the registry retries soon; see
+        #: :meth:`retry_reclaims`.
+        self.on_starved: Callable[[], object] | None = None
 
     # ------------------------------------------------------------------
     # membership
@@ -154,7 +160,8 @@ class Budget:
                 if needed > have:
                     self._claims.extend([core] * (needed - have))
                     self._claimed[core] = needed
-                self._reclaim(core)
+                if not self._reclaim(core) and self.on_starved is not None:
+                    self.on_starved()
             return False
 
     def release(self, core: PoolCore[Any]) -> None:
@@ -200,14 +207,33 @@ class Budget:
             self.grants += 1
             self._send(core, GRANT)
 
-    def _reclaim(self, claimant: PoolCore[Any] | None) -> None:
+    def retry_reclaims(self) -> int:
+        """Reclaim for the claims still waiting; returns the pokes sent.
+
+        A claim that found nothing idle is otherwise retried on its pool's
+        next housekeeping tick; a registry calls this more often while
+        claims wait (:attr:`waiting`), so that a connection that went idle
+        since is found sooner.
+        """
+        with self._lock:
+            sent = 0
+            while self._claims and self._reclaim(None):
+                sent += 1
+            return sent
+
+    @property
+    def waiting(self) -> bool:
+        """Some pool waits for a permit (a hint, read without the lock)."""
+        return bool(self._claims)
+
+    def _reclaim(self, claimant: PoolCore[Any] | None) -> bool:
         """Ask the pool with the longest-idle connection to close it (lock held).
 
         At most one reclaim is in flight per claim outstanding: more would
-        close connections nobody is going to get.
+        close connections nobody is going to get.  Returns whether it asked.
         """
         if sum(self._reclaiming.values()) >= len(self._claims):
-            return
+            return False
         victim = None
         oldest = float("inf")
         for core in self._pokes:
@@ -222,10 +248,12 @@ class Budget:
                 continue
             if since < oldest:
                 victim, oldest = core, since
-        if victim is not None:
-            self._reclaiming[victim] = self._reclaiming.get(victim, 0) + 1
-            self.reclaims += 1
-            self._send(victim, RECLAIM)
+        if victim is None:
+            return False
+        self._reclaiming[victim] = self._reclaiming.get(victim, 0) + 1
+        self.reclaims += 1
+        self._send(victim, RECLAIM)
+        return True
 
     def _send(self, core: PoolCore[Any], word: str) -> None:
         poke = self._pokes.get(core)
