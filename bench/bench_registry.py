@@ -13,6 +13,9 @@ Contenders (thread ``Pool``, driver psycopg, min_size = max_size = --size):
   lookup        registry.connection(dsn) on every cycle: the lookup (a dict
                 get on the memo) and the context manager around the lease
 
+With --async: the same three on AsyncPool and asyncpg, with --threads read
+as the number of concurrent tasks.
+
 Usage:
   python bench/bench_registry.py [--dsn DSN] [--threads 1,10] [--size 10]
                                  [--seconds 1] [--rounds 7]
@@ -20,14 +23,15 @@ Usage:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pgmarina
 from _rounds import orders, parse_args, report
 from pgmarina.contrib import embedded
-from pgmarina.registry import PoolRegistry
+from pgmarina.registry import AsyncPoolRegistry, PoolRegistry
 
 Cycle = Callable[[], None]
 
@@ -93,17 +97,78 @@ def bench(args: object, dsn: str) -> None:
         registry.close()
 
 
+async def _arun(cycle: Callable[[], Awaitable[None]], tasks: int, seconds: float) -> float:
+    counts = [0] * tasks
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        n = 0
+        while time.perf_counter() < stop_at:
+            await cycle()
+            n += 1
+        counts[i] = n
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(tasks)))
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+async def abench(args: object, dsn: str) -> None:
+    size = args.size  # type: ignore[attr-defined]
+    settings = {"driver": "asyncpg", "min_size": size, "max_size": size}
+    standalone = pgmarina.AsyncPool(dsn, **settings)  # type: ignore[arg-type]
+    await standalone.open(wait=True)
+    registry = AsyncPoolRegistry(max_total=2 * size, **settings)
+    inside = await registry.pool(dsn)
+    await inside.wait(10)
+
+    async def cycle_standalone() -> None:
+        async with standalone.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def cycle_inside() -> None:
+        async with inside.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def cycle_lookup() -> None:
+        async with registry.connection(dsn) as conn:
+            await conn.fetchval("SELECT 1")
+
+    cycles = {"standalone": cycle_standalone, "in-registry": cycle_inside,
+              "lookup": cycle_lookup}
+    try:
+        for tasks in args.threads:  # type: ignore[attr-defined]
+            results: dict[str, list[float]] = {name: [] for name in cycles}
+            for order in orders(list(cycles), args.rounds):  # type: ignore[attr-defined]
+                for name in order:
+                    results[name].append(
+                        await _arun(cycles[name], tasks, args.seconds)  # type: ignore[attr-defined]
+                    )
+            report(f"async, tasks={tasks}", results, ["standalone"])
+    finally:
+        await standalone.close()
+        await registry.close()
+
+
 def main() -> None:
     parser = parse_args((__doc__ or "").splitlines()[0], "threads", [1, 10])
     parser.add_argument("--dsn")
+    parser.add_argument("--async", dest="use_async", action="store_true")
     args = parser.parse_args()
+
+    def run(dsn: str) -> None:
+        if args.use_async:
+            asyncio.run(abench(args, dsn))
+        else:
+            bench(args, dsn)
+
     if args.dsn:
-        bench(args, args.dsn)
+        run(args.dsn)
         return
     cluster = embedded.Cluster()
     cluster.start()
     try:
-        bench(args, cluster.dsn)
+        run(cluster.dsn)
     finally:
         cluster.destroy()
 

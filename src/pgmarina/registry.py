@@ -53,7 +53,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, ClassVar, Generic, TypeVar
@@ -428,17 +428,15 @@ class PoolRegistry(_RegistryBase[Pool]):
                 self._start_sweeper()
         return pool
 
-    @contextlib.contextmanager
     def connection(
         self, dsn: str | None = None, *, timeout: float | None = DEFAULT, **options: Any
-    ) -> Iterator[Any]:
+    ) -> contextlib.AbstractContextManager[Any]:
         """``with registry.connection(dsn) as conn:``: a lease for the block.
 
-        As ``pool.connection()`` on the pool for ``dsn`` (commit on success,
-        roll back on error).
+        It is ``pool.connection()`` of the pool for ``dsn`` (commit on
+        success, roll back on error), looked up now.
         """
-        with self.pool(dsn, **options).connection(timeout=timeout) as conn:
-            yield conn
+        return self.pool(dsn, **options).connection(timeout=timeout)
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None and (self._idle_ttl is not None or self._budget is not None):
@@ -542,13 +540,15 @@ class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
                     )
         return pool
 
-    @contextlib.asynccontextmanager
-    async def connection(
+    def connection(
         self, dsn: str | None = None, *, timeout: float | None = DEFAULT, **options: Any
-    ) -> AsyncIterator[Any]:
-        """``async with registry.connection(dsn) as conn:``: a lease for the block."""
-        async with self._pool_now(dsn, options).connection(timeout=timeout) as conn:
-            yield conn
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with registry.connection(dsn) as conn:``: a lease for the block.
+
+        It is ``pool.connection()`` of the pool for ``dsn``, looked up now:
+        call it inside a coroutine (a new pool starts on the running loop).
+        """
+        return self._pool_now(dsn, options).connection(timeout=timeout)
 
     async def _sweep_loop(self) -> None:
         next_sweep = monotonic()
