@@ -14,7 +14,9 @@ Contenders (thread ``Pool``, driver psycopg, min_size = max_size = --size):
                 get on the memo) and the context manager around the lease
 
 With --async: the same three on AsyncPool and asyncpg, with --threads read
-as the number of concurrent tasks.
+as the number of concurrent tasks.  With --lean: the thread pools on
+micro_sync.py's fake driver, no server and an empty block, so what is timed
+is the pools' own cost (the machine's network noise drops out).
 
 Usage:
   python bench/bench_registry.py [--dsn DSN] [--threads 1,10] [--size 10]
@@ -60,26 +62,37 @@ def _run(cycle: Cycle, threads: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
-def bench(args: object, dsn: str) -> None:
+def bench(args: object, dsn: str | None) -> None:
     size = args.size  # type: ignore[attr-defined]
-    settings = {"driver": "psycopg", "min_size": size, "max_size": size, "autocommit": True}
+    lean = dsn is None
+    settings: dict[str, object] = {"min_size": size, "max_size": size}
+    if lean:
+        from micro_sync import LeanAdapter
+
+        settings["driver"] = LeanAdapter()
+    else:
+        settings.update(driver="psycopg", autocommit=True)
     standalone = pgmarina.Pool(dsn, **settings)  # type: ignore[arg-type]
     standalone.open(wait=True)
     registry = PoolRegistry(max_total=2 * size, **settings)
     inside = registry.pool(dsn)
     inside.wait(10)
 
+    def work(conn: object) -> None:
+        if not lean:
+            conn.execute("SELECT 1").fetchone()  # type: ignore[attr-defined]
+
     def cycle_standalone() -> None:
         with standalone.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
+            work(conn)
 
     def cycle_inside() -> None:
         with inside.connection() as conn:
-            conn.execute("SELECT 1").fetchone()
+            work(conn)
 
     def cycle_lookup() -> None:
         with registry.connection(dsn) as conn:
-            conn.execute("SELECT 1").fetchone()
+            work(conn)
 
     cycles = {"standalone": cycle_standalone, "in-registry": cycle_inside,
               "lookup": cycle_lookup}
@@ -154,7 +167,11 @@ def main() -> None:
     parser = parse_args((__doc__ or "").splitlines()[0], "threads", [1, 10])
     parser.add_argument("--dsn")
     parser.add_argument("--async", dest="use_async", action="store_true")
+    parser.add_argument("--lean", action="store_true", help="no server: a fake driver")
     args = parser.parse_args()
+    if args.lean:
+        bench(args, None)
+        return
 
     def run(dsn: str) -> None:
         if args.use_async:

@@ -68,6 +68,8 @@ from .shells.threaded import Pool
 
 __all__ = ["AsyncPoolRegistry", "PoolRegistry", "RegistryStats", "dsn_key"]
 
+_NO_MEMO: Any = object()
+
 #: While pools wait for permits, reclaims are retried this often (seconds).
 _RECLAIM_RETRY = 0.02
 
@@ -211,7 +213,7 @@ class _Slot(Generic[P]):
     pool: P
     last_used: float  # looked up, or seen with leases or waiters
     acquires: int = 0  # the pool's counter when last seen
-    aliases: set[tuple[Any, ...]] = field(default_factory=set)
+    aliases: set[Any] = field(default_factory=set)  # its keys in the memo
 
 
 class _RegistryBase(Generic[P]):
@@ -240,9 +242,9 @@ class _RegistryBase(Generic[P]):
         self._defaults = pool_defaults
         self._lock = threading.Lock()  # guards the fields below
         self._slots: dict[str, _Slot[P]] = {}
-        # (dsn, options) -> key: a lookup by the same arguments skips parsing
-        # and hashing.  It holds the DSN as the pool itself does (to connect).
-        self._memo: dict[tuple[Any, ...], str] = {}
+        # (dsn, options) as given -> slot (see _lookup).  It holds the DSN as
+        # the pool itself does (to connect), and goes with the pool.
+        self._memo: dict[Any, _Slot[P]] = {}
         self._closed = False
         self._created = 0
         self._collected = 0
@@ -272,40 +274,36 @@ class _RegistryBase(Generic[P]):
     def _lookup(self, dsn: str | None, options: dict[str, Any]) -> P:
         """The pool for ``dsn`` and ``options``, made (not opened) if new.
 
-        Caller holds ``self._lock``; the new pool is returned unopened with
-        ``self._fresh`` set, for the subclass to open under the same lock.
+        Caller holds ``self._lock``; a new pool is counted in ``_created``
+        for the subclass to open under the same lock.
         """
+        # The memo maps the arguments as given to their slot: a lookup by
+        # the same arguments again is a dict get, with no parsing or hashing.
+        try:
+            memo: Any = (dsn, *sorted(options.items())) if options else dsn
+            slot = self._memo.get(memo)
+        except TypeError:  # an unhashable option value: no memo
+            memo, slot = _NO_MEMO, None
+        if slot is not None:
+            slot.last_used = monotonic()
+            return slot.pool
         if self._closed:
             raise PoolClosed(f"{self.name} is closed")
-        try:
-            memo = (dsn, *sorted(options.items()))
-            key = self._memo.get(memo)
-        except TypeError:  # an unhashable option value
-            memo, key = None, None
-        if key is None:
-            key = dsn_key(dsn, options)
+        key = dsn_key(dsn, options)
         slot = self._slots.get(key)
-        now = monotonic()
-        if slot is not None:
-            slot.last_used = now
-            if memo is not None and memo not in slot.aliases:
-                self._remember(memo, key, slot)
-            return slot.pool
-        settings = {**self._defaults, **options}
-        settings.setdefault("name", f"{self.name}/{key[:12]}")
-        pool: P = self._pool_class(dsn, **settings)  # type: ignore[assignment]
-        if self._budget is not None:
-            pool._join_budget(self._budget)
-        slot = _Slot(pool, now)
-        self._slots[key] = slot
-        self._remember(memo, key, slot)
-        self._created += 1
-        return pool
-
-    def _remember(self, memo: tuple[Any, ...] | None, key: str, slot: _Slot[P]) -> None:
-        if memo is not None and len(slot.aliases) < 8:
-            self._memo[memo] = key
+        if slot is None:
+            settings = {**self._defaults, **options}
+            settings.setdefault("name", f"{self.name}/{key[:12]}")
+            pool: P = self._pool_class(dsn, **settings)  # type: ignore[assignment]
+            if self._budget is not None:
+                pool._join_budget(self._budget)
+            slot = self._slots[key] = _Slot(pool, monotonic())
+            self._created += 1
+        slot.last_used = monotonic()
+        if memo is not _NO_MEMO and len(slot.aliases) < 8:
+            self._memo[memo] = slot
             slot.aliases.add(memo)
+        return slot.pool
 
     def _forget(self, key: str) -> P:
         """Take a pool out (caller holds the lock); the caller closes it."""
