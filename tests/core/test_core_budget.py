@@ -11,7 +11,7 @@ import random
 from typing import Any
 
 import pytest
-from coresim import CLOSED, CONNECTING, IDLE, Shell, Waiter
+from coresim import CLOSED, CLOSING, CONNECTING, IDLE, Shell, Waiter
 
 from pgmarina._core import Budget
 from pgmarina._core.budget import GRANT, RECLAIM
@@ -317,3 +317,47 @@ def test_retry_reclaims_finds_a_connection_that_went_idle_after_the_claim() -> N
     fleet.deliver(2.0)
     b.succeed(2.0)
     assert w.entry is not None and not fleet.budget.waiting
+
+
+def test_a_returned_lease_closes_for_another_pools_older_claim_rather_than_serve_a_newer_caller(
+) -> None:
+    """Fairness across pools: a busy pool cannot keep its connections for
+    its own newer callers while another pool's caller waits longer."""
+    fleet = Fleet(1)
+    a = fleet.pool(min_size=0, max_size=5)
+    b = fleet.pool(min_size=0, max_size=5)
+    a.open()
+    b.open()
+    (e,) = a.lease_all(1)
+    wb = b.acquire(1.0)  # b claims the permit first
+    wa = a.acquire(2.0)  # then a caller of a's own queues
+    assert isinstance(wb, Waiter) and isinstance(wa, Waiter)
+    a.checkin(e, 3.0)
+    assert wa.entry is None and e.state is CLOSING
+    a.close_all()
+    fleet.deliver(3.0)
+    b.succeed(3.0)
+    assert wb.entry is not None
+    # a's caller is next in line: b's lease comes back idle (b has no caller
+    # left), and the registry's retry reclaims it for a.
+    b.checkin(wb.entry, 4.0)
+    assert fleet.budget.retry_reclaims() == 1
+    fleet.deliver(4.0)
+    b.close_all()
+    fleet.deliver(4.0)
+    a.succeed(4.0)
+    assert wa.entry is not None
+
+
+def test_a_returned_lease_serves_its_own_pools_caller_when_that_one_waited_longer() -> None:
+    fleet = Fleet(1)
+    a = fleet.pool(min_size=0, max_size=5)
+    b = fleet.pool(min_size=0, max_size=5)
+    a.open()
+    b.open()
+    (e,) = a.lease_all(1)
+    wa = a.acquire(1.0)
+    wb = b.acquire(2.0)
+    assert isinstance(wb, Waiter) and isinstance(wa, Waiter)
+    a.checkin(e, 3.0)
+    assert wa.entry is e and wb.entry is None

@@ -14,7 +14,10 @@ When the budget is full
 -----------------------
 A core that needs a connection for its waiters (not for ``min_size``: under a
 budget that is a wish) leaves *claims*, one per connection it lacks, in one
-queue shared by every pool: FIFO across pools.  Each permit given back goes
+queue shared by every pool: FIFO across pools.  So that a busy pool cannot
+keep its connections for its own newer callers for ever, a lease that comes
+back while its pool has callers waiting is closed instead when another
+pool's claim is older than those callers (:meth:`owed_before`).  Each permit given back goes
 to the oldest claim: it is *reserved* for that core, and the core's shell is
 poked (``poke(core, GRANT)``) to come and use it (:meth:`PoolCore.granted`);
 a reservation the core no longer needs is passed on to the next claim.
@@ -101,7 +104,8 @@ class Budget:
         self._lock = lock if lock is not None else contextlib.nullcontext()
         self.used = 0  # guarded by _lock, as is everything below
         self._pokes: dict[PoolCore[Any], Poke] = {}  # members
-        self._claims: deque[PoolCore[Any]] = deque()  # one item per connection lacked
+        # One item per connection lacked: (core, when it was claimed).
+        self._claims: deque[tuple[PoolCore[Any], float]] = deque()
         self._claimed: dict[PoolCore[Any], int] = {}  # live items per core in _claims
         self._reserved: dict[PoolCore[Any], int] = {}
         self._reclaiming: dict[PoolCore[Any], int] = {}  # pokes sent to each victim
@@ -137,13 +141,14 @@ class Budget:
     # ------------------------------------------------------------------
     # what a core calls
 
-    def take(self, core: PoolCore[Any], needed: int) -> bool:
+    def take(self, core: PoolCore[Any], needed: int, now: float = 0.0) -> bool:
         """A permit for one new connection of ``core``, if there is one.
 
         ``needed``: connections ``core`` lacks for its waiters, this one
         included (``<= 0``: it only wants to reach ``min_size``).  When
         refused with ``needed > 0``, the core's claims are topped up to
-        ``needed`` and an idle connection of another pool is reclaimed.
+        ``needed`` (stamped ``now``) and an idle connection of another pool
+        is reclaimed.
         """
         with self._lock:
             reserved = self._reserved.get(core, 0)
@@ -158,7 +163,7 @@ class Budget:
             if needed > 0 and core in self._pokes:
                 have = self._claimed.get(core, 0)
                 if needed > have:
-                    self._claims.extend([core] * (needed - have))
+                    self._claims.extend([(core, now)] * (needed - have))
                     self._claimed[core] = needed
                 if not self._reclaim(core) and self.on_starved is not None:
                     self.on_starved()
@@ -194,7 +199,7 @@ class Budget:
     def _settle(self) -> None:
         """Hand free permits to the oldest claims (caller holds the lock)."""
         while self.used < self.max_total and self._claims:
-            core = self._claims.popleft()
+            core, _ = self._claims.popleft()
             n = self._claimed.get(core, 0)
             if n <= 0:
                 continue  # a claim of a core that left or was served meanwhile
@@ -220,6 +225,21 @@ class Budget:
             while self._claims and self._reclaim(None):
                 sent += 1
             return sent
+
+    def owed_before(self, core: PoolCore[Any], since: float) -> bool:
+        """Whether another pool has claimed a permit before ``since``.
+
+        ``core`` asks when a lease comes back while its own callers wait
+        (queued since ``since``, the oldest): if another pool's caller has
+        waited longer, fairness across pools says the connection should be
+        closed so that its permit goes there (see ``PoolCore.checkin``).
+        """
+        with self._lock:
+            for other, claimed_at in self._claims:
+                if other is core or self._claimed.get(other, 0) <= 0:
+                    continue
+                return claimed_at < since
+            return False
 
     @property
     def waiting(self) -> bool:

@@ -597,6 +597,16 @@ class PoolCore(Generic[W]):
             self._retire(entry, now)
             return
         if self.waiters:
+            permits = self.permits
+            if (
+                permits is not None
+                and permits.waiting
+                and permits.owed_before(self, self._queued_at[0] if self._queued_at else now)
+            ):
+                # Under a budget, another pool's caller has waited longer than
+                # ours: the connection closes and its permit goes there.
+                self._retire(entry, now)
+                return
             self._give(entry, now, True)
         else:
             entry.state = IDLE
@@ -659,7 +669,9 @@ class PoolCore(Generic[W]):
         for _ in range(min(want, room)):
             # Under a budget each connect needs a permit; the connections
             # still lacked for waiters are claimed (see budget.py).
-            if permits is not None and not permits.take(self, len(self.waiters) - self.connecting):
+            if permits is not None and not permits.take(
+                self, len(self.waiters) - self.connecting, now
+            ):
                 break
             self.pending.append(self._new_entry())
 
