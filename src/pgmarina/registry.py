@@ -25,9 +25,10 @@ first takes one back from another pool: the idle connection that has been
 idle longest across the registry is closed, even if its pool drops below
 ``min_size`` (under a budget ``min_size`` is a wish, refilled only from free
 permits).  With nothing idle, the caller waits, first come first served
-across pools, up to its own ``timeout``.  A pool that lacks connections
-retries a reclaim on each housekeeping tick, so a connection that goes idle
-later is found within ``housekeeping_interval``.
+across pools, up to its own ``timeout`` (a lease that comes back to a pool
+whose callers queued after another pool's is closed, so that its permit
+goes to the older caller).  While pools wait, the registry retries the
+reclaim every 20 ms, so a connection that goes idle later is found soon.
 
 Keys and secrets
 ----------------
