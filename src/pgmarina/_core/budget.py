@@ -166,7 +166,10 @@ class Budget:
                     self._claims.extend([(core, now)] * (needed - have))
                     self._claimed[core] = needed
                 if not self._reclaim(core) and self.on_starved is not None:
-                    self.on_starved()
+                    # A hint only: a registry whose loop is gone must not
+                    # fail the pool's connect decision.
+                    with contextlib.suppress(Exception):
+                        self.on_starved()
             return False
 
     def release(self, core: PoolCore[Any]) -> None:
