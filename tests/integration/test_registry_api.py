@@ -192,3 +192,38 @@ def test_async_registry_hands_out_open_pools_and_closes_them_all(pg: Any) -> Non
             await registry.pool(pg.dsn)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_thread_registry_caps_and_reclaims_on_each_thread_driver(pg: Any, driver: str) -> None:
+    with PoolRegistry(max_total=1, min_size=1, driver=driver) as registry:
+        a = registry.pool(pg.dsn, application_name="a")
+        a.wait(5)
+        b = registry.pool(pg.dsn, application_name="b")
+        for pool in (b, a, b):
+            with pool.connection(timeout=5) as conn:
+                cur = conn.cursor()
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+            assert registry.stats().budget_used <= 1
+        assert registry.stats().reclaims >= 2
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_async_registry_caps_and_reclaims_on_each_async_driver(pg: Any, driver: str) -> None:
+    async def main() -> None:
+        async with AsyncPoolRegistry(max_total=1, min_size=1, driver=driver) as registry:
+            a = await registry.pool(pg.dsn, name="a")
+            await a.wait(5)
+            b = await registry.pool(pg.dsn, name="b")
+            for pool in (b, a, b):
+                async with pool.connection(timeout=5) as conn:
+                    if driver == "asyncpg":
+                        assert await conn.fetchval("SELECT 1") == 1
+                    else:
+                        cur = await conn.execute("SELECT 1")
+                        assert await cur.fetchone() == (1,)
+                assert registry.stats().budget_used <= 1
+            assert registry.stats().reclaims >= 2
+
+    asyncio.run(main())
