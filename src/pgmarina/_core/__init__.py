@@ -6,9 +6,19 @@ events with an explicit ``now`` and carry out what it decides; the tests in
 ``tests/core`` drive it with a fake clock and no event loop.
 """
 
+from .budget import Budget, BudgetStats
 from .config import PoolConfig
 from .entry import ALLOWED, Entry, EntryState
 from .pool import PoolCore
 from .stats import PoolStats
 
-__all__ = ["ALLOWED", "Entry", "EntryState", "PoolConfig", "PoolCore", "PoolStats"]
+__all__ = [
+    "ALLOWED",
+    "Budget",
+    "BudgetStats",
+    "Entry",
+    "EntryState",
+    "PoolConfig",
+    "PoolCore",
+    "PoolStats",
+]

@@ -90,6 +90,7 @@ from typing import Generic, TypeVar
 
 from .._redact import redact
 from ..errors import IllegalTransition, PoolClosed, PoolConnectError, TooManyWaiters
+from .budget import Budget
 from .config import PoolConfig
 from .entry import (
     ALLOWED,
@@ -166,6 +167,10 @@ class PoolCore(Generic[W]):
         self.size = 0
         self.connecting = 0
         self._next_id = 0
+        #: The :class:`~pgmarina._core.budget.Budget` this pool draws its
+        #: connections from, in a registry (``None``: no cap but its own).
+        #: Asked only where a connection is opened or dropped.
+        self.permits: Budget | None = None
         self._apply_config(config)
         # connect failures
         self.failing_since: float | None = None
@@ -347,6 +352,8 @@ class PoolCore(Generic[W]):
         them with ``connect_aborted``).
         """
         self.closing = True
+        if self.permits is not None:
+            self.permits.leave(self)
         waiters = list(self.waiters)
         self.waiters.clear()
         self._queued_at.clear()
@@ -640,6 +647,16 @@ class PoolCore(Generic[W]):
             self._retire(entry, now)
             return
         if self.waiters:
+            permits = self.permits
+            if (
+                permits is not None
+                and permits.waiting
+                and permits.owed_before(self, self._queued_at[0] if self._queued_at else now)
+            ):
+                # Under a budget, another pool's caller has waited longer than
+                # ours: the connection closes and its permit goes there.
+                self._retire(entry, now)
+                return
             self._give(entry, now, True)
         else:
             entry.state = IDLE
@@ -702,8 +719,38 @@ class PoolCore(Generic[W]):
         if self.failing_since is not None:
             # One probe at a time while the server is unreachable.
             room = min(room, 1 - self.connecting)
+        permits = self.permits
         for _ in range(min(want, room)):
+            # Under a budget each connect needs a permit; the connections
+            # still lacked for waiters are claimed (see budget.py).
+            if permits is not None and not permits.take(
+                self, len(self.waiters) - self.connecting, now
+            ):
+                break
             self.pending.append(self._new_entry())
+
+    def granted(self, now: float) -> None:
+        """The budget reserved a permit for this pool: open what it still needs.
+
+        Reservations it no longer needs (its waiters left) are passed on.
+        """
+        self._grow(now)
+        if self.permits is not None:
+            self.permits.unreserve(self)
+
+    def yield_idle(self, now: float) -> bool:
+        """Close the least recently used idle connection for another pool.
+
+        The budget asks this of a pool when another one needs a connection
+        and every permit is taken, even if this pool then falls below
+        ``min_size``.  Returns ``False`` when nothing is idle any more.
+        """
+        if self.closing or not self.idle:
+            return False
+        entry = self.idle.pop(0)
+        self._move(entry, CLOSING)
+        self.pending.append(entry)
+        return True
 
     def connect_succeeded(self, entry: Entry, conn: object, now: float) -> None:
         """A connect (and ``configure``) finished; the entry joins the pool."""
@@ -810,6 +857,8 @@ class PoolCore(Generic[W]):
     def _drop(self, entry: Entry) -> None:
         self._move(entry, CLOSED)
         self.entries.discard(entry)
+        if self.permits is not None:
+            self.permits.release(self)
 
     def reconnect_failed_due(self, now: float) -> bool:
         """``True`` once per outage, when it has lasted ``reconnect_timeout``."""
@@ -828,6 +877,8 @@ class PoolCore(Generic[W]):
         self._move(entry, CLOSED)
         self.entries.discard(entry)
         self.connections_closed += 1
+        if self.permits is not None:
+            self.permits.release(self)
 
     # ------------------------------------------------------------------
     # housekeeping and administration

@@ -14,7 +14,8 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, cast
 
-from .._core import Entry, PoolConfig, PoolCore, PoolStats
+from .._core import Budget, Entry, PoolConfig, PoolCore, PoolStats
+from .._core.budget import GRANT
 from .._core.config import LONGEST_WAIT, seconds
 from .._lease import maker as lease_maker
 from .._observe import LeakInfo, leak_info, register, traced
@@ -257,6 +258,26 @@ class PoolBase:
     def _init_shell(self) -> None:
         """The shell's own set-up, once the settings are checked."""
         raise NotImplementedError
+
+    # -- registry budget (pgmarina.registry): called only on connect/close paths
+
+    def _join_budget(self, budget: Budget) -> None:
+        """Draw this pool's connections from ``budget`` (before ``open()``)."""
+        budget.join(self._core, self._budget_poke)
+
+    def _budget_poke(self, word: str) -> None:
+        """Schedule :meth:`_budget_event` in this pool's own thread or loop."""
+        raise NotImplementedError
+
+    def _budget_event(self, word: str, now: float) -> None:
+        """Carry out a budget poke (the caller holds the pool's lock, if any)."""
+        core = self._core
+        if word == GRANT:
+            core.granted(now)
+        else:
+            ok = core.yield_idle(now)
+            if core.permits is not None:
+                core.permits.reclaimed(core, ok)
 
     def _wake(self, waiter: Any, entry: Entry | None) -> bool:
         raise NotImplementedError

@@ -949,6 +949,17 @@ class AsyncPool(PoolBase):
         except Exception:
             self._log.exception("%s: on_leak callback raised", self.name)
 
+    def _budget_poke(self, word: str) -> None:
+        loop = self._loop
+        if loop is None or self._closed:
+            raise PoolClosed(f"{self.name} is not serving")
+        loop.call_soon_threadsafe(self._on_budget, word)
+
+    def _on_budget(self, word: str) -> None:
+        self._budget_event(word, monotonic())
+        if self._core.pending:
+            self._drain()
+
     # ------------------------------------------------------------------
     # administration
 

@@ -930,6 +930,12 @@ class Pool(PoolBase):
                 leaks = self._leak_infos(monotonic())
             self._report_leaks(leaks)  # logs and callbacks: outside the lock
 
+    def _budget_poke(self, word: str) -> None:
+        workers = self._workers
+        if workers is None or self._stopping.is_set():
+            raise PoolClosed(f"{self.name} is not serving")
+        workers.submit(self._apply, lambda now: self._budget_event(word, now))
+
     # ------------------------------------------------------------------
     # administration
 
