@@ -201,6 +201,8 @@ class _ListenerBase:
         #: Channels ``LISTEN``-ed on the current connection.
         self._active: set[str] = set()
         self._conn: Any = None
+        #: The registry budget the connection's permit came from, while held.
+        self._permits: Any = None
         self._closed = False
         #: Since when the channels went unheard, and why: set when a
         #: connection is lost, cleared when the gap is reported.
@@ -262,6 +264,32 @@ class _ListenerBase:
             gap = Gap(channel, lost_at, now, error)
             for sub in list(subs):
                 self._call(sub, sub._gap, gap)
+
+    def _permit(self) -> bool:
+        """A permit of the pool's registry budget for the listener's connection
+        (dedicated connections count against ``max_total`` too); ``True``
+        when the pool is in no registry."""
+        pool = self._pool_ref()
+        if pool is None or pool._core.permits is None:
+            return True
+        permits = pool._core.permits
+        self._permits = permits
+        # needed=0: take a free permit only; the pool's own callers queue
+        # claims, the listener waits its backoff and asks again.
+        return bool(permits.take(pool._core, 0))
+
+    def _unpermit(self) -> None:
+        permits, self._permits = self._permits, None
+        pool = self._pool_ref()
+        if permits is not None and pool is not None:
+            permits.release(pool._core)
+
+    def _budget_full(self, attempt: int) -> float:
+        delay = self._delay(attempt)
+        self._trouble = "the registry's max_total is reached"
+        self._log.log(logging.DEBUG if attempt else logging.INFO,
+                      "%s: %s; retrying in %.0f ms", self.name, self._trouble, delay * 1000)
+        return delay
 
     def _connect_failed(self, exc: BaseException, attempt: int) -> float:
         """Log a failed connect as the pools do; returns the delay before the next."""
@@ -426,11 +454,19 @@ class AsyncListener(_ListenerBase):
     async def _supervise(self) -> None:
         attempt = 0
         while not self._closed:
+            if not self._permit():
+                delay = self._budget_full(attempt)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
             try:
                 conn = await bounded(
                     self._adapter.connect(self._dsn, self._kwargs), self._connect_timeout
                 )
-            except Exception as exc:
+            except BaseException as exc:
+                self._unpermit()
+                if not isinstance(exc, Exception):
+                    raise
                 if self._closed:
                     break
                 delay = self._connect_failed(exc, attempt)
@@ -452,7 +488,10 @@ class AsyncListener(_ListenerBase):
                 self._active.clear()
                 self._conn = None
                 self._count(-1)
-                await self._let_go(conn)
+                try:
+                    await self._let_go(conn)
+                finally:
+                    self._unpermit()
         self._settled.set()
 
     async def _let_go(self, conn: Any) -> None:
@@ -735,9 +774,14 @@ class Listener(_ListenerBase):
     def _supervise_until_closed(self) -> None:
         attempt = 0
         while not self._closed:
+            if not self._permit():
+                self._stop.wait(self._budget_full(attempt))
+                attempt += 1
+                continue
             try:
                 conn = self._adapter.connect(self._dsn, self._kwargs, self._connect_timeout)
             except Exception as exc:
+                self._unpermit()
                 if self._closed:
                     break
                 delay = self._connect_failed(exc, attempt)
@@ -762,6 +806,8 @@ class Listener(_ListenerBase):
                     self._adapter.close(conn)
                 except Exception:
                     self._adapter.terminate(conn)
+                finally:
+                    self._unpermit()
         with self._lock:
             self._lock.notify_all()
 

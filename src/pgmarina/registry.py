@@ -285,13 +285,17 @@ class _RegistryBase(Generic[P]):
             slot = self._memo.get(memo)
         except TypeError:  # an unhashable option value: no memo
             memo, slot = _NO_MEMO, None
-        if slot is not None:
+        if slot is not None and not slot.pool._closed:
             slot.last_used = monotonic()
             return slot.pool
         if self._closed:
             raise PoolClosed(f"{self.name} is closed")
         key = dsn_key(dsn, options)
         slot = self._slots.get(key)
+        if slot is not None and slot.pool._closed:
+            # Closed by its user: a lookup makes a new one, as after idle_ttl.
+            self._forget(key)
+            slot = None
         if slot is None:
             settings = {**self._defaults, **options}
             settings.setdefault("name", f"{self.name}/{key[:12]}")

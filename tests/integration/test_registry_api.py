@@ -227,3 +227,44 @@ def test_async_registry_caps_and_reclaims_on_each_async_driver(pg: Any, driver: 
             assert registry.stats().reclaims >= 2
 
     asyncio.run(main())
+
+
+# -- dedicated connections ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_listeners_dedicated_connection_counts_against_max_total(pg: Any, driver: str) -> None:
+    """The listener connects outside the pool's slots; under a registry it must still take
+    a permit, or max_total would be exceeded by one connection per listening pool."""
+    with PoolRegistry(max_total=1, min_size=0, driver=driver) as registry:
+        pool = registry.pool(pg.dsn)
+        pool.listen("pgm_budget", lambda note: None, timeout=5)
+        assert pool.stats().dedicated == 1
+        assert registry.stats().budget_used == 1
+        with pytest.raises(PoolTimeout), pool.connection(timeout=0.3):
+            pass  # the only permit is the listener's
+        assert pool.stats().size == 0
+    assert registry.stats().budget_used == 0
+
+
+def test_an_async_listener_waits_for_a_permit_and_gives_it_back(pg: Any) -> None:
+    async def main() -> None:
+        async with AsyncPoolRegistry(max_total=1, min_size=0) as registry:
+            pool = await registry.pool(pg.dsn)
+            async with pool.connection():
+                # The one permit is leased: the listener cannot connect meanwhile.
+                with pytest.raises(PoolTimeout):
+                    await pool.listen("pgm_budget", lambda note: None, timeout=0.3)
+                assert pool.stats().dedicated == 0
+            # The lease is back and idle; the listener needs its own permit, so the idle
+            # connection must go first (an idle connection is not reclaimed for it).  A pool
+            # its user closed is made anew by the next lookup.
+            await pool.close()
+            assert registry.stats().budget_used == 0
+            closed, pool = pool, await registry.pool(pg.dsn)
+            assert pool is not closed and not pool.closed
+            await pool.listen("pgm_budget", lambda note: None, timeout=5)
+            assert pool.stats().dedicated == 1 and registry.stats().budget_used == 1
+        assert registry.stats().budget_used == 0
+
+    asyncio.run(main())
