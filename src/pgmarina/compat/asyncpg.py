@@ -130,6 +130,13 @@ class PoolConnectionProxy(AsyncpgLease):
     __slots__ = ()
 
     async def close(self, *, timeout: float | None = None) -> None:
+        """Close the server connection and give the proxy back to the pool, as asyncpg does.
+
+        The pool replaces the connection; the proxy refuses use from then on.
+
+        Args:
+            timeout: Bound on the graceful close, as in ``asyncpg.Connection.close``.
+        """
         con = self._con  # raises once released
         try:
             await con.close(timeout=timeout)
@@ -138,6 +145,7 @@ class PoolConnectionProxy(AsyncpgLease):
                 _end(self)
 
     def terminate(self) -> None:
+        """Cut the server connection off and give the proxy back to the pool, as asyncpg does."""
         con = self._con
         con.terminate()
         if self._con is con:
