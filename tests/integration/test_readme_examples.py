@@ -35,7 +35,9 @@ def test_the_readme_has_the_examples_this_file_runs() -> None:
     assert any("async with pool.acquire() as conn" in e.code for e in EXAMPLES)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[f"example-{i + 1}" for i in range(len(EXAMPLES))])
+@pytest.mark.parametrize(
+    "example", EXAMPLES, ids=[f"example-{i + 1}" for i in range(len(EXAMPLES))]
+)
 def test_a_readme_example_runs_to_the_output_the_readme_shows(
     pg: Any, tmp_path: Path, example: docexamples.Example
 ) -> None:
