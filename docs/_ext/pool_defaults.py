@@ -1,0 +1,64 @@
+"""A griffe extension for the API reference: the pools' signatures show their real defaults.
+
+The constructors read their defaults from one place (``_D = PoolConfig()`` in
+``pgmarina/shells/_common.py``), and the thread ``Pool`` takes a copy of the constructor with
+its own ``barge_window`` (``with_defaults``).  Read statically, the signatures would say
+``min_size=_D.min_size`` and the ``Pool`` would show ``AsyncPool``'s ``barge_window``.  This
+extension writes the values in, from the code itself, so the reference cannot drift either.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import griffe
+
+# The reference documents this checkout's code, which the signatures' values come from too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from pgmarina._core.config import PoolConfig
+from pgmarina.shells.threaded import Pool
+
+_DEFAULTS = PoolConfig()
+_POOL_OWN = {
+    name: repr(value)
+    for name, value in (Pool.__init__.__kwdefaults__ or {}).items()
+    if name in PoolConfig.names() and value != getattr(_DEFAULTS, name)
+}
+
+
+def _write_values(func: griffe.Function, own: dict[str, str]) -> None:
+    for param in func.parameters:
+        text = str(param.default) if param.default is not None else ""
+        if param.name in own:
+            param.default = own[param.name]
+        elif text.startswith("_D."):
+            param.default = repr(getattr(_DEFAULTS, text[3:]))
+
+
+class PoolDefaults(griffe.Extension):
+    """Write the pool settings' default values into the constructors' signatures."""
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        if pkg.name != "pgmarina":
+            return
+        base = pkg["shells._common.PoolBase.__init__"]
+        _write_values(base, {})
+        pool = pkg["shells.threaded.Pool"]
+        # ``__init__ = with_defaults(PoolBase.__init__, ...)``: an attribute, read statically.
+        # The docs show it as what it is, the base constructor with the thread pool's defaults.
+        init = griffe.Function(
+            "__init__",
+            lineno=base.lineno,
+            endlineno=base.endlineno,
+            parameters=griffe.Parameters(*(
+                griffe.Parameter(p.name, annotation=p.annotation, kind=p.kind, default=p.default)
+                for p in base.parameters
+            )),
+            returns=base.returns,
+            docstring=base.docstring,
+        )
+        _write_values(init, _POOL_OWN)
+        pool.set_member("__init__", init)
