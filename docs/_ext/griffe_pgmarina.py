@@ -1,14 +1,18 @@
-"""A griffe extension for the API reference: the pools' signatures show their real defaults.
+"""griffe extensions for the API reference (mkdocs.yml lists them).
 
-The constructors read their defaults from one place (``_D = PoolConfig()`` in
-``pgmarina/shells/_common.py``), and the thread ``Pool`` takes a copy of the constructor with
-its own ``barge_window`` (``with_defaults``).  Read statically, the signatures would say
-``min_size=_D.min_size`` and the ``Pool`` would show ``AsyncPool``'s ``barge_window``.  This
-extension writes the values in, from the code itself, so the reference cannot drift either.
+PoolDefaults: the pools' signatures show their real defaults.  The constructors read their
+defaults from one place (``_D = PoolConfig()`` in ``pgmarina/shells/_common.py``), and the thread
+``Pool`` takes a copy of the constructor with its own ``barge_window`` (``with_defaults``).  Read
+statically, the signatures would say ``min_size=_D.min_size`` and the ``Pool`` would show
+``AsyncPool``'s ``barge_window``.  This extension writes the values in, from the code itself, so
+the reference cannot drift either.
+
+SphinxRoles: the docstrings' Sphinx roles show as code.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,3 +66,23 @@ class PoolDefaults(griffe.Extension):
         )
         _write_values(init, _POOL_OWN)
         pool.set_member("__init__", init)
+
+
+_ROLE = re.compile(r":(?:class|meth|func|data|mod|attr|exc|obj):`(~?)([^`]+)`")
+
+
+def _plain(match: re.Match[str]) -> str:
+    tilde, target = match.groups()
+    return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
+
+
+class SphinxRoles(griffe.Extension):
+    """Show the Sphinx roles the docstrings use (``:class:`~pgmarina.Pool```) as code.
+
+    The docstrings are read by ``help()`` and editors too, where the roles are the usual
+    spelling; on the site, where mkdocstrings does not read them, they become ``Pool``.
+    """
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _ROLE.sub(_plain, obj.docstring.value)
