@@ -526,7 +526,8 @@ class Pool:
         Raises:
             TimeoutError: none became available in time.
             asyncpg.InterfaceError: the pool is not initialized, or closing.
-            TypeError, ValueError: ``timeout`` is not a number of seconds (at once).
+            TypeError: ``timeout`` is not a number (at once).
+            ValueError: ``timeout`` is NaN or negative (at once).
         """
         if timeout is not None:
             self._pool._check_timeout(timeout)  # wrong ones are refused now, as pgmarina does

@@ -245,8 +245,10 @@ class AsyncPool(PoolBase):
 
         Raises:
             PoolClosed: the pool was closed; pools do not reopen.
-            PoolTimeout, PoolConnectError: see :meth:`wait` (the pool is
-                closed again before the error propagates).
+            PoolTimeout: ``wait`` timed out (see :meth:`wait`); the pool is
+                closed again before the error propagates.
+            PoolConnectError: ``wait`` failed fast (see :meth:`wait`); the pool
+                is closed again before the error propagates.
         """
         self._check_timeout(timeout)  # before starting anything
         self._start()
