@@ -24,9 +24,10 @@ def test_the_docs_site_builds_in_strict_mode_with_the_api_reference(tmp_path: Pa
                if importlib.util.find_spec(m) is None]
     assert not missing, f"not installed: {missing} (pip install 'pgmarina[docs]')"
     site = tmp_path / "site"
+    # No -q: mkdocs counts the warnings --strict fails on only when it logs them.
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q",
+        [sys.executable, "-m", "mkdocs", "build", "--strict",
          "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
         capture_output=True, text=True, timeout=280, cwd=ROOT, env=env, check=False,
     )
