@@ -7,11 +7,13 @@ statically, the signatures would say ``min_size=_D.min_size`` and the ``Pool`` w
 ``AsyncPool``'s ``barge_window``.  This extension writes the values in, from the code itself, so
 the reference cannot drift either.
 
-SphinxRoles: the docstrings' Sphinx roles show as code.
+SphinxRoles: the docstrings' reStructuredText habits (Sphinx roles, ``::`` before a literal
+block, simple tables) show as Markdown does them.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -76,13 +78,57 @@ def _plain(match: re.Match[str]) -> str:
     return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
 
 
-class SphinxRoles(griffe.Extension):
-    """Show the Sphinx roles the docstrings use (``:class:`~pgmarina.Pool```) as code.
+_LITERAL = re.compile(r"``([^`]+)``")
+_BORDER = re.compile(r"^\s*=+(?: +=+)+\s*$")
 
-    The docstrings are read by ``help()`` and editors too, where the roles are the usual
-    spelling; on the site, where mkdocstrings does not read them, they become ``Pool``.
+
+def _markdown(text: str) -> str:
+    """``text`` with its reStructuredText habits written as Markdown."""
+    text = _ROLE.sub(_plain, text)
+    lines = text.split("\n")
+    out: list[str] = []
+    in_table = False
+    starts: list[int] = []
+    for i, line in enumerate(lines):
+        if line.rstrip().endswith("::"):
+            # "Usage::" introduces the indented block after it, which Markdown already shows
+            # as code; a "::" alone on its line goes.
+            line = line.rstrip()[:-2].rstrip()
+            line = f"{line}:" if line else ""
+        if _BORDER.match(line):
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if not in_table:
+                out.append("```text")
+                in_table = True
+                starts = [m.start() for m in re.finditer(r"=+", line)]
+                continue
+            if not following.strip():
+                out.append("```")
+                in_table = False
+                continue
+            continue  # the rule under a header row
+        if in_table:
+            # No markup inside a code block: drop the ``quotes`` cell by cell, and pad each
+            # cell back to its column's width.
+            ends: list[int | None] = [*starts[1:], None]
+            cells = [line[a:b] for a, b in zip(starts, ends, strict=True)]
+            plain = [_LITERAL.sub(r"\1", cell).rstrip() for cell in cells]
+            widths = [b - a for a, b in itertools.pairwise(starts)]
+            line = "".join(c.ljust(w) for c, w in zip(plain[:-1], widths, strict=True))
+            line += plain[-1]
+        out.append(line.rstrip())
+    return "\n".join(out)
+
+
+class SphinxRoles(griffe.Extension):
+    """Show the docstrings' reStructuredText as Markdown.
+
+    The docstrings are read by ``help()`` and editors too, where ``:class:`~pgmarina.Pool```,
+    ``Usage::`` and simple tables are the usual spelling; mkdocstrings reads Markdown, so on
+    the site a role becomes code (``Pool``), ``::`` a colon, and a simple table a fixed-width
+    block.
     """
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = _ROLE.sub(_plain, obj.docstring.value)
+            obj.docstring.value = _markdown(obj.docstring.value)
