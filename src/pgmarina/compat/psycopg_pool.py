@@ -824,7 +824,8 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
         num_workers: Connects run in parallel at most.
 
     Raises:
-        TypeError, ValueError: An argument is wrong (the message names it).
+        TypeError: An argument has the wrong type (the message names it).
+        ValueError: An argument has a wrong value (the message names it).
     """
 
     _shell_class = _ThreadShell

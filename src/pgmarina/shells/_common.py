@@ -294,14 +294,17 @@ class PoolBase:
 
     @property
     def min_size(self) -> int:
+        """Connections kept open even when idle (``resize()`` changes it)."""
         return self._core.config.min_size
 
     @property
     def max_size(self) -> int:
+        """Most connections at once (``resize()`` changes it)."""
         return self._core.config.max_size
 
     @property
     def timeout(self) -> float | None:
+        """The default acquire timeout in seconds (``None``: wait for ever)."""
         return self._config.timeout
 
     @property

@@ -177,7 +177,8 @@ class AsyncPool(PoolBase):
         housekeeping_interval: Period of the housekeeping task (more than 0,
             at most 30 days).
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
-        backoff_initial, backoff_max: First and largest reconnect delay.
+        backoff_initial: First delay before retrying a failed connect.
+        backoff_max: Largest reconnect delay; the delay doubles up to it.
         barge_window: Only for the thread :class:`~pgmarina.Pool`; must be 0.
         connect_timeout: Bound on one connect plus ``configure`` (more than 0;
             ``inf``: no limit).  The thread pool hands it to libpq, which
@@ -253,8 +254,10 @@ class AsyncPool(PoolBase):
 
         Raises:
             PoolClosed: the pool was closed; pools do not reopen.
-            PoolTimeout, PoolConnectError: see :meth:`wait` (the pool is
-                closed again before the error propagates).
+            PoolTimeout: ``wait`` timed out (see :meth:`wait`); the pool is
+                closed again before the error propagates.
+            PoolConnectError: ``wait`` failed fast (see :meth:`wait`); the pool
+                is closed again before the error propagates.
         """
         self._check_timeout(timeout)  # before starting anything
         self._start()

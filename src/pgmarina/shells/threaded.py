@@ -403,8 +403,11 @@ class Pool(PoolBase):
         """Lease a connection; give it back with :meth:`release`.
 
         Raises:
-            PoolTimeout, TooManyWaiters, PoolConnectError, PoolClosed,
-            PoolNotOpen: as for :meth:`AsyncPool.acquire`.
+            PoolTimeout: No connection came within the timeout.
+            TooManyWaiters: ``max_waiting`` callers were already queued.
+            PoolConnectError: The pool is failing fast, or the server rejects its connects.
+            PoolClosed: The pool is closing or closed.
+            PoolNotOpen: The pool was not opened.
         """
         if timeout is not DEFAULT:
             self._check_timeout(timeout)
