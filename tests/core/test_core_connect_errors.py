@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from coresim import CLOSED, ConnectError, Shell, Waiter
 
-from pgmarina.errors import PoolClosed, PoolConnectError
+from pgmarina.errors import PoolClosed, PoolConnectError, TooManyWaiters
 
 
 class AuthError(ConnectError):
@@ -61,6 +61,21 @@ def test_after_a_rejection_a_caller_that_would_wait_is_refused_at_once() -> None
     assert "the server rejected the pool's connection" in str(info.value)
     assert "password authentication failed" in str(info.value)
     assert sh.core.waiters == type(sh.core.waiters)()
+
+
+def test_refusals_name_the_pool_as_every_other_pool_error_does() -> None:
+    """The core's refusals (a rejected server, too many waiters) began with the reason
+    alone, where every other pool error begins with the pool's name."""
+    sh = Shell(min_size=0, max_size=1, max_waiting=1)
+    sh.core.name = "app"
+    sh.open(0.0)
+    _waiter(sh.acquire(0.0))
+    with pytest.raises(TooManyWaiters, match=r"^app: 1 callers already wait"):
+        sh.acquire(0.0)
+    error = _rejected()
+    sh.fail(0.0, error, permanent=True)
+    with pytest.raises(PoolConnectError, match=r"^app: the server rejected"):
+        sh.acquire(0.1)
 
 
 def test_a_rejection_is_refused_at_once_even_with_fail_fast_after_none() -> None:

@@ -483,13 +483,14 @@ class PoolCore(Generic[W]):
         if limit and len(self.waiters) + self._woken >= limit:
             self.too_many_waiters += 1
             raise TooManyWaiters(
-                f"{len(self.waiters) + self._woken} callers already wait for a connection "
+                f"{self.name}: {len(self.waiters) + self._woken} callers already wait for a "
+                "connection "
                 f"(max_waiting={limit})"
             )
         if self.failing_since is not None:
             why = self.connect_refusal(now)
             if why is not None:
-                raise PoolConnectError(why) from self.last_connect_error
+                raise PoolConnectError(f"{self.name}: {why}") from self.last_connect_error
         self.waiters.append(waiter)
         self._queued_at.append(now)
         self.waited_acquires += 1
@@ -596,7 +597,7 @@ class PoolCore(Generic[W]):
 
     def timeout_message(self, waited: float) -> str:
         """Words for a ``PoolTimeout``: how long, and why nothing came."""
-        msg = f"no connection available after waiting {waited:.3g}s"
+        msg = f"no connection available after waiting {waited:.2g}s"
         if self.failing_since is not None:
             return msg + self.connect_trouble()
         # Connects in flight count in size: a slow server is not a busy pool.
@@ -836,7 +837,7 @@ class PoolCore(Generic[W]):
         self.waiters.clear()
         self._queued_at.clear()
         for waiter in waiters:
-            error = PoolConnectError(why)
+            error = PoolConnectError(f"{self.name}: {why}")
             error.__cause__ = cause
             refuse(waiter, error)
 

@@ -608,7 +608,7 @@ class AsyncPool(PoolBase):
         core = self._core
         core.count_timeout()
         exc = PoolTimeout(
-            f"{self.name}: no connection available after waiting {monotonic() - start:.3g}s; "
+            f"{self.name}: no connection available after waiting {monotonic() - start:.2g}s; "
             f"the health check of connection #{entry.id} was still running (it goes on in "
             "the background, and the connection is kept if it passes)"
         )

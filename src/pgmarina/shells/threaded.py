@@ -619,7 +619,7 @@ class Pool(PoolBase):
             core.count_timeout()
             exc = PoolTimeout(
                 f"{self.name}: no connection available after waiting "
-                f"{monotonic() - start:.3g}s; the health check of connection #{entry.id} was "
+                f"{monotonic() - start:.2g}s; the health check of connection #{entry.id} was "
                 "still running (it goes on, and the connection is kept if it passes)"
             )
             exc.__cause__ = core.last_connect_error
