@@ -15,6 +15,7 @@ its ``__cause__``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -189,15 +190,46 @@ class ReadVariant:
 
 
 def _option(kind: type, value: Any, argument: str) -> str | None:
-    """``IsolationLevel.Serializable`` (ours or psqlpy's enum member) as SQL."""
+    """``IsolationLevel.Serializable`` (ours, or psqlpy's enum member) as our value.
+
+    psqlpy's enums are Rust enums: no ``.name``, but a ``repr`` of
+    ``Kind.Member`` and a class of the same name as ours.
+    """
     if value is None:
         return None
-    name = getattr(value, "name", None)  # a psqlpy enum member
-    if isinstance(name, str) and isinstance(getattr(kind, name, None), str):
-        return getattr(kind, name)  # type: ignore[no-any-return]
     if isinstance(value, str) and value in vars(kind).values():
         return value
+    name = getattr(value, "name", None)
+    if name is None and type(value).__name__ == kind.__name__:
+        name = repr(value).rpartition(".")[2]
+    if isinstance(name, str) and not name.startswith("_"):
+        ours = vars(kind).get(name)
+        if isinstance(ours, str):
+            return ours
     raise ValueError(f"{argument} must be a {kind.__name__} member, not {value!r}")
+
+
+# ---------------------------------------------------------------------------
+# what a failed query raises
+
+
+class ConnectionQueryError(exc.ConnectionExecuteError, exc.DatabaseError):
+    """A query on a connection failed.
+
+    psqlpy raises ``ConnectionExecuteError`` when a query fails as it runs
+    and ``DatabaseError`` when it cannot be prepared (a syntax error, an
+    unknown table), by method; asyncpg does not say which step failed, so
+    this error is both, and either ``except`` catches it.
+    """
+
+
+class TransactionQueryError(exc.TransactionExecuteError, ConnectionQueryError):
+    """A query in a transaction failed; also a ``ConnectionExecuteError`` and a
+    ``DatabaseError``, which psqlpy raises there."""
+
+
+class CursorQueryError(exc.CursorStartError, exc.DatabaseError):
+    """A cursor could not be declared (psqlpy raises ``DatabaseError`` there)."""
 
 
 # ---------------------------------------------------------------------------
@@ -213,7 +245,7 @@ class _Queries:
 
     __slots__ = ()
 
-    _error: type[exc.Error] = exc.ConnectionExecuteError
+    _error: type[exc.Error] = ConnectionQueryError
 
     def _driver(self) -> Any:
         raise NotImplementedError
@@ -367,7 +399,7 @@ class Connection(_Queries):
 
     __slots__ = ("__weakref__", "_lease", "_release", "_work")
 
-    _error = exc.ConnectionExecuteError
+    _error = ConnectionQueryError
 
     def __init__(self, lease: Any, release: Callable[[Any], None] | None) -> None:
         self._lease = lease
@@ -489,7 +521,9 @@ def _background(coro: Awaitable[Any]) -> None:
     task.add_done_callback(_tasks.discard)
 
 
-async def _release_after(work: list[asyncio.Task[Any]], lease: Any, release: Callable[[Any], None]) -> None:
+async def _release_after(
+    work: list[asyncio.Task[Any]], lease: Any, release: Callable[[Any], None]
+) -> None:
     try:
         await asyncio.gather(*work, return_exceptions=True)
     finally:
@@ -500,10 +534,8 @@ def _call_soon(release: Callable[[Any], None], lease: Any) -> None:
     loop = _lease_loop(lease)
     if loop is None or loop.is_closed():
         return  # the loop is gone: the façade drops its pool when it sees another
-    try:
+    with contextlib.suppress(RuntimeError):  # closed meanwhile
         loop.call_soon_threadsafe(release, lease)
-    except RuntimeError:  # closed meanwhile
-        pass
 
 
 def _lease_loop(lease: Any) -> asyncio.AbstractEventLoop | None:
@@ -528,7 +560,7 @@ class Transaction(_Queries):
 
     __slots__ = ("_begin", "_conn", "_state")
 
-    _error = exc.TransactionExecuteError
+    _error = TransactionQueryError
 
     def __init__(
         self, conn: Connection, isolation_level: Any, read_variant: Any, deferrable: bool | None
@@ -709,7 +741,7 @@ class Cursor:
             if self._own_tx:
                 await _quietly(con.execute("ROLLBACK"))
                 self._own_tx = False
-            raise exc.CursorStartError(f"Cannot start cursor, error - {error}") from error
+            raise CursorQueryError(f"Cannot start cursor, error - {error}") from error
         self._state = "open"
 
     async def execute(self, querystring: str, parameters: Any = None) -> QueryResult:
@@ -789,7 +821,5 @@ class Cursor:
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:
-    try:
+    with contextlib.suppress(Exception):
         await aw
-    except Exception:
-        pass

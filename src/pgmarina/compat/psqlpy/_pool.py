@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import socket
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from ...errors import PoolClosed, PoolConnectError, PoolError
 from ...shells.aio import AsyncPool
 from . import exceptions as exc
 from ._connection import Connection, QueryResult
+from ._connection import _option as _member
 from ._listener import Listener
 
 __all__ = [
@@ -76,17 +78,6 @@ class SslMode:
     Require = "require"
     VerifyCa = "verify-ca"
     VerifyFull = "verify-full"
-
-
-def _member(kind: type, value: Any, argument: str) -> str | None:
-    if value is None:
-        return None
-    name = getattr(value, "name", None)  # psqlpy's enum member
-    if isinstance(name, str) and isinstance(getattr(kind, name, None), str):
-        return getattr(kind, name)  # type: ignore[no-any-return]
-    if isinstance(value, str) and value in vars(kind).values():
-        return value
-    raise ValueError(f"{argument} must be a {kind.__name__} member, not {value!r}")
 
 
 _RECYCLING: dict[str, dict[str, Any]] = {
@@ -360,7 +351,10 @@ class ConnectionPool:
         self._connect_kwargs = connect_kwargs
         self._settings = settings
         self._max_size = max_db_pool_size
-        self._pool: AsyncPool | None = None
+        # The pool of the running loop, in a list a finalizer can share: a
+        # ConnectionPool forgotten (or left at exit) drops its connections.
+        self._slot: list[_Shell | None] = [None]
+        weakref.finalize(self, _abandon_slot, self._slot)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -369,7 +363,7 @@ class ConnectionPool:
     def _current(self) -> AsyncPool:
         """The pool for the running loop, made at first use or after a loop change."""
         loop = asyncio.get_running_loop()
-        pool = self._pool
+        pool = self._slot[0]
         if pool is not None and self._loop is loop:
             return pool
         if self._closed:
@@ -381,13 +375,14 @@ class ConnectionPool:
         async def configure(con: Any) -> None:
             await _configure(con, sockopts)
 
-        pool = AsyncPool(
+        pool = _Shell(
             self._dsn, driver="asyncpg", min_size=0, max_size=self._max_size,
             configure=configure, connect_kwargs=self._connect_kwargs, name="psqlpy-compat",
             **self._settings,
         )
         pool._start()  # min_size 0: nothing to wait for
-        self._pool, self._loop = pool, loop
+        self._slot[0] = pool
+        self._loop = loop
         return pool
 
     async def _lease(self) -> tuple[AsyncPool, Any]:
@@ -439,11 +434,12 @@ class ConnectionPool:
         """
         if self._closed:
             raise exc.ConnectionPoolExecuteError("Pool has been closed")
-        return Listener(self._dsn, self._connect_kwargs, lambda con: _configure(con, self._sockopts))
+        sockopts = self._sockopts
+        return Listener(self._dsn, self._connect_kwargs, lambda con: _configure(con, sockopts))
 
     def status(self) -> ConnectionPoolStatus:
         """Sizes now: ``max_size``, ``size``, ``available`` (idle), ``waiting``."""
-        pool = self._pool
+        pool = self._slot[0]
         if pool is None or pool.closed:
             return ConnectionPoolStatus(self._max_size, 0, 0, 0)
         stats = pool.stats()
@@ -460,7 +456,7 @@ class ConnectionPool:
         if new_max_size < 1:
             raise ValueError(f"new_max_size must be at least 1, not {new_max_size}")
         self._max_size = new_max_size
-        pool = self._pool
+        pool = self._slot[0]
         if pool is not None and not pool.closed:
             # AsyncPool.resize does not wait for anything: run it here, at once.
             _run_now(pool.resize(0, new_max_size))
@@ -475,7 +471,8 @@ class ConnectionPool:
         come back.
         """
         self._closed = True
-        pool, self._pool = self._pool, None
+        pool = self._slot[0]
+        self._slot[0] = None
         if pool is None:
             return
         try:
@@ -500,6 +497,16 @@ class ConnectionPool:
             f"<psqlpy-compat ConnectionPool [{state}] max_size={s.max_size} size={s.size} "
             f"available={s.available} waiting={s.waiting}>"
         )
+
+
+class _Shell(AsyncPool):
+    """The pool under the façade.  A connection it retires is dropped where it
+    is retired (a release after ``close()``, say), not closed in a task: psqlpy
+    code often ends its loop right after, and a task cancelled before it ran
+    would leave the socket open."""
+
+    _log = logger
+    _close_inline = True
 
 
 class _ConfigError(exc.ConnectionPoolConfigurationError, ValueError):
@@ -563,6 +570,12 @@ def _close_now(pool: AsyncPool) -> None:
         pool._hard_close(entry)
 
 
+def _abandon_slot(slot: list[_Shell | None]) -> None:
+    pool, slot[0] = slot[0], None
+    if pool is not None and not pool.closed:
+        _abandon(pool)
+
+
 def _abandon(pool: AsyncPool) -> None:
     """Drop a pool made on another event loop than the running one.
 
@@ -586,7 +599,7 @@ def _drop_connection(con: Any) -> None:
     """Close an asyncpg connection's socket without its (stopped) event loop."""
     transport = getattr(con, "_transport", None)
     sock = getattr(transport, "_sock", None)
-    if sock is not None:
+    if transport is not None and sock is not None:
         sock.close()
         # What the transport's own close would have recorded, so that
         # neither it nor the connection warns of being left open.

@@ -31,7 +31,7 @@ class _Wrapper:
         return f"{type(self).__name__}({self.inner_value!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.inner_value == self.inner_value  # type: ignore[attr-defined]
+        return isinstance(other, type(self)) and other.inner_value == self.inner_value
 
     def __hash__(self) -> int:
         return hash((type(self), self.inner_value))

@@ -15,7 +15,7 @@ def tuple_row(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(row.items())
 
 
-class class_row(Generic[_T]):  # noqa: N801 - psqlpy's name
+class class_row(Generic[_T]):  # psqlpy's name
     """Build ``class_(**row)`` from each row: ``row_factory(class_row(User))``."""
 
     __slots__ = ("_class",)
