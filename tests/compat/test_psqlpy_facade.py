@@ -144,10 +144,21 @@ def test_a_pool_built_at_import_time_serves_one_event_loop_after_another(pg: Any
     # Two connections per run, but only the last loop's are still open.
     assert asyncio.run(backends(pg, name)) <= 2
 
+    kept: list[Any] = []
+
+    async def keep() -> None:
+        kept.append(await pool.connection())
+
+    asyncio.run(keep())
+
     async def last() -> None:
+        # A connection kept from the old loop is gone; giving it back is harmless.
+        with pytest.raises(exc.Error):
+            await kept[0].fetch_val("SELECT 1")
+        kept.pop().close()
         await until(lambda: backends(pg, name), lambda n: n <= 2)
         assert (await pool.execute("SELECT 7 AS x")).result() == [{"x": 7}]
-        assert await backends(pg, name) == 1  # the previous loop's two are gone
+        assert await backends(pg, name) == 1  # the previous loops' are gone
         pool.close()
 
     asyncio.run(last())

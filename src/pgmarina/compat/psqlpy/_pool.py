@@ -507,14 +507,19 @@ class _Shell(AsyncPool):
 
     _log = logger
     _close_inline = True
+    #: Dropped for another event loop: its connections are gone, and a lease
+    #: given back late (from a Connection kept across loops) is just forgotten.
+    _abandoned = False
 
 
 class _ConfigError(exc.ConnectionPoolConfigurationError, ValueError):
     """A wrong pool parameter: psqlpy's error, and pgmarina's ValueError."""
 
 
-def _releaser(pool: AsyncPool) -> Any:
+def _releaser(pool: _Shell) -> Any:
     def release(lease: Any) -> None:
+        if pool._abandoned:
+            return
         reset = pool._return(lease)
         if reset is not None:
             task = asyncio.ensure_future(reset)
@@ -576,7 +581,7 @@ def _abandon_slot(slot: list[_Shell | None]) -> None:
         _abandon(pool)
 
 
-def _abandon(pool: AsyncPool) -> None:
+def _abandon(pool: _Shell) -> None:
     """Drop a pool made on another event loop than the running one.
 
     Usually that loop has ended (``asyncio.run()`` returned, a test's loop
@@ -585,6 +590,7 @@ def _abandon(pool: AsyncPool) -> None:
     pool is forgotten.  A loop still running in another thread is asked to
     terminate the pool itself.
     """
+    pool._abandoned = True
     loop = pool._loop
     if loop is not None and loop.is_running():
         loop.call_soon_threadsafe(pool.terminate)
