@@ -282,6 +282,8 @@ def test_wrong_parameters_raise_errors_naming_them() -> None:
         with pytest.raises(ValueError, match=name) as caught:
             ConnectionPool(**kwargs)
         assert isinstance(caught.value, exc.ConnectionPoolConfigurationError)
+    with pytest.raises(TypeError, match="hosts"):
+        ConnectionPool(hosts="db1,db2")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="max_db_pool_size"):
         ConnectionPool(max_db_pool_size="10")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="new_max_size"):

@@ -110,8 +110,7 @@ class _DedicatedConnection:
         while not self._stopped:
             try:
                 con = await self._connect()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    asyncio.TimeoutError) as failed:
+            except Exception as failed:  # the server may be down a while: keep trying
                 logger.debug("listener reconnect failed: %s", type(failed).__name__)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.backoff_max)

@@ -107,6 +107,14 @@ def build_dsn(
     Raises:
         ValueError: ``ports`` does not match ``hosts``; an enum value is unknown.
     """
+    for argument, value in (("hosts", hosts), ("ports", ports)):
+        if value is not None and (
+            isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+        ):
+            raise TypeError(f"{argument} must be a list, not {type(value).__name__}")
+    for h in [*(hosts or ()), *([host] if host is not None else [])]:
+        if not isinstance(h, str):
+            raise TypeError(f"hosts and host must be str, not {type(h).__name__}")
     all_hosts = [*(hosts or ()), *([host] if host else [])]
     all_ports = [*(ports or ()), *([port] if port is not None else [])]
     for p in all_ports:
@@ -360,7 +368,7 @@ class ConnectionPool:
 
     # -- the pool of the running loop -----------------------------------
 
-    def _current(self) -> AsyncPool:
+    def _current(self) -> _Shell:
         """The pool for the running loop, made at first use or after a loop change."""
         loop = asyncio.get_running_loop()
         pool = self._slot[0]
@@ -385,7 +393,7 @@ class ConnectionPool:
         self._loop = loop
         return pool
 
-    async def _lease(self) -> tuple[AsyncPool, Any]:
+    async def _lease(self) -> tuple[_Shell, Any]:
         pool = self._current()
         try:
             return pool, await pool.acquire()
