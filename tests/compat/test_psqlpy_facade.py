@@ -105,6 +105,7 @@ async def test_dsn_overrides_the_separate_parts(pg: Any) -> None:
     with ConnectionPool(
         dsn=pg.dsn, username="nobody", host="192.0.2.1", port=1, db_name="nowhere",
         hosts=["192.0.2.2"], ports=[2], max_db_pool_size=2,
+        load_balance_hosts=LoadBalanceHosts.Random,  # one host: nothing to balance
     ) as pool:
         assert await (await pool.connection()).fetch_val("SELECT current_user") == pg.user
 
@@ -213,6 +214,35 @@ async def test_status_counts_waiting_callers_and_resize_makes_room(pg: Any) -> N
 
 
 @run_async
+async def test_cancelled_acquires_and_queries_never_lose_a_connection(pg: Any) -> None:
+    with make_pool(pg, max_db_pool_size=2) as pool:
+
+        async def worker(i: int) -> None:
+            if i % 3 == 0:
+                async with pool.acquire() as conn:
+                    await conn.execute("SELECT pg_sleep(0.05)")
+            elif i % 3 == 1:
+                conn = await pool.connection()
+                try:
+                    await conn.fetch_val("SELECT pg_sleep(0.05)")
+                finally:
+                    conn.close()
+            else:
+                await pool.execute("SELECT pg_sleep(0.05)")
+
+        tasks = [asyncio.ensure_future(worker(i)) for i in range(30)]
+        await asyncio.sleep(0.12)
+        for task in tasks[::2]:  # some in a query, most still queued
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await until(pool.status, lambda s: s.available == s.size and s.waiting == 0)
+        assert pool.status().size <= 2
+        assert [(await pool.execute("SELECT 1 AS x")).result() for _ in range(3)] == [
+            [{"x": 1}]
+        ] * 3
+
+
+@run_async
 async def test_close_refuses_new_connections_and_drops_idle_ones(pg: Any) -> None:
     name = tag()
     pool = make_pool(pg, application_name=name)
@@ -318,6 +348,8 @@ def test_multi_host_parameters_become_a_libpq_style_dsn() -> None:
         "postgresql:///db?host=%2Frun%2Fpostgresql&port=5432"
     )
     assert build_dsn(host="::1", port=5432) == "postgresql://[::1]:5432"
+    # Balancing one host means nothing: left out, so asyncpg alone can connect.
+    assert build_dsn(host="h", load_balance_hosts=LoadBalanceHosts.Random) == "postgresql://h"
 
 
 def test_a_dsn_keeps_load_balancing_and_ssl_settings_given_beside_it() -> None:
@@ -335,9 +367,9 @@ def test_a_dsn_keeps_load_balancing_and_ssl_settings_given_beside_it() -> None:
 def test_psqlpys_own_enum_members_are_accepted() -> None:
     psqlpy = pytest.importorskip("psqlpy")
     assert build_dsn(
-        host="h", target_session_attrs=psqlpy.TargetSessionAttrs.ReadOnly,
+        hosts=["h", "i"], target_session_attrs=psqlpy.TargetSessionAttrs.ReadOnly,
         load_balance_hosts=psqlpy.LoadBalanceHosts.Random,
-    ) == "postgresql://h?target_session_attrs=read-only&load_balance_hosts=random"
+    ) == "postgresql://h,i?target_session_attrs=read-only&load_balance_hosts=random"
     ConnectionPool(conn_recycling_method=psqlpy.ConnRecyclingMethod.Clean)
 
 

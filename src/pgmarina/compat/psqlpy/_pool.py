@@ -149,16 +149,23 @@ def build_dsn(
     tsa = _member(TargetSessionAttrs, target_session_attrs, "target_session_attrs")
     if tsa is not None and tsa != TargetSessionAttrs.Any:
         query["target_session_attrs"] = tsa
-    query.update(_extra_query(load_balance_hosts, ssl_mode, ca_file))
+    query.update(_extra_query(load_balance_hosts, ssl_mode, ca_file, len(all_hosts) > 1))
     path = "/" + quote(db_name, safe="") if db_name else ""
     return f"postgresql://{netloc}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
-def _extra_query(load_balance_hosts: Any, ssl_mode: Any, ca_file: str | None) -> dict[str, str]:
-    """The query parameters that apply with a ``dsn`` too."""
+def _extra_query(
+    load_balance_hosts: Any, ssl_mode: Any, ca_file: str | None, several_hosts: bool
+) -> dict[str, str]:
+    """The query parameters that apply with a ``dsn`` too.
+
+    ``load_balance_hosts`` is for pgmarina's multi-host pools; with one host
+    it means nothing and is left out, since asyncpg alone would send it to
+    the server as a setting, which the server refuses.
+    """
     query: dict[str, str] = {}
     lb = _member(LoadBalanceHosts, load_balance_hosts, "load_balance_hosts")
-    if lb is not None and lb != LoadBalanceHosts.Disable:
+    if lb is not None and lb != LoadBalanceHosts.Disable and several_hosts:
         query["load_balance_hosts"] = lb
     mode = _member(SslMode, ssl_mode, "ssl_mode")
     if mode is not None:
@@ -329,7 +336,10 @@ class ConnectionPool:
             if not isinstance(dsn, str):
                 raise TypeError(f"dsn must be a str, not {type(dsn).__name__}")
             # dsn overrides the parts, not the settings that only have a keyword.
-            self._dsn = _with_query(dsn, _extra_query(load_balance_hosts, ssl_mode, ca_file))
+            several = "," in urlsplit(dsn).netloc or "," in urlsplit(dsn).query
+            self._dsn = _with_query(
+                dsn, _extra_query(load_balance_hosts, ssl_mode, ca_file, several)
+            )
         else:
             self._dsn = build_dsn(
                 username=username, password=password, host=host, hosts=hosts, port=port,
