@@ -399,6 +399,7 @@ class ConnectionPool:
             **self._settings,
         )
         pool._start()  # min_size 0: nothing to wait for
+        pool._release_lease = _releaser(pool)
         self._slot[0] = pool
         self._loop = loop
         return pool
@@ -422,7 +423,7 @@ class ConnectionPool:
                 (the pgmarina error is the cause).
         """
         pool, lease = await self._lease()
-        return Connection(lease, _releaser(pool))
+        return Connection(lease, pool._release_lease)
 
     def acquire(self) -> _Acquire:
         """``async with pool.acquire() as conn:``: a connection for the block."""
@@ -528,6 +529,8 @@ class _Shell(AsyncPool):
     #: Dropped for another event loop: its connections are gone, and a lease
     #: given back late (from a Connection kept across loops) is just forgotten.
     _abandoned = False
+    #: ``release(lease)`` for the façade's connections (made once per pool).
+    _release_lease: Any = None
 
 
 class _ConfigError(exc.ConnectionPoolConfigurationError, ValueError):
