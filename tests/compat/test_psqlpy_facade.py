@@ -176,6 +176,31 @@ async def test_connect_and_connect_pool_build_the_same_pool(pg: Any) -> None:
 
 
 @run_async
+async def test_awaiting_connect_gives_a_lone_connection_as_psqlpy_0_13_does(pg: Any) -> None:
+    name = tag()
+    conn = await connect(dsn=pg.dsn, application_name=name)
+    assert await conn.fetch_val("SELECT 8") == 8
+    assert await backends(pg, name) == 1
+    conn.close()
+    await until(lambda: backends(pg, name), lambda n: n == 0)
+
+
+@run_async
+async def test_the_builder_sets_the_same_parameters(pg: Any) -> None:
+    name = tag()
+    builder = (
+        facade.ConnectionPoolBuilder().max_pool_size(3).user(pg.user).dbname(pg.dbname)
+        .host(pg.host).port(pg.port).application_name(name)
+        .conn_recycling_method(ConnRecyclingMethod.Verified)
+    )
+    if pg.password is not None:
+        builder.password(pg.password)
+    with builder.build() as pool:
+        assert pool.status().max_size == 3
+        assert await (await pool.connection()).fetch_val("SHOW application_name") == name
+
+
+@run_async
 async def test_pool_level_execute_and_fetch_use_a_connection_and_give_it_back(pg: Any) -> None:
     with make_pool(pg) as pool:
         assert (await pool.execute("SELECT 1 AS a")).result() == [{"a": 1}]
@@ -537,6 +562,28 @@ async def test_connection_as_async_context_and_its_driver_connection(pg: Any) ->
             assert await driver.fetchval("SELECT 9") == 9
             assert conn.conn_dbname == pg.dbname and conn.user == pg.user
         assert pool.status().available == 1
+
+
+@run_async
+async def test_prepared_statements_execute_list_columns_and_open_cursors(pg: Any) -> None:
+    with make_pool(pg) as pool:
+        conn = await pool.connection()
+        query = "SELECT i, i * 2 AS twice FROM generate_series(1, $1) i"
+        statement = await conn.prepare(query, [3])
+        assert [c.name for c in statement.columns()] == ["i", "twice"]
+        assert (await statement.execute()).result(as_tuple=True) == [(1, 2), (2, 4), (3, 6)]
+        async with conn.transaction() as tx:
+            in_tx = await tx.prepare("SELECT $1::int + 1", [1])
+            assert (await in_tx.execute()).result(as_tuple=True) == [(2,)]
+        async with statement.cursor() as cursor:
+            assert (await cursor.fetchall()).result() == [
+                {"i": 1, "twice": 2}, {"i": 2, "twice": 4}, {"i": 3, "twice": 6}
+            ]
+        with pytest.raises(exc.TransactionClosedError):
+            await in_tx.execute()
+        conn.close()
+        with pytest.raises(exc.ConnectionClosedError):
+            await statement.execute()
 
 
 @run_async

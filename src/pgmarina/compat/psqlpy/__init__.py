@@ -42,9 +42,11 @@ from __future__ import annotations
 
 from . import exceptions, extra_types, row_factories
 from ._connection import (
+    Column,
     Connection,
     Cursor,
     IsolationLevel,
+    PreparedStatement,
     QueryResult,
     ReadVariant,
     SingleQueryResult,
@@ -53,6 +55,7 @@ from ._connection import (
 from ._listener import Listener, ListenerNotificationMsg
 from ._pool import (
     ConnectionPool,
+    ConnectionPoolBuilder,
     ConnectionPoolStatus,
     ConnRecyclingMethod,
     LoadBalanceHosts,
@@ -65,9 +68,9 @@ from ._pool import (
 from .exceptions import Error
 
 __all__ = [
-    "ConnRecyclingMethod", "Connection", "ConnectionPool", "ConnectionPoolStatus", "Cursor",
-    "Error", "IsolationLevel", "Listener", "ListenerNotificationMsg", "LoadBalanceHosts",
-    "QueryResult", "ReadVariant", "SingleQueryResult", "SslMode", "TargetSessionAttrs",
-    "Transaction", "build_dsn", "connect", "connect_pool", "exceptions", "extra_types",
-    "row_factories",
+    "Column", "ConnRecyclingMethod", "Connection", "ConnectionPool", "ConnectionPoolBuilder",
+    "ConnectionPoolStatus", "Cursor", "Error", "IsolationLevel", "Listener",
+    "ListenerNotificationMsg", "LoadBalanceHosts", "PreparedStatement", "QueryResult",
+    "ReadVariant", "SingleQueryResult", "SslMode", "TargetSessionAttrs", "Transaction",
+    "build_dsn", "connect", "connect_pool", "exceptions", "extra_types", "row_factories",
 ]

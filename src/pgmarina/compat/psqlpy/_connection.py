@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
 from itertools import count
@@ -27,7 +28,14 @@ from . import exceptions as exc
 from .extra_types import _Wrapper
 
 __all__ = [
-    "Connection", "Cursor", "IsolationLevel", "QueryResult", "ReadVariant", "SingleQueryResult",
+    "Column",
+    "Connection",
+    "Cursor",
+    "IsolationLevel",
+    "PreparedStatement",
+    "QueryResult",
+    "ReadVariant",
+    "SingleQueryResult",
     "Transaction",
 ]
 
@@ -320,6 +328,20 @@ class _Queries:
             raise self._error("query returned an unexpected number of rows")
         return rows[0][0]
 
+    async def prepare(self, querystring: str, parameters: Any = None) -> PreparedStatement:
+        """Prepare ``querystring`` with its ``parameters``, to execute later.
+
+        Returns:
+            A :class:`PreparedStatement` (asyncpg's prepared statement inside).
+        """
+        con = await self._ready()
+        query, args = _args(querystring, parameters)
+        try:
+            statement = await con.prepare(query)
+        except Exception as error:
+            raise self._error(f"Cannot prepare statement, error - {error}") from error
+        return PreparedStatement(self, statement, querystring, parameters, args)
+
     async def copy_records_to_table(
         self, table_name: str, records: Iterable[Sequence[Any]],
         columns: Sequence[str] | None = None, schema_name: str | None = None,
@@ -382,6 +404,55 @@ class _Queries:
     @property
     def host_addrs(self) -> list[str]:
         return []
+
+
+# ---------------------------------------------------------------------------
+# prepared statements
+
+
+@dataclass(frozen=True)
+class Column:
+    """A result column of a prepared statement: ``name`` (and ``table_oid``, None here)."""
+
+    name: str
+    table_oid: int | None
+
+
+class PreparedStatement:
+    """psqlpy's ``PreparedStatement``: a query prepared once, with its parameters."""
+
+    __slots__ = ("_args", "_owner", "_parameters", "_querystring", "_statement")
+
+    def __init__(
+        self, owner: _Queries, statement: Any, querystring: str, parameters: Any,
+        args: Sequence[Any],
+    ) -> None:
+        self._owner = owner
+        self._statement = statement
+        self._querystring = querystring
+        self._parameters = parameters
+        self._args = args
+
+    async def execute(self) -> QueryResult:
+        """Run the statement with the parameters it was prepared with."""
+        await self._owner._ready()  # raises once the connection or transaction is gone
+        try:
+            rows = await self._statement.fetch(*self._args)
+        except Exception as error:
+            raise self._owner._error(f"Cannot execute query, error - {error}") from error
+        return QueryResult(rows)
+
+    def cursor(self) -> Cursor:
+        """A server-side cursor over the statement's query and parameters."""
+        owner = self._owner
+        conn = owner._conn if isinstance(owner, Transaction) else owner
+        assert isinstance(conn, Connection)
+        return Cursor(conn, self._querystring, self._parameters, None)
+
+    def columns(self) -> list[Column]:
+        """The statement's result columns (``table_oid`` is None: asyncpg does not
+        keep the column's table)."""
+        return [Column(a.name, None) for a in self._statement.get_attributes()]
 
 
 # ---------------------------------------------------------------------------

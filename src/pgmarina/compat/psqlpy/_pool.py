@@ -16,7 +16,7 @@ import json
 import logging
 import socket
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -29,8 +29,8 @@ from ._connection import _option as _member
 from ._listener import Listener
 
 __all__ = [
-    "ConnRecyclingMethod", "ConnectionPool", "ConnectionPoolStatus", "LoadBalanceHosts",
-    "SslMode", "TargetSessionAttrs", "build_dsn", "connect", "connect_pool",
+    "ConnRecyclingMethod", "ConnectionPool", "ConnectionPoolBuilder", "ConnectionPoolStatus",
+    "LoadBalanceHosts", "SslMode", "TargetSessionAttrs", "build_dsn", "connect", "connect_pool",
 ]
 
 logger = logging.getLogger("pgmarina.compat.psqlpy")
@@ -641,6 +641,114 @@ def connect_pool(**kwargs: Any) -> ConnectionPool:
     return ConnectionPool(**kwargs)
 
 
+class _Connect(ConnectionPool):
+    """What :func:`connect` returns: a pool, and, awaited, a lone connection."""
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return self._alone().__await__()
+
+    async def _alone(self) -> Connection:
+        conn = await self.connection()
+        give_back = conn._release
+        assert give_back is not None
+
+        def release(lease: Any) -> None:
+            give_back(lease)
+            self.close()  # the pool was this connection's alone
+
+        conn._release = release
+        return conn
+
+
 def connect(**kwargs: Any) -> ConnectionPool:
-    """``ConnectionPool(**kwargs)``, as the pool documentation's ``connect`` does."""
-    return ConnectionPool(**kwargs)
+    """A pool with :class:`ConnectionPool`'s parameters, as the pool
+    documentation's ``connect(...)`` makes.
+
+    ``await connect(...)`` gives one connection instead, as psqlpy 0.13's
+    ``connect`` does: its ``close()`` closes it for good.
+    """
+    return _Connect(**kwargs)
+
+
+class ConnectionPoolBuilder:
+    """psqlpy's builder: ``ConnectionPoolBuilder().user("u").host("h").build()``.
+
+    Each method sets one :class:`ConnectionPool` parameter and returns the
+    builder; ``host`` and ``port`` add one more each time.
+    """
+
+    def __init__(self) -> None:
+        self._kwargs: dict[str, Any] = {}
+
+    def build(self) -> ConnectionPool:
+        """The pool, with the parameters set so far."""
+        return ConnectionPool(**self._kwargs)
+
+    def _set(self, name: str, value: Any) -> ConnectionPoolBuilder:
+        self._kwargs[name] = value
+        return self
+
+    def _add(self, name: str, value: Any) -> ConnectionPoolBuilder:
+        self._kwargs.setdefault(name, []).append(value)
+        return self
+
+    def max_pool_size(self, pool_size: int) -> ConnectionPoolBuilder:
+        return self._set("max_db_pool_size", pool_size)
+
+    def conn_recycling_method(self, conn_recycling_method: Any) -> ConnectionPoolBuilder:
+        return self._set("conn_recycling_method", conn_recycling_method)
+
+    def user(self, user: str) -> ConnectionPoolBuilder:
+        return self._set("username", user)
+
+    def password(self, password: str) -> ConnectionPoolBuilder:
+        return self._set("password", password)
+
+    def dbname(self, dbname: str) -> ConnectionPoolBuilder:
+        return self._set("db_name", dbname)
+
+    def options(self, options: str) -> ConnectionPoolBuilder:
+        return self._set("options", options)
+
+    def application_name(self, application_name: str) -> ConnectionPoolBuilder:
+        return self._set("application_name", application_name)
+
+    def ssl_mode(self, ssl_mode: Any) -> ConnectionPoolBuilder:
+        return self._set("ssl_mode", ssl_mode)
+
+    def ca_file(self, ca_file: str) -> ConnectionPoolBuilder:
+        return self._set("ca_file", ca_file)
+
+    def host(self, host: str) -> ConnectionPoolBuilder:
+        return self._add("hosts", host)
+
+    def hostaddr(self, hostaddr: Any) -> ConnectionPoolBuilder:
+        """An IP address to connect to, added as a host."""
+        return self._add("hosts", str(hostaddr))
+
+    def port(self, port: int) -> ConnectionPoolBuilder:
+        return self._add("ports", port)
+
+    def connect_timeout(self, connect_timeout: int) -> ConnectionPoolBuilder:
+        return self._set("connect_timeout_sec", connect_timeout)
+
+    def tcp_user_timeout(self, tcp_user_timeout: int) -> ConnectionPoolBuilder:
+        return self._set("tcp_user_timeout_sec", tcp_user_timeout)
+
+    def target_session_attrs(self, target_session_attrs: Any) -> ConnectionPoolBuilder:
+        return self._set("target_session_attrs", target_session_attrs)
+
+    def load_balance_hosts(self, load_balance_hosts: Any) -> ConnectionPoolBuilder:
+        return self._set("load_balance_hosts", load_balance_hosts)
+
+    def keepalives(self, keepalives: bool) -> ConnectionPoolBuilder:
+        return self._set("keepalives", keepalives)
+
+    def keepalives_idle(self, keepalives_idle: int) -> ConnectionPoolBuilder:
+        return self._set("keepalives_idle_sec", keepalives_idle)
+
+    def keepalives_interval(self, keepalives_interval: int) -> ConnectionPoolBuilder:
+        return self._set("keepalives_interval_sec", keepalives_interval)
+
+    def keepalives_retries(self, keepalives_retries: int) -> ConnectionPoolBuilder:
+        return self._set("keepalives_retries", keepalives_retries)
