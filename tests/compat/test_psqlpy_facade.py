@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+import pgmarina
 import pgmarina.compat.psqlpy as facade
 from helpers import eventually
 from pgmarina.compat.psqlpy import (
@@ -281,6 +282,19 @@ async def test_close_refuses_new_connections_and_drops_idle_ones(pg: Any) -> Non
     assert await leased.fetch_val("SELECT 1") == 1
     leased.close()
     await until(lambda: backends(pg, name), lambda n: n == 0)
+
+
+@run_async
+async def test_a_pool_that_cannot_connect_raises_psqlpys_pool_error(pg: Any) -> None:
+    """The server refuses the database: psqlpy's pool error at once, pgmarina's as cause."""
+    with ConnectionPool(
+        username=pg.user, password=pg.password, host=pg.host, port=pg.port,
+        db_name="no_such_database_here",
+    ) as pool:
+        with pytest.raises(exc.BaseConnectionPoolError) as caught:
+            await asyncio.wait_for(pool.connection(), 20)
+        assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
+        assert "no_such_database_here" in str(caught.value)
 
 
 @run_async

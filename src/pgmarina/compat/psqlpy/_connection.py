@@ -576,7 +576,8 @@ class Connection(_Queries):
         lease = self._lease
         if lease is not None and self._release is not None:
             self._lease = None
-            _call_soon(self._release, lease)
+            with contextlib.suppress(Exception):  # at interpreter exit, say
+                _call_soon(self._release, lease)
 
     def __repr__(self) -> str:
         state = "returned" if self._lease is None else "in use"
