@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import gc
 import inspect
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -305,6 +306,24 @@ async def test_application_name_and_options_reach_the_server(pg: Any) -> None:
         assert await conn.fetch_val("SHOW application_name") == name
         assert await conn.fetch_val("SHOW search_path") == "pg_catalog"
         conn.close()
+
+
+@run_async
+async def test_keepalive_and_tcp_user_timeout_are_set_on_the_socket(pg: Any) -> None:
+    with make_pool(
+        pg, keepalives=True, keepalives_idle_sec=31, keepalives_interval_sec=7,
+        keepalives_retries=4, tcp_user_timeout_sec=9, tcp_user_timeout_nanosec=500_000_000,
+    ) as pool:
+        async with pool.acquire() as conn:
+            sock = conn.driver_connection._transport.get_extra_info("socket")
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                pytest.skip("the test server is on a Unix socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            tcp = socket.IPPROTO_TCP
+            assert sock.getsockopt(tcp, socket.TCP_KEEPIDLE) == 31
+            assert sock.getsockopt(tcp, socket.TCP_KEEPINTVL) == 7
+            assert sock.getsockopt(tcp, socket.TCP_KEEPCNT) == 4
+            assert sock.getsockopt(tcp, socket.TCP_USER_TIMEOUT) == 9500
 
 
 @run_async

@@ -19,6 +19,7 @@ right:
 ==================================  ===============================================
 ``ConnectionPool(...)`` params      a DSN (:func:`build_dsn`; ``dsn`` overrides the
                                     parts) and asyncpg's connect keywords
+``connect(...)`` / builder          the same pool (``await connect(...)``: one connection)
 ``max_db_pool_size``                ``max_size`` (``min_size`` is 0: lazy)
 ``conn_recycling_method``           ``Fast``: defaults; ``Verified``:
                                     ``check_window=0``; ``Clean``: also ``reset="full"``
