@@ -21,7 +21,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _examples() -> list[docexamples.Example]:
-    # README's Django settings excerpt is fenced ```py: README runs only ```python blocks.
+    # Sketches of an application's code (Django's settings, a psqlpy migration) are fenced
+    # ```py: README runs only ```python blocks.
     python = [e for e in docexamples.examples(README) if e.language == "python"]
     assert all(e.output is not None for e in python), "a README example has no output block"
     return python
