@@ -2,15 +2,12 @@
 
 The listener speaks psqlpy's API (``add_callback``, ``startup``,
 ``listen``, ``abort_listen``, ``shutdown``, ``clear_...``, ``async for``)
-and gets its notifications from a *channel source*, a small interface
-(:class:`_ChannelSource`) with one job: keep a set of channels LISTENed on
-some connection, across losses of that connection, and report each
-notification.  The one here (:class:`_DedicatedConnection`) holds its own
-asyncpg connection and, when that connection is lost (a backend terminated,
-a server restart), reconnects with backoff and LISTENs again to every
-channel.  Notifications sent while it was away are lost, as they are for
-any LISTEN.  A source built on pgmarina's pool listener can replace it
-without the façade changing.
+and gets its notifications from pgmarina's own listener
+(:class:`pgmarina.listener.AsyncListener`) of the façade's pool for the
+running loop: one connection outside the pool's slots which, when it is
+lost (a backend terminated, a server restart), reconnects with backoff and
+LISTENs again to every channel.  Notifications sent while it was away are
+lost, as they are for any LISTEN.
 """
 
 from __future__ import annotations
@@ -18,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import asyncpg
-
+from ...listener import AsyncListener, Gap, Notification, Subscription
 from . import exceptions as exc
 from ._connection import Connection
 
@@ -35,115 +30,62 @@ logger = logging.getLogger("pgmarina.compat.psqlpy")
 _Notify = Callable[[int, str, str], None]
 
 
-class _ChannelSource(Protocol):
-    """Keeps channels LISTENed across reconnects; calls ``notify(pid, channel, payload)``."""
+class _PoolSource:
+    """The channels of one façade ``Listener``, subscribed on the pool's listener.
 
-    @property
-    def connection(self) -> Any:
-        """The driver connection now listening (None while reconnecting)."""
+    Several façade listeners share the pool's one listener connection; each
+    holds subscriptions of its own, so shutting one down leaves the others
+    listening.
+    """
 
-    async def start(self, channels: set[str], notify: _Notify) -> None: ...
-
-    async def subscribe(self, channel: str) -> None: ...
-
-    async def unsubscribe(self, channel: str) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-class _DedicatedConnection:
-    """A channel source on an asyncpg connection of its own, which it reconnects."""
-
-    #: First and largest pause between reconnect attempts (jittered).
-    backoff_initial = 0.05
-    backoff_max = 2.0
-
-    def __init__(
-        self, dsn: str | None, connect_kwargs: dict[str, Any],
-        configure: Callable[[Any], Awaitable[None]] | None,
-    ) -> None:
-        self._dsn = dsn
-        self._connect_kwargs = connect_kwargs
-        self._configure = configure
-        self._con: Any = None
-        self._channels: set[str] = set()
+    def __init__(self, listener_of_pool: Callable[[], AsyncListener]) -> None:
+        self._listener_of_pool = listener_of_pool
+        self._listener: AsyncListener | None = None
+        self._subs: dict[str, Subscription] = {}
         self._notify: _Notify | None = None
-        self._stopped = False
-        self._reconnect: asyncio.Task[None] | None = None
 
     @property
     def connection(self) -> Any:
-        return self._con
+        """The asyncpg connection listening now (``None`` while reconnecting)."""
+        return None if self._listener is None else self._listener._conn
 
     async def start(self, channels: set[str], notify: _Notify) -> None:
-        self._channels = set(channels)
         self._notify = notify
-        self._con = await self._connect()
-
-    async def _connect(self) -> Any:
-        con = await asyncpg.connect(self._dsn, **self._connect_kwargs)
+        self._listener = self._listener_of_pool()
         try:
-            if self._configure is not None:
-                await self._configure(con)
-            for channel in self._channels:
-                await con.add_listener(channel, self._deliver)
+            for channel in channels:
+                await self.subscribe(channel)
         except BaseException:
-            con.terminate()
+            await self.stop()
             raise
-        con.add_termination_listener(self._lost)
-        return con
 
-    def _deliver(self, con: Any, pid: int, channel: str, payload: str) -> None:
-        if self._notify is not None and con is self._con:
-            self._notify(pid, channel, payload)
+    def _deliver(self, note: Notification) -> None:
+        if self._notify is not None:
+            self._notify(note.pid, note.channel, note.payload)
 
-    def _lost(self, con: Any) -> None:
-        """The connection closed: unless we closed it, reconnect."""
-        if self._stopped or con is not self._con:
-            return
-        self._con = None
-        logger.warning("listener connection lost; reconnecting and LISTENing again")
-        self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
-
-    async def _reconnect_loop(self) -> None:
-        delay = self.backoff_initial
-        while not self._stopped:
-            try:
-                con = await self._connect()
-            except Exception as failed:  # the server may be down a while: keep trying
-                logger.debug("listener reconnect failed: %s", type(failed).__name__)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.backoff_max)
-                continue
-            if self._stopped:
-                con.terminate()
-                return
-            self._con = con
-            logger.info("listener reconnected; LISTENing to %d channel(s)", len(self._channels))
-            return
+    @staticmethod
+    def _gap(gap: Gap) -> None:
+        logger.warning(
+            "listener connection was lost for %.3gs; LISTENing to %r again (notifications "
+            "sent meanwhile were missed)", gap.seconds, gap.channel,
+        )
 
     async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
-        if self._con is not None:
-            await self._con.add_listener(channel, self._deliver)
+        assert self._listener is not None
+        self._subs[channel] = await self._listener.listen(
+            channel, self._deliver, on_gap=self._gap
+        )
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
-        if self._con is not None:
-            await self._con.remove_listener(channel, self._deliver)
+        sub = self._subs.pop(channel, None)
+        if sub is not None:
+            await sub.unlisten()
 
     async def stop(self) -> None:
-        self._stopped = True
-        task, self._reconnect = self._reconnect, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        con, self._con = self._con, None
-        if con is not None:
-            try:
-                await asyncio.wait_for(con.close(), 5)
-            except Exception:
-                con.terminate()
+        self._notify = None
+        for channel in list(self._subs):
+            await self.unsubscribe(channel)
+        self._listener = None
 
 
 @dataclass(frozen=True)
@@ -177,14 +119,8 @@ class Listener:
     reconnected, and the channels LISTENed again, if it is lost.
     """
 
-    def __init__(
-        self, dsn: str | None, connect_kwargs: dict[str, Any],
-        configure: Callable[[Any], Awaitable[None]] | None = None,
-        source: _ChannelSource | None = None,
-    ) -> None:
-        self._source: _ChannelSource = source or _DedicatedConnection(
-            dsn, connect_kwargs, configure
-        )
+    def __init__(self, listener_of_pool: Callable[[], AsyncListener]) -> None:
+        self._source = _PoolSource(listener_of_pool)
         self._callbacks: dict[str, list[Callable[..., Awaitable[None]]]] = {}
         self.is_started = False
         self._shut = False

@@ -446,15 +446,16 @@ class ConnectionPool:
     fetch = execute
 
     def listener(self) -> Listener:
-        """A LISTEN/NOTIFY listener on a dedicated connection of its own.
+        """A LISTEN/NOTIFY listener on the pool's listener connection.
 
-        It re-``LISTEN``s after its connection is lost and comes back; see
+        pgmarina's listener (:meth:`pgmarina.AsyncPool.listener`): one
+        connection outside the pool's slots, which re-``LISTEN``s after it is
+        lost and comes back; see
         :class:`~pgmarina.compat.psqlpy.Listener`.
         """
         if self._closed:
             raise exc.ConnectionPoolExecuteError("Pool has been closed")
-        sockopts = self._sockopts
-        return Listener(self._dsn, self._connect_kwargs, lambda con: _configure(con, sockopts))
+        return Listener(lambda: self._current().listener())
 
     def status(self) -> ConnectionPoolStatus:
         """Sizes now: ``max_size``, ``size``, ``available`` (idle), ``waiting``."""
