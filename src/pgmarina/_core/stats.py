@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hosts import HostStats
 
 __all__ = ["PoolStats"]
 
@@ -37,3 +41,5 @@ class PoolStats:
     checks_failed: int
     wait_time_total: float
     usage_time_total: float
+    # several hosts: one HostStats per host, in the order given (empty with one host)
+    hosts: tuple[HostStats, ...] = ()

@@ -24,7 +24,15 @@ from typing import Any
 
 from .._lease import Lease, forward, set_made
 from .._redact import scrub
-from .base import BROKEN, BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, rejected_for_good
+from .base import (
+    BROKEN,
+    BUSY,
+    CLEAN,
+    IN_TRANSACTION,
+    AsyncAdapter,
+    rejected_for_good,
+    reported_standby,
+)
 
 try:
     import asyncpg
@@ -169,6 +177,12 @@ class AsyncpgAdapter(AsyncAdapter):
 
     async def ping(self, conn: Any, timeout: float) -> None:
         await conn.execute("SELECT 1", timeout=timeout)
+
+    async def in_recovery(self, conn: Any) -> bool:
+        standby = reported_standby(getattr(conn.get_settings(), "in_hot_standby", None))
+        if standby is None:  # before PostgreSQL 14
+            standby = bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+        return standby
 
     async def undo(self, conn: Any, undo: list[Any]) -> None:
         for item in reversed(undo):
