@@ -211,9 +211,10 @@ class HostBook:
     def pick(self, now: float, want: str | None = None) -> Host | None:
         """The host the next connect for ``want`` goes to, or ``None`` for "not now".
 
-        Known roles that are wanted come first (in preference order), then
-        hosts whose role is unknown, then known standbys due for a recheck
-        when a primary is wanted.  Hosts that are down are skipped.
+        Hosts of the role wanted most come first, then hosts whose role is
+        not known yet, then hosts of a fallback role, then known standbys due
+        for a recheck when a primary is wanted.  Hosts that are down are
+        skipped.
         """
         accepts = self.accepts(want)
         best: Host | None = None
@@ -222,9 +223,11 @@ class HostBook:
             if host.down_until > now:
                 continue
             if host.role in accepts:
-                rank = float(accepts.index(host.role))
+                # The role wanted most first; a fallback role (a primary for
+                # a reader) only after hosts whose role is not known yet.
+                rank = 2.0 * accepts.index(host.role)
             elif host.role is None:
-                rank = 10.0
+                rank = 1.0
             elif host.recheck_at <= now:
                 rank = 20.0  # a standby that may have been promoted since
             else:
