@@ -753,6 +753,9 @@ class PoolCore(Generic[W]):
             assert self.hosts is not None
             self.hosts.failed(entry.host, now)
             entry.host = None
+            # A reader waiting for that host, if it was a standby's, may
+            # now have the primary.
+            self._offer(now)
         if self.failing_since is None:
             self.failing_since = now
         self.rejection = error if permanent else None
@@ -996,6 +999,11 @@ class PoolCore(Generic[W]):
 
     def _route(self, now: float) -> None:
         """Hand idle entries to the queued waiters they serve, then grow for the rest."""
+        self._offer(now)
+        self._grow(now)
+
+    def _offer(self, now: float) -> None:
+        """Hand idle entries to the queued waiters they serve."""
         waiters = self.waiters
         wants = self._wants
         for entry in reversed(list(self.idle)):  # hot end first
@@ -1006,7 +1014,6 @@ class PoolCore(Generic[W]):
             if any(self._serves(entry, wants.get(w), now) for w in waiters):
                 self.idle.remove(entry)
                 self._give_routed(entry, now)
-        self._grow(now)
 
     def _need(self, entry: Entry) -> str | None:
         """What the connect of ``entry`` is for: the oldest waiter not yet
