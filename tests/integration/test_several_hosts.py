@@ -209,7 +209,7 @@ def test_failover_promotes_the_standby_under_load_with_no_wrong_role_writer(
     opts = {"max_size": 8, "min_size": 4, "timeout": 3.0, "keepalive": 0.5}
     rec: dict[str, Any] = {"wrong": 0, "writes": 0, "reads": 0, "errors": 0, "first": None}
     stop = threading.Event()
-    promoted_at: list[float] = []
+    promoted_at: list[float] = []  # when pg_ctl promote started, and when it returned
 
     def note_role(in_recovery: Any) -> None:
         # Counted as soon as the writer has its connection, whatever happens next.
@@ -217,13 +217,16 @@ def test_failover_promotes_the_standby_under_load_with_no_wrong_role_writer(
             rec["wrong"] += 1
 
     def note_write() -> None:
+        # No write can succeed between the stop and the promotion: the first one after
+        # the promotion began is the first on the new primary.
         rec["writes"] += 1
         if promoted_at and rec["first"] is None:
-            rec["first"] = time.monotonic() - promoted_at[0]
+            rec["first"] = time.monotonic()
 
     def fail_over() -> None:
         time.sleep(0.5)
         primary.stop("fast")
+        promoted_at.append(time.monotonic())
         standby.promote()
         promoted_at.append(time.monotonic())
 
@@ -308,14 +311,18 @@ def test_failover_promotes_the_standby_under_load_with_no_wrong_role_writer(
             for t in threads:
                 t.join()
             rec["roles"] = roles(pool)
+    assert rec["first"] is not None, "no write succeeded after the promotion"
+    began, returned = promoted_at
+    # Negative: writes were going again before pg_ctl noticed the promotion was done.
+    recovery = rec["first"] - returned
     print(
-        f"\n{shell}-{driver}: write recovery {rec['first']:.3f}s after pg_ctl promote returned; "
-        f"{rec['writes']} writes, {rec['reads']} reads, {rec['errors']} errors during the outage, "
-        f"{rec['wrong']} wrong-role writers"
+        f"\n{shell}-{driver}: first write {recovery * 1000:+.0f} ms after pg_ctl promote "
+        f"returned ({(rec['first'] - began) * 1000:.0f} ms after it began; promote took "
+        f"{(returned - began) * 1000:.0f} ms); {rec['writes']} writes, {rec['reads']} reads, "
+        f"{rec['errors']} errors during the outage, {rec['wrong']} wrong-role writers"
     )
     assert rec["wrong"] == 0
-    assert rec["first"] is not None, "no write succeeded after the promotion"
-    assert rec["first"] < 6.0  # issue 13 asks < 2 s; generous here, the machine is shared
+    assert recovery < 6.0  # issue 13 asks < 2 s; generous here, the machine is shared
     assert rec["roles"][hosts[1]] == "primary"
 
 
