@@ -221,3 +221,14 @@ def test_a_single_host_core_has_no_hosts_and_no_host_stats() -> None:
     core: PoolCore[str] = PoolCore(PoolConfig(min_size=0), lambda w, e: True)
     assert core.hosts is None
     assert core.stats().hosts == ()
+
+
+def test_a_timeout_on_a_multi_host_pool_says_what_each_host_is() -> None:
+    bed = Bed()
+    core = bed.core
+    core.enqueue_for("w", READ_WRITE, 0.0)
+    (entry,) = bed.connecting()
+    core.aim(entry, 0.0)
+    core.connect_failed(entry, OSError("refused"), 0.0)
+    msg = core.timeout_message(3.0)
+    assert msg.endswith("; hosts: h1:5432 unknown (down), h2:5433 unknown"), msg

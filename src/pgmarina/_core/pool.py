@@ -572,8 +572,9 @@ class PoolCore(Generic[W]):
     def timeout_message(self, waited: float) -> str:
         """Words for a ``PoolTimeout``: how long, and why nothing came."""
         msg = f"no connection available after waiting {waited:.3g}s"
+        hosts = "" if self.hosts is None else self._hosts_now()
         if self.failing_since is not None:
-            return msg + self.connect_trouble()
+            return msg + self.connect_trouble() + hosts
         # Connects in flight count in size: a slow server is not a busy pool.
         n = self.connecting
         if not n:
@@ -582,7 +583,15 @@ class PoolCore(Generic[W]):
             what = f"{n} connect{'s' if n > 1 else ''} under way"
             if n < self.size:
                 what += ", the rest in use"
-        return msg + f" (size={self.size}, max_size={self.config.max_size}, {what})"
+        return msg + f" (size={self.size}, max_size={self.config.max_size}, {what})" + hosts
+
+    def _hosts_now(self) -> str:
+        """``"; hosts: h1:5432 primary, h2:5432 down"``: what a multi-host timeout adds."""
+        assert self.hosts is not None
+        words = [
+            f"{h.host} {h.role}{'' if h.up else ' (down)'}" for h in self._host_stats()
+        ]
+        return "; hosts: " + ", ".join(words)
 
     def connect_trouble(self) -> str:
         """``"; the pool cannot connect: <last error>"`` while connects fail, else ``""``."""
