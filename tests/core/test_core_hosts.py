@@ -3,6 +3,7 @@ routing of read-write and read-only waiters, and promotions."""
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import pytest
@@ -232,3 +233,73 @@ def test_a_timeout_on_a_multi_host_pool_says_what_each_host_is() -> None:
     core.connect_failed(entry, OSError("refused"), 0.0)
     msg = core.timeout_message(3.0)
     assert msg.endswith("; hosts: h1:5432 unknown (down), h2:5433 unknown"), msg
+
+
+class Driver:
+    """The shell's connect loop, played on the fake clock: every connect the core asks for
+    is aimed, then fails (a dead host) or lands with the host's role; waits and backoffs
+    are honoured.  ``attempts`` counts the connects tried."""
+
+    def __init__(self, bed: Bed) -> None:
+        self.bed = bed
+        self.todo: list[tuple[float, int, Any, str]] = []
+        self.seq = 0
+        self.now = 0.0
+        self.attempts = 0
+
+    def _push(self, at: float, entry: Any, step: str) -> None:
+        self.seq += 1
+        heapq.heappush(self.todo, (at, self.seq, entry, step))
+
+    def run(self, until: float, standby_hosts: set[str], dead_hosts: set[str]) -> None:
+        bed, core = self.bed, self.bed.core
+        for _ in range(100_000):
+            for entry in bed.connecting():
+                self._push(self.now, entry, "aim")
+            core.pending = [e for e in core.pending if e.state is CONNECTING]  # closes: done
+            if not self.todo or self.todo[0][0] > until:
+                self.now = until
+                return
+            self.now, _, entry, step = heapq.heappop(self.todo)
+            now = self.now
+            if entry.state is not CONNECTING:
+                continue
+            if step == "retry" and not core.retry_due(entry, now):
+                continue
+            wait = core.aim(entry, now)
+            if wait:
+                self._push(now + wait, entry, "retry")
+                continue
+            self.attempts += 1
+            if entry.host.address in dead_hosts:
+                delay = core.connect_failed(entry, OSError("refused"), now)
+                if delay is not None:
+                    self._push(now + delay, entry, "retry")
+            elif not core.connect_landed(
+                entry, object(), entry.host.address in standby_hosts, now
+            ):
+                self._push(now, entry, "aim")
+        raise AssertionError(f"a connect storm: 100,000 steps and the clock is at {self.now}")
+
+
+def test_a_writer_waiting_for_a_primary_causes_no_connect_storm() -> None:
+    """The primary is dead and the only live host a standby: for the 10 s a writer waits,
+    connects go at the pace of the backoffs (capped at backoff_max = 1 s), not in a loop."""
+    bed = Bed(max_size=3, backoff_initial=0.01, backoff_max=1.0)
+    bed.core.enqueue_for("writer", READ_WRITE, 0.0)
+    driver = Driver(bed)
+    driver.run(10.0, standby_hosts={"h2"}, dead_hosts={"h1"})
+    assert "writer" not in bed.served
+    # Each host: about log2(1 / 0.01) ramp-up attempts, then one per 0.5..1 s.
+    assert driver.attempts <= 2 * (8 + 10 * 2), driver.attempts
+    assert bed.core.size <= 3
+
+
+def test_a_standby_promoted_while_a_writer_waits_serves_it_within_backoff_max() -> None:
+    bed = Bed(max_size=3, backoff_initial=0.01, backoff_max=1.0)
+    bed.core.enqueue_for("writer", READ_WRITE, 0.0)
+    driver = Driver(bed)
+    driver.run(5.0, standby_hosts={"h2"}, dead_hosts={"h1"})
+    assert "writer" not in bed.served
+    driver.run(6.0, standby_hosts=set(), dead_hosts={"h1"})  # promoted at 5.0
+    assert bed.served["writer"].host is bed.host("h2")
