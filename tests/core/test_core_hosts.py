@@ -256,7 +256,10 @@ class Driver:
         for _ in range(100_000):
             for entry in bed.connecting():
                 self._push(self.now, entry, "aim")
-            core.pending = [e for e in core.pending if e.state is CONNECTING]  # closes: done
+            for entry in core.pending:
+                if entry.state is CLOSING:
+                    core.closed(entry)
+            core.pending = [e for e in core.pending if e.state is CONNECTING]
             if not self.todo or self.todo[0][0] > until:
                 self.now = until
                 return

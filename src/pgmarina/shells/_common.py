@@ -610,7 +610,14 @@ class RoleView:
         return self._pool._routed_connection(self._want, timeout)
 
     def acquire(self, *, timeout: float | None = DEFAULT) -> Any:
-        """``pool.acquire()`` for this role."""
+        """``pool.acquire()`` for this role: the lease (awaited, for ``AsyncPool``).
+
+        Raises:
+            PoolTimeout, TooManyWaiters, PoolConnectError, PoolClosed,
+            PoolNotOpen: as ``pool.acquire()``.
+            ValueError: the pool never connects to a server of this role
+                (``pool.writer`` with ``target_session_attrs="standby"``).
+        """
         return self._pool._acquire_for(self._want, timeout)
 
     def release(self, conn: Any) -> Any:

@@ -866,6 +866,8 @@ class AsyncPool(PoolBase):
                     core.connect_succeeded(entry, conn, monotonic())
                 elif not core.connect_landed(entry, conn, standby, monotonic()):
                     adapter.terminate(conn)  # a role this pool does not connect to
+                    if core.pending:  # what a change of role retired
+                        self._drain()
                     continue
                 self._update_filled()
                 if core.pending:
