@@ -330,3 +330,45 @@ def _psycopg_conn(server: Any) -> Any:
     import psycopg
 
     return psycopg.connect(**server.conninfo_kwargs(), autocommit=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("shell", "driver"), COMBOS, ids=IDS)
+def test_a_keepalive_ping_notices_a_promotion_without_a_new_connect(
+    replica_pair: Any, shell: str, driver: str
+) -> None:
+    """An idle connection to the standby is pinged after the promotion: the pool learns the
+    host is a primary from the ping (``in_hot_standby`` reported again), with no connect."""
+    primary, standby = replica_pair
+    hosts = hosts_of(primary, standby)
+    opts = {"min_size": 0, "keepalive": 0.2, "housekeeping_interval": 0.1, "check_window": None}
+    seen: dict[str, Any] = {}
+
+    def promoted(pool: Any) -> bool:
+        return bool(pool.stats().hosts[1].role == "primary")
+
+    if shell == "async":
+
+        async def body() -> None:
+            async with make_pool(shell, driver, hosts, **opts) as pool:
+                async with pool.reader.connection() as conn:
+                    seen["before"] = await afetch(driver, conn, IN_RECOVERY)
+                await asyncio.to_thread(standby.promote)
+                deadline = time.monotonic() + 5
+                while not promoted(pool) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                seen["after"] = pool.stats().hosts[1]
+
+        asyncio.run(body())
+    else:
+        with make_pool(shell, driver, hosts, **opts) as pool:
+            with pool.reader.connection() as conn:
+                seen["before"] = fetch(driver, conn, IN_RECOVERY)
+            standby.promote()
+            deadline = time.monotonic() + 5
+            while not promoted(pool) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen["after"] = pool.stats().hosts[1]
+    after = seen["after"]
+    assert seen["before"] is True
+    assert (after.role, after.role_changes, after.connects) == ("primary", 1, 1), after
