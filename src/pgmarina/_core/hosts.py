@@ -67,6 +67,9 @@ READ_WRITE = "read-write"
 READ_ONLY = "read-only"
 
 #: libpq's ``target_session_attrs``: the roles the pool connects to, best first.
+#: libpq's ``read-write`` also refuses a primary whose
+#: ``default_transaction_read_only`` is on; the pool's takes any primary, since
+#: the role is what the server reports and a session setting is the caller's.
 TARGETS: dict[str, tuple[str, ...]] = {
     "any": (PRIMARY, STANDBY),
     "read-write": (PRIMARY,),
@@ -88,7 +91,7 @@ class HostStats:
 
     host: str  #: ``"name:port"``
     role: str  #: ``"primary"``, ``"standby"`` or ``"unknown"`` (not reached yet)
-    up: bool  #: not in a connect backoff
+    up: bool  #: its last connect did not fail
     size: int  #: connections open to it (or being opened)
     idle: int
     in_use: int

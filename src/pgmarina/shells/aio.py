@@ -195,6 +195,14 @@ class AsyncPool(PoolBase):
             default: ``SELECT 1``.
         reconnect_failed: ``reconnect_failed(pool)`` callback (sync or async),
             run in a task of its own: the pool goes on reconnecting meanwhile.
+        hosts: Several servers (``["h1:5432", ("h2", 5433)]``), or name
+            them in the DSN as libpq does; the pool picks the host of each
+            connect and knows its role (see :attr:`writer`, :attr:`reader`).
+        target_session_attrs: With several hosts, the roles the pool
+            connects to: libpq's ``any`` (default), ``read-write``/``primary``,
+            ``read-only``/``standby``, ``prefer-standby``.
+        load_balance_hosts: With several hosts, ``"disable"`` (default: in
+            the order given) or ``"random"``.
         connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
         **driver_kwargs: Any other keyword goes to the driver's connect too

@@ -238,7 +238,8 @@ class Pool(PoolBase):
     thread is served.  With more threads than connections this saves thread
     switches on every cycle (1.3x to 1.8x the cycles of strict FIFO measured,
     50 threads on 10 connections) at the price of less even waits; see
-    :class:`~pgmarina._core.PoolConfig`.
+    :class:`~pgmarina._core.PoolConfig`.  A pool over several hosts hands
+    off by role and so never barges.
 
     Durations follow the same rule as in :class:`~pgmarina.AsyncPool`, so
     no value that is accepted can overflow a thread wait: a timeout of 30
