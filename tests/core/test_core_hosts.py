@@ -306,3 +306,17 @@ def test_a_standby_promoted_while_a_writer_waits_serves_it_within_backoff_max() 
     assert "writer" not in bed.served
     driver.run(6.0, standby_hosts=set(), dead_hosts={"h1"})  # promoted at 5.0
     assert bed.served["writer"].host is bed.host("h2")
+
+
+def test_a_checkout_check_that_finds_a_role_the_pool_no_longer_takes_hands_nothing_out() -> None:
+    bed = Bed(target="standby", hosts=(H1,), check_window=1.0)
+    core = bed.core
+    core.enqueue("r", 0.0)
+    (entry,) = bed.connecting()
+    assert bed.land(entry, True, 0.0)
+    core.checkin(bed.served.pop("r"), 0.1)
+    got = core.checkout(5.0)  # idle past check_window: to be checked
+    assert got is entry and got.state.value == "checking"
+    core.role_seen(entry, False, 5.1)  # the check finds h1 promoted
+    assert not core.check_done(entry, True, 5.1)
+    assert entry.state is CLOSING

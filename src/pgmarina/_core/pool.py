@@ -425,6 +425,11 @@ class PoolCore(Generic[W]):
             return False
         if entry.state is not CHECKING:
             raise IllegalTransition(f"{entry!r} was not being checked")
+        if ok and self.hosts is not None and self._expired(entry, now):
+            # Its host changed role while it was checked (``role_seen``) and
+            # the pool no longer connects to that role.
+            self._retire(entry, now)
+            return False
         if ok:
             entry.alive_at = now
             if borrower_left:

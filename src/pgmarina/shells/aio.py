@@ -631,6 +631,9 @@ class AsyncPool(PoolBase):
     async def _run_check(self, entry: Entry) -> bool:
         try:
             await self._ping(entry.conn, self._reset_timeout)
+            if self._hosts is not None:  # a promotion shows here (on PostgreSQL 14+, for free)
+                standby = await self._adapter.in_recovery(entry.conn)
+                self._core.role_seen(entry, standby, monotonic())
         except asyncio.CancelledError:  # the pool is being terminated
             self._adapter.terminate(entry.conn)
             self._core.discard(entry, monotonic())

@@ -592,6 +592,10 @@ class Pool(PoolBase):
     def _check_on_checkout(self, entry: Entry) -> bool:
         try:
             self._ping(entry.conn)
+            if self._hosts is not None:  # a promotion shows here (on PostgreSQL 14+, for free)
+                standby = self._adapter.in_recovery(entry.conn)
+                with self._lock:
+                    self._core.role_seen(entry, standby, monotonic())
         except Exception:
             self._log_check_failed(entry)
             self._adapter.terminate(entry.conn)
