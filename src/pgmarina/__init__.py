@@ -6,6 +6,7 @@ sans-IO core (:mod:`pgmarina._core`) that makes every pool decision.
 """
 
 from ._core import PoolStats
+from ._core.hosts import HostStats
 from ._lease import Lease, reset_on_release, unwrap
 from .errors import (
     ConnectionReleasedError,
@@ -27,6 +28,7 @@ __all__ = [
     "AsyncPool",
     "ConnectionReleasedError",
     "DriverNotInstalled",
+    "HostStats",
     "IllegalTransition",
     "Lease",
     "Pool",
