@@ -46,6 +46,10 @@ SHELL_ONLY = {
     "configure": None,
     "check": None,
     "reconnect_failed": None,
+    # several hosts (issue 13)
+    "hosts": None,
+    "target_session_attrs": None,
+    "load_balance_hosts": None,
     "connect_kwargs": None,
     "name": None,
 }
