@@ -225,10 +225,9 @@ class PoolBase:
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         self.name = name or f"pool-{next(_names)}"
         self._target = describe_target(dsn, ckw)
-        if self._hosts is not None:
-            self._target = ",".join(h.name for h in self._hosts.hosts) + self._target.partition(
-                "/"
-            )[1] + self._target.partition("/")[2]
+        if self._hosts is not None:  # every host, then the database as before
+            _, slash, db = self._target.partition("/")
+            self._target = ",".join(h.name for h in self._hosts.hosts) + slash + db
         self._lease_class = adapter.lease_class
         self._new_lease = lease_maker(adapter.lease_class)
         # Bound once: the hot paths call these on every lease.
