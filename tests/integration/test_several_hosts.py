@@ -195,13 +195,16 @@ def test_a_dead_host_is_skipped_and_retried_only_after_its_backoff(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("outage", [0.0, 2.5], ids=["promoted-at-once", "promoted-after-2.5s"])
 @pytest.mark.parametrize(("shell", "driver"), COMBOS, ids=IDS)
 def test_failover_promotes_the_standby_under_load_with_no_wrong_role_writer(
-    replica_pair: Any, shell: str, driver: str
+    replica_pair: Any, shell: str, driver: str, outage: float
 ) -> None:
     """THE failover: writers and readers run; the primary is stopped and the standby
-    promoted.  No read-write caller is ever handed a connection to a server in recovery,
-    and writes succeed again soon after ``pg_ctl promote`` returns (issue 13: < 2 s)."""
+    promoted, at once or ``outage`` seconds later (when the pool asks the standby again
+    only every ``backoff_max``).  No read-write caller is ever handed a connection to a
+    server in recovery, and writes succeed again soon after ``pg_ctl promote`` returns
+    (issue 13: < 2 s)."""
     primary, standby = replica_pair
     with _psycopg_conn(primary) as c:
         c.execute("CREATE TABLE failover (x int)")
@@ -226,6 +229,7 @@ def test_failover_promotes_the_standby_under_load_with_no_wrong_role_writer(
     def fail_over() -> None:
         time.sleep(0.5)
         primary.stop("fast")
+        time.sleep(outage)
         promoted_at.append(time.monotonic())
         standby.promote()
         promoted_at.append(time.monotonic())
@@ -316,10 +320,11 @@ def test_failover_promotes_the_standby_under_load_with_no_wrong_role_writer(
     # Negative: writes were going again before pg_ctl noticed the promotion was done.
     recovery = rec["first"] - returned
     print(
-        f"\n{shell}-{driver}: first write {recovery * 1000:+.0f} ms after pg_ctl promote "
-        f"returned ({(rec['first'] - began) * 1000:.0f} ms after it began; promote took "
-        f"{(returned - began) * 1000:.0f} ms); {rec['writes']} writes, {rec['reads']} reads, "
-        f"{rec['errors']} errors during the outage, {rec['wrong']} wrong-role writers"
+        f"\n{shell}-{driver}, outage {outage}s: first write {recovery * 1000:+.0f} ms after "
+        f"pg_ctl promote returned ({(rec['first'] - began) * 1000:.0f} ms after it began; "
+        f"promote took {(returned - began) * 1000:.0f} ms); {rec['writes']} writes, "
+        f"{rec['reads']} reads, {rec['errors']} errors during the outage, "
+        f"{rec['wrong']} wrong-role writers"
     )
     assert rec["wrong"] == 0
     assert recovery < 6.0  # issue 13 asks < 2 s; generous here, the machine is shared
