@@ -190,3 +190,19 @@ def make_pgbouncer() -> Iterator[Callable[..., Bouncer]]:
 # =============================================================================================
 # (end of PgBouncer section)
 # =============================================================================================
+# Several hosts (issue 13): a primary and a streaming standby (tests/replication.py)
+# =============================================================================================
+
+
+@pytest.fixture
+def replica_pair(make_private_pg: Callable[..., Cluster]) -> Iterator[tuple[Cluster, Cluster]]:
+    """``(primary, standby)``: a started primary and a standby streaming from it (made with
+    ``pg_basebackup -R -X stream``); ``standby.promote()`` runs ``pg_ctl promote``.  Both are
+    destroyed after the test.  Mark tests with ``@pytest.mark.private_cluster``."""
+    from replication import start_pair
+
+    primary, standby = start_pair(make_private_pg)
+    try:
+        yield primary, standby
+    finally:
+        standby.destroy()

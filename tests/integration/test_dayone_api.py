@@ -47,6 +47,10 @@ SHELL_ONLY = {
     "check": None,
     "reconnect_failed": None,
     "on_leak": None,
+    # several hosts (issue 13)
+    "hosts": None,
+    "target_session_attrs": None,
+    "load_balance_hosts": None,
     "connect_kwargs": None,
     "name": None,
 }

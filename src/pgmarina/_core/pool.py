@@ -69,6 +69,19 @@ and callers are served again as soon as a connect succeeds.  The last
 attempt decides: a transient failure after a rejection (the server is
 restarting) turns the pool back to riding out an outage.
 
+Several hosts
+-------------
+With a :class:`~pgmarina._core.hosts.HostBook` (``hosts``), each connect
+goes to a host the book picks (``aim``, before each attempt), a failed one
+puts that host in a backoff of its own, and a successful one reports the
+server's role (``connect_landed``).  Every entry knows its host, and so its
+role.  Callers may ask for a role (``checkout_for``/``enqueue_for`` with
+``READ_WRITE`` or ``READ_ONLY``); hand-offs then go to the oldest waiter the
+entry serves, not simply the oldest (no barging).  A change of role (a
+promotion) retires what no longer fits and hands the rest out anew.  A
+single-host pool has ``hosts=None`` and none of this runs: its hot paths
+are untouched.
+
 Counters
 --------
 Only two counts steer decisions and are kept incrementally: ``size``
@@ -105,6 +118,7 @@ from .entry import (
     Entry,
     EntryState,
 )
+from .hosts import PRIMARY, READ_ONLY, READ_WRITE, STANDBY, Host, HostBook, HostStats
 from .stats import BUCKETS, CLOSE_CAUSES, Histogram, PoolStats
 
 __all__ = ["PoolCore"]
@@ -112,6 +126,7 @@ __all__ = ["PoolCore"]
 W = TypeVar("W")
 
 _BUSY = frozenset({CHECKING, IN_USE, RESETTING})
+_INF = float("inf")
 _GONE = frozenset({CLOSING, CLOSED})
 
 
@@ -130,6 +145,8 @@ class PoolCore(Generic[W]):
             change the core's state.  Without it, such waiters wait out their
             own timeout.
         rand: Source of jitter in ``[0, 1)``; tests pass a fixed one.
+        hosts: The hosts of a pool over several servers (see *Several
+            hosts* below); ``None`` for one server, where none of it runs.
 
     Attributes (read by shells, written only here):
         idle: Idle entries, least recently used first.
@@ -148,7 +165,11 @@ class PoolCore(Generic[W]):
         *,
         refuse: Callable[[W, PoolConnectError], None] | None = None,
         rand: Callable[[], float] = random.random,
+        hosts: HostBook | None = None,
     ) -> None:
+        self.hosts = hosts
+        #: What each routed waiter asked for (READ_WRITE, READ_ONLY); several hosts only.
+        self._wants: dict[W, str] = {}
         self.config = config
         self._wake = wake
         self._refuse = refuse
@@ -219,7 +240,8 @@ class PoolCore(Generic[W]):
         self._max_uses = config.max_uses
         self._max_size = config.max_size
         self._max_waiting = config.max_waiting
-        self._barge_window = config.barge_window
+        # Routed hand-offs pick their waiter by role; a nudge could not.
+        self._barge_window = 0.0 if self.hosts is not None else config.barge_window
         # Connections beyond this many are not kept idle: ``max_size``, or
         # ``min_size`` when ``max_idle`` is 0 (none above it may sit idle).
         self._keep_cap = config.min_size if config.max_idle == 0 else config.max_size
@@ -287,6 +309,9 @@ class PoolCore(Generic[W]):
         fresh or just-checked one has nobody coming for it, so it goes to the
         waiter, which is woken either way, without a health check.
         """
+        if self.hosts is not None:
+            self._give_routed(entry, now)
+            return
         waiters = self.waiters
         queued_at = self._queued_at
         window = self._barge_window if returned else 0.0
@@ -356,6 +381,7 @@ class PoolCore(Generic[W]):
             self.permits.leave(self)
         waiters = list(self.waiters)
         self.waiters.clear()
+        self._wants.clear()
         self._queued_at.clear()
         idle, self.idle = self.idle, []
         for entry in idle:
@@ -445,6 +471,11 @@ class PoolCore(Generic[W]):
             return False
         if entry.state is not CHECKING:
             raise IllegalTransition(f"{entry!r} was not being checked")
+        if ok and self.hosts is not None and self._expired(entry, now):
+            # Its host changed role while it was checked (``role_seen``) and
+            # the pool no longer connects to that role.
+            self._retire(entry, now)
+            return False
         if ok:
             entry.alive_at = now
             if borrower_left:
@@ -494,7 +525,9 @@ class PoolCore(Generic[W]):
         self.waiters.append(waiter)
         self._queued_at.append(now)
         self.waited_acquires += 1
-        if self.size < self._max_size:
+        if self.hosts is not None:
+            self._route(now)
+        elif self.size < self._max_size:
             self._grow(now)
 
     def count_timeout(self) -> None:
@@ -544,6 +577,8 @@ class PoolCore(Generic[W]):
             at = self.waiters.index(waiter)
             del self.waiters[at]
             del self._queued_at[at]
+        if self._wants:
+            self._wants.pop(waiter, None)
         if timed_out:
             self.timeouts += 1
         if nudged:
@@ -598,8 +633,9 @@ class PoolCore(Generic[W]):
     def timeout_message(self, waited: float) -> str:
         """Words for a ``PoolTimeout``: how long, and why nothing came."""
         msg = f"no connection available after waiting {waited:.2g}s"
+        hosts = "" if self.hosts is None else self._hosts_now()
         if self.failing_since is not None:
-            return msg + self.connect_trouble()
+            return msg + self.connect_trouble() + hosts
         # Connects in flight count in size: a slow server is not a busy pool.
         n = self.connecting
         if not n:
@@ -608,7 +644,15 @@ class PoolCore(Generic[W]):
             what = f"{n} connect{'s' if n > 1 else ''} under way"
             if n < self.size:
                 what += ", the rest in use"
-        return msg + f" (size={self.size}, max_size={self.config.max_size}, {what})"
+        return msg + f" (size={self.size}, max_size={self.config.max_size}, {what})" + hosts
+
+    def _hosts_now(self) -> str:
+        """``"; hosts: h1:5432 primary, h2:5432 down"``: what a multi-host timeout adds."""
+        assert self.hosts is not None
+        words = [
+            f"{h.host} {h.role}{'' if h.up else ' (down)'}" for h in self._host_stats()
+        ]
+        return "; hosts: " + ", ".join(words)
 
     def connect_trouble(self) -> str:
         """``"; the pool cannot connect: <last error>"`` while connects fail, else ``""``."""
@@ -717,6 +761,18 @@ class PoolCore(Generic[W]):
         if want <= 0:
             return
         room = min(config.max_size - self.size, config.max_connecting - self.connecting)
+        if (
+            room <= 0
+            and self.hosts is not None
+            and self.idle
+            and self.waiters
+            and not self.connecting
+            and self.size >= config.max_size
+        ):
+            # Full, and the idle connections are of a role the waiters cannot
+            # use (else they would have had them): make room for one that fits.
+            self._retire(self.idle.pop(0), now)  # which grows again
+            return
         if self.failing_since is not None:
             # One probe at a time while the server is unreachable.
             room = min(room, 1 - self.connecting)
@@ -810,6 +866,13 @@ class PoolCore(Generic[W]):
             raise IllegalTransition(f"{entry!r} was not connecting")
         self.connections_failed += 1
         self.last_connect_error = error
+        if entry.host is not None:
+            assert self.hosts is not None
+            self.hosts.failed(entry.host, now)
+            entry.host = None
+            # A reader waiting for that host, if it was a standby's, may
+            # now have the primary.
+            self._offer(now)
         if self.failing_since is None:
             self.failing_since = now
         self.rejection = error if permanent else None
@@ -836,6 +899,7 @@ class PoolCore(Generic[W]):
         waiters = list(self.waiters)
         self.waiters.clear()
         self._queued_at.clear()
+        self._wants.clear()
         for waiter in waiters:
             error = PoolConnectError(f"{self.name}: {why}")
             error.__cause__ = cause
@@ -973,12 +1037,20 @@ class PoolCore(Generic[W]):
         self.leaks += len(found)
         return found
 
-    def ping_done(self, entry: Entry, ok: bool, now: float) -> None:
-        """Report a housekeeping (or ``check_idle``) ping."""
+    def ping_done(
+        self, entry: Entry, ok: bool, now: float, *, standby: bool | None = None
+    ) -> None:
+        """Report a housekeeping (or ``check_idle``) ping.
+
+        ``standby``: the role the connection reported after the ping, when
+        the pool has several hosts (``None``: not known).
+        """
         if entry.state is not PINGING:
             if entry.state in _GONE:
                 return
             raise IllegalTransition(f"{entry!r} was not being pinged")
+        if ok and standby is not None and entry.host is not None:
+            self.role_seen(entry, standby, now)
         if not ok:
             self.checks_failed += 1
             self.connections_lost += 1
@@ -1025,6 +1097,218 @@ class PoolCore(Generic[W]):
         self._grow(now)
 
     # ------------------------------------------------------------------
+    # several hosts (only with ``hosts``; see the module doc)
+
+    def _serves(self, entry: Entry, want: str | None, now: float) -> bool:
+        """Whether ``entry`` may go to a caller that asked for ``want``."""
+        if want is None:
+            return True  # every entry kept fits the pool's target
+        role = entry.host.role if entry.host is not None else None
+        if want == READ_WRITE:
+            return role == PRIMARY
+        # READ_ONLY: a standby; the primary only while no standby can be had.
+        assert self.hosts is not None
+        return role == STANDBY or (role == PRIMARY and not self.hosts.standby_hoped(now))
+
+    def checkout_for(self, want: str, now: float) -> Entry | None:
+        """``checkout`` for a caller that asked for ``want`` (``READ_WRITE``, ``READ_ONLY``).
+
+        Takes the most recently used idle entry that serves ``want``,
+        passing over the others (and the queued waiters, who cannot use what
+        it takes: an entry that fits a waiter is never left idle).
+
+        Raises:
+            ValueError: the pool never connects to a server that serves
+                ``want`` (a read-write caller on a standby-only pool).
+        """
+        hosts = self.hosts
+        if hosts is None or want not in (READ_WRITE, READ_ONLY):
+            raise ValueError(f"want must be {READ_WRITE!r} or {READ_ONLY!r} on a multi-host pool")
+        if not hosts.accepts(want):
+            raise ValueError(
+                f"{self.name} connects only to {' or '.join(hosts.roles)} servers "
+                f"(target_session_attrs={hosts.target!r}): none is {want}"
+            )
+        idle = self.idle
+        for at in range(len(idle) - 1, -1, -1):
+            entry = idle[at]
+            if self._expired(entry, now) or not self._serves(entry, want, now):
+                continue
+            del idle[at]
+            window = self._check_window
+            if window is not None and now - entry.alive_at > window:
+                entry.state = CHECKING
+                entry.acquired_at = now
+            else:
+                self._lease(entry, now)
+            return entry
+        # Nothing fits: the expired go now, so that the queue can grow.
+        for entry in [e for e in idle if self._expired(e, now)]:
+            idle.remove(entry)
+            self._retire(entry, now)
+        return None
+
+    def enqueue_for(self, waiter: W, want: str, now: float) -> None:
+        """``enqueue`` for a caller that asked for ``want``; it is served only so."""
+        self._wants[waiter] = want
+        try:
+            self.enqueue(waiter, now)
+        except BaseException:
+            self._wants.pop(waiter, None)
+            raise
+
+    def _give_routed(self, entry: Entry, now: float) -> None:
+        """``_give`` with roles: to the oldest live waiter ``entry`` serves, else idle."""
+        waiters = self.waiters
+        queued_at = self._queued_at
+        wants = self._wants
+        at = 0
+        while at < len(waiters):
+            waiter = waiters[at]
+            if not self._serves(entry, wants.get(waiter), now):
+                at += 1
+                continue
+            since = queued_at[at]
+            del waiters[at]
+            del queued_at[at]
+            wants.pop(waiter, None)
+            entry.state = IN_USE
+            entry.uses += 1
+            entry.acquired_at = now
+            if self._wake(waiter, entry):
+                self.acquires += 1
+                self.wait_time_total += now - since
+                return
+            entry.uses -= 1
+        entry.state = IDLE
+        entry.idle_since = now
+        self.idle.append(entry)
+
+    def _route(self, now: float) -> None:
+        """Hand idle entries to the queued waiters they serve, then grow for the rest."""
+        self._offer(now)
+        self._grow(now)
+
+    def _offer(self, now: float) -> None:
+        """Hand idle entries to the queued waiters they serve."""
+        waiters = self.waiters
+        wants = self._wants
+        for entry in reversed(list(self.idle)):  # hot end first
+            if not waiters:
+                break
+            if self._expired(entry, now):
+                continue
+            if any(self._serves(entry, wants.get(w), now) for w in waiters):
+                self.idle.remove(entry)
+                self._give_routed(entry, now)
+
+    def _need(self, entry: Entry) -> str | None:
+        """What the connect of ``entry`` is for: the oldest waiter not yet
+        covered by another connect aimed at a host, else the pool's target."""
+        waiters = self.waiters
+        if not waiters:
+            return None
+        ahead = sum(
+            1 for e in self.entries
+            if e.state is CONNECTING and e.host is not None and e is not entry
+        )
+        waiter = waiters[min(ahead, len(waiters) - 1)]
+        return self._wants.get(waiter)
+
+    def aim(self, entry: Entry, now: float) -> float:
+        """Choose the host a connecting ``entry`` goes to, before each attempt.
+
+        Returns ``0.0`` with ``entry.host`` set: connect to it now.  Else no
+        host may be tried yet (all down, or only standbys that are not due
+        for a recheck when a primary is wanted): the seconds to wait, after
+        which the shell asks ``retry_due`` and then ``aim`` again.
+        """
+        hosts = self.hosts
+        assert hosts is not None
+        want = self._need(entry)
+        host = hosts.pick(now, want)
+        entry.host = host
+        if host is None:
+            return hosts.wait(now, want)
+        return 0.0
+
+    def connect_landed(self, entry: Entry, conn: object, standby: bool, now: float) -> bool:
+        """A connect to ``entry.host`` succeeded and the server is a ``standby`` or not.
+
+        Returns ``True`` when the entry joins the pool (as ``connect_succeeded``);
+        ``False`` when the server's role is one the pool does not connect
+        to: the shell closes ``conn``, the entry stays ``CONNECTING`` and the
+        shell goes on with ``aim``.  A role that changed is noted (see
+        ``role_seen``).
+        """
+        hosts = self.hosts
+        host = entry.host
+        assert hosts is not None and host is not None
+        if entry.state is not CONNECTING:
+            raise IllegalTransition(f"{entry!r} was not connecting")
+        if hosts.landed(host, standby, now):
+            self._role_changed(host, now)
+        if not hosts.fits(host.role):
+            entry.host = None
+            return False
+        self.connect_succeeded(entry, conn, now)
+        return True
+
+    def role_seen(self, entry: Entry, standby: bool, now: float) -> None:
+        """A connection reports its server's role (after a ping, say).
+
+        On a change (a promotion, a demotion) every connection to that host
+        has the new role: those that no longer fit the pool are retired
+        (idle ones now, leased ones when they come back), and waiters that
+        the host now serves get its idle connections.
+        """
+        host = entry.host
+        if self.hosts is not None and host is not None and self.hosts.observed(
+            host, standby, now
+        ):
+            self._role_changed(host, now)
+
+    def _role_changed(self, host: Host, now: float) -> None:
+        assert self.hosts is not None
+        if not self.hosts.fits(host.role):
+            for entry in list(self.entries):
+                if entry.host is not host or entry.state in _GONE or entry.state is CONNECTING:
+                    continue
+                if entry.state is IDLE:
+                    self.idle.remove(entry)
+                    self._retire(entry, now)
+                else:
+                    entry.expires_at = -_INF  # retired when it comes back
+        self._route(now)
+
+    def _host_stats(self) -> tuple[HostStats, ...]:
+        assert self.hosts is not None
+        counts = {h: [0, 0, 0] for h in self.hosts.hosts}  # size, idle, in use
+        for entry in self.entries:
+            c = counts.get(entry.host)
+            if c is None or entry.state in _GONE:
+                continue
+            c[0] += 1
+            if entry.state is IDLE:
+                c[1] += 1
+            elif entry.state in _BUSY:
+                c[2] += 1
+        return tuple(
+            HostStats(
+                host=h.name,
+                role=h.role or "unknown",
+                up=h.failures == 0,
+                size=counts[h][0],
+                idle=counts[h][1],
+                in_use=counts[h][2],
+                connects=h.connects,
+                connects_failed=h.connects_failed,
+                role_changes=h.role_changes,
+            )
+            for h in self.hosts.hosts
+        )
+
+    # ------------------------------------------------------------------
 
     def stats(self) -> PoolStats:
         """A frozen snapshot of sizes and counters."""
@@ -1061,6 +1345,7 @@ class PoolCore(Generic[W]):
             **{f"closed_{cause}": n for cause, n in self.closed_by.items()},
             wait_histogram=self._wait_histogram(),
             usage_histogram=Histogram(tuple(self._use_counts), self.usage_time_total),
+            hosts=() if self.hosts is None else self._host_stats(),
         )
 
     def _wait_histogram(self) -> Histogram:

@@ -15,6 +15,10 @@ pools add up.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hosts import HostStats
 
 __all__ = ["BUCKETS", "CLOSE_CAUSES", "COUNTERS", "Histogram", "PoolStats"]
 
@@ -150,6 +154,9 @@ class PoolStats:
     #: How long leases were held, from acquire to release.
     usage_histogram: Histogram = _EMPTY
 
+    # several hosts: one HostStats per host, in the order given (empty with one host)
+    hosts: tuple[HostStats, ...] = ()
+
     def since(self, earlier: PoolStats) -> PoolStats:
         """The counters' growth since ``earlier``; sizes are this snapshot's.
 
@@ -173,5 +180,5 @@ _SIZES = frozenset({"min_size", "max_size", "size", "idle", "in_use", "waiting",
 #: The names of :class:`PoolStats`' counters (the fields that never go down).
 COUNTERS: tuple[str, ...] = tuple(
     f.name for f in fields(PoolStats)
-    if f.name not in _SIZES and not f.name.endswith("_histogram")
+    if f.name not in _SIZES and f.name != "hosts" and not f.name.endswith("_histogram")
 )

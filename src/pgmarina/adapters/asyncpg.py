@@ -45,6 +45,7 @@ from .base import (
     AsyncAdapter,
     bounded,
     rejected_for_good,
+    reported_standby,
 )
 
 try:
@@ -260,6 +261,11 @@ class AsyncpgAdapter(AsyncAdapter):
     ) -> None:
         # Notifications arrive through the listeners; a loss through on_lost.
         await asyncio.sleep(seconds)
+    async def in_recovery(self, conn: Any) -> bool:
+        standby = reported_standby(getattr(conn.get_settings(), "in_hot_standby", None))
+        if standby is None:  # before PostgreSQL 14
+            standby = bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+        return standby
 
     async def undo(self, conn: Any, undo: list[Any]) -> None:
         for item in reversed(undo):

@@ -164,6 +164,15 @@ class AsyncAdapter(_AdapterBase):
     async def ping(self, conn: Any, timeout: float) -> None:
         raise NotImplementedError
 
+    async def in_recovery(self, conn: Any) -> bool:
+        """Whether the server is a standby (in recovery), for multi-host pools.
+
+        Cheap where it can be: the ``in_hot_standby`` setting the server
+        reports at connect (and again when it changes) on PostgreSQL 14 and
+        later; else ``SELECT pg_is_in_recovery()``, leaving no transaction open.
+        """
+        raise NotImplementedError
+
     async def end_block(self, conn: Any, failed: bool) -> None:
         """Commit (``failed`` false) or roll back, for ``transactional_context``."""
 
@@ -236,6 +245,10 @@ class SyncAdapter(_AdapterBase):
     def ping(self, conn: Any) -> None:
         raise NotImplementedError
 
+    def in_recovery(self, conn: Any) -> bool:
+        """Whether the server is a standby; see :meth:`AsyncAdapter.in_recovery`."""
+        raise NotImplementedError
+
     def end_block(self, conn: Any, failed: bool) -> None:
         """Commit (``failed`` false) or roll back, for ``transactional_context``."""
 
@@ -276,6 +289,17 @@ _REJECTED = re.compile(
     r")"
     r"|fe_sendauth: no password supplied"  # libpq: the server asked, none given
 )
+
+
+def reported_standby(value: Any) -> bool | None:
+    """The ``in_hot_standby`` a server reported (``"on"``/``"off"``), or ``None`` if none."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if value == "on":
+        return True
+    if value == "off":
+        return False
+    return None
 
 
 def rejected_for_good(sqlstate: str | None, message: str) -> bool:

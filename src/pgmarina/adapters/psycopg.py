@@ -54,6 +54,7 @@ from .base import (
     bounded,
     conninfo_complaint,
     rejected_for_good,
+    reported_standby,
     shutdown_socket,
     with_connect_timeout,
 )
@@ -466,6 +467,19 @@ class AsyncPsycopgAdapter(AsyncAdapter):
     async def ping(self, conn: Any, timeout: float) -> None:
         await _bounded_io(conn, self._in_autocommit(conn, ""), timeout)
 
+    async def in_recovery(self, conn: Any) -> bool:
+        standby = reported_standby(conn.info.parameter_status("in_hot_standby"))
+        if standby is None:  # before PostgreSQL 14
+            was = conn.autocommit
+            await conn.set_autocommit(True)
+            try:
+                cur = await conn.execute("SELECT pg_is_in_recovery()")
+                standby = bool((await cur.fetchone())[0])
+            finally:
+                if not conn.closed:
+                    await conn.set_autocommit(was)
+        return standby
+
     async def end_block(self, conn: Any, failed: bool) -> None:
         if _needs_end(conn):
             await (conn.rollback() if failed else conn.commit())
@@ -633,6 +647,18 @@ class PsycopgAdapter(SyncAdapter):
 
     def ping(self, conn: Any) -> None:
         self._in_autocommit(conn, "")
+
+    def in_recovery(self, conn: Any) -> bool:
+        standby = reported_standby(conn.info.parameter_status("in_hot_standby"))
+        if standby is None:  # before PostgreSQL 14
+            was = conn.autocommit
+            conn.autocommit = True
+            try:
+                standby = bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+            finally:
+                if not conn.closed:
+                    conn.autocommit = was
+        return standby
 
     def end_block(self, conn: Any, failed: bool) -> None:
         if _needs_end(conn):

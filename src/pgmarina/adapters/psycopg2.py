@@ -37,6 +37,7 @@ from .base import (
     SyncAdapter,
     conninfo_complaint,
     rejected_for_good,
+    reported_standby,
     with_connect_timeout,
 )
 
@@ -236,6 +237,20 @@ class Psycopg2Adapter(SyncAdapter):
 
     def ping(self, conn: Any) -> None:
         self._in_autocommit(conn, "SELECT 1")
+
+    def in_recovery(self, conn: Any) -> bool:
+        standby = reported_standby(conn.get_parameter_status("in_hot_standby"))
+        if standby is None:  # before PostgreSQL 14
+            was = conn.autocommit
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_is_in_recovery()")
+                    standby = bool(cur.fetchone()[0])
+            finally:
+                if not conn.closed:
+                    conn.autocommit = was
+        return standby
 
     def end_block(self, conn: Any, failed: bool) -> None:
         if _status(conn) == IN_TRANSACTION and not conn.autocommit:

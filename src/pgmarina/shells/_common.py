@@ -11,17 +11,19 @@ import inspect
 import itertools
 import logging
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 
 from .._core import Budget, Entry, PoolConfig, PoolCore, PoolStats
 from .._core.budget import GRANT
 from .._core.config import LONGEST_WAIT, seconds
+from .._core.hosts import READ_ONLY, READ_WRITE, HostBook
 from .._lease import maker as lease_maker
 from .._observe import LeakInfo, leak_info, register, traced
 from .._redact import describe_error, describe_target, one_line
 from ..adapters import BUSY, CLEAN, IN_TRANSACTION, AsyncAdapter, SyncAdapter, resolve
 from ..errors import PoolConnectError, PoolError, PoolTimeout
+from ._hosts import read_hosts
 
 __all__ = [
     "AUTO",
@@ -32,6 +34,7 @@ __all__ = [
     "NO_RESET",
     "ConnectionContextBase",
     "PoolBase",
+    "RoleView",
     "logger",
     "with_defaults",
 ]
@@ -130,6 +133,10 @@ class PoolBase:
         # leak detection (issue 15, observability)
         leak_timeout: float | None = _D.leak_timeout,
         on_leak: Callable[..., Any] | None = None,
+        # several hosts (issue 13): see RoleView and pgmarina._core.hosts
+        hosts: Sequence[str | tuple[str, int | None]] | None = None,
+        target_session_attrs: str | None = None,
+        load_balance_hosts: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
         **driver_kwargs: Any,
@@ -186,12 +193,28 @@ class PoolBase:
         self._adapter = adapter = resolve(
             self._default_driver if driver is None else driver, sync=self._sync
         )
-        _validate_connect_args(adapter, dsn, ckw, driver_kwargs)
+        spec = read_hosts(dsn, hosts, target_session_attrs, load_balance_hosts, ckw)
+        #: The hosts of a pool over several servers, else ``None`` (and
+        #: nothing of it on any path).
+        self._hosts: HostBook | None = None
+        if spec is None:
+            _validate_connect_args(adapter, dsn, ckw, driver_kwargs)
+        else:
+            dsn = spec.dsn
+            self._hosts = HostBook(
+                spec.hosts, spec.target, balance=spec.balance,
+                backoff_initial=self._config.backoff_initial,
+                backoff_max=self._config.backoff_max,
+            )
+            _validate_connect_args(
+                adapter, dsn, self._host_kwargs(ckw, *spec.hosts[0]), driver_kwargs
+            )
         if pgbouncer:  # PgBouncer (Scale-out issue): the driver's side of it
             self._adapter = adapter = adapter.behind_pgbouncer()
             ckw = adapter.pgbouncer_kwargs(ckw)
         self._dsn = dsn
         self._connect_kwargs = ckw
+        self._views: dict[str, RoleView] = {}
         if reset in ("auto", "full", None):
             self._reset_mode = {"auto": AUTO, "full": FULL, None: NO_RESET}[reset]
             self._reset_hook = None
@@ -218,6 +241,9 @@ class PoolBase:
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         self.name = name or f"pool-{next(_names)}"
         self._target = describe_target(dsn, ckw)
+        if self._hosts is not None:  # every host, then the database as before
+            _, slash, db = self._target.partition("/")
+            self._target = ",".join(h.name for h in self._hosts.hosts) + slash + db
         self._lease_class = adapter.lease_class
         self._new_lease = lease_maker(adapter.lease_class)
         self._on_leak = _hook("on_leak", on_leak)
@@ -229,7 +255,9 @@ class PoolBase:
         self._status = adapter.status
         self._quick_status = adapter.quick_status
         self._transactional = adapter.transactional_context
-        self._core: PoolCore[Any] = PoolCore(self._config, self._wake, refuse=self._refuse)
+        self._core: PoolCore[Any] = PoolCore(
+            self._config, self._wake, refuse=self._refuse, hosts=self._hosts
+        )
         self._core.name = self.name
         register(self)  # for exporters; held weakly
         self._opened = False
@@ -254,6 +282,54 @@ class PoolBase:
             ckw = self._adapter.pgbouncer_kwargs(ckw)
         self._dsn, self._connect_kwargs = dsn, ckw
         self._target = describe_target(dsn, ckw)
+
+    @staticmethod
+    def _host_kwargs(kwargs: Mapping[str, Any], host: str, port: int | None) -> dict[str, Any]:
+        """The connect keywords for one host of a multi-host pool."""
+        out = dict(kwargs)
+        out["host"] = host
+        if port is not None:
+            out["port"] = port
+        return out
+
+    def _kwargs_for(self, entry: Entry) -> Mapping[str, Any]:
+        """The connect keywords for ``entry``'s connect (its host's, if it has one)."""
+        host = entry.host
+        if host is None:
+            return self._connect_kwargs
+        return self._host_kwargs(self._connect_kwargs, host.address, host.port)
+
+    def _view(self, want: str) -> RoleView:
+        if self._hosts is None:
+            raise PoolError(
+                f"{self.name} has one host and does not look at roles: give it hosts=[...] "
+                "(or target_session_attrs=...) to use pool.reader and pool.writer"
+            )
+        view = self._views.get(want)
+        if view is None:
+            view = self._views[want] = RoleView(self, want)
+        return view
+
+    @property
+    def writer(self) -> RoleView:
+        """Acquires that only ever get a connection to a primary (several hosts).
+
+        ``with pool.writer.connection() as conn:`` (``async with`` for
+        :class:`~pgmarina.AsyncPool`).
+
+        Raises:
+            PoolError: the pool has one host and no ``target_session_attrs``.
+        """
+        return self._view(READ_WRITE)
+
+    @property
+    def reader(self) -> RoleView:
+        """Acquires that get a healthy standby, else the primary (several hosts).
+
+        Raises:
+            PoolError: the pool has one host and no ``target_session_attrs``.
+        """
+        return self._view(READ_ONLY)
 
     def _init_shell(self) -> None:
         """The shell's own set-up, once the settings are checked."""
@@ -577,3 +653,47 @@ def _driver_takes(adapter: Any, dsn: str | None, kwargs: dict[str, Any]) -> bool
     except (TypeError, ValueError):
         return False
     return True
+
+
+class RoleView:
+    """``pool.reader`` / ``pool.writer``: the pool's acquires, bound to a role.
+
+    ``pool.writer`` only ever hands out connections to a primary;
+    ``pool.reader`` hands out connections to a healthy standby, else to the
+    primary.  Leases come from the pool itself: give an acquired one back
+    with ``pool.release(conn)`` (or the view's ``release``).  A view costs
+    nothing until it is used, and plain ``pool.connection()`` is untouched.
+    """
+
+    __slots__ = ("_pool", "_want")
+
+    def __init__(self, pool: Any, want: str) -> None:
+        self._pool = pool
+        self._want = want
+
+    @property
+    def role(self) -> str:
+        """``"read-write"`` or ``"read-only"``."""
+        return self._want
+
+    def connection(self, *, timeout: float | None = DEFAULT) -> Any:
+        """``pool.connection()`` for this role (the same commit/rollback rules)."""
+        return self._pool._routed_connection(self._want, timeout)
+
+    def acquire(self, *, timeout: float | None = DEFAULT) -> Any:
+        """``pool.acquire()`` for this role: the lease (awaited, for ``AsyncPool``).
+
+        Raises:
+            PoolTimeout, TooManyWaiters, PoolConnectError, PoolClosed,
+            PoolNotOpen: as ``pool.acquire()``.
+            ValueError: the pool never connects to a server of this role
+                (``pool.writer`` with ``target_session_attrs="standby"``).
+        """
+        return self._pool._acquire_for(self._want, timeout)
+
+    def release(self, conn: Any) -> Any:
+        """``pool.release(conn)``."""
+        return self._pool.release(conn)
+
+    def __repr__(self) -> str:
+        return f"<RoleView {self._want} of {self._pool.name!r}>"

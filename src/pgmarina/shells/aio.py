@@ -210,6 +210,14 @@ class AsyncPool(PoolBase):
             housekeeping, so reported up to ``housekeeping_interval`` late.
         on_leak: ``on_leak(info)`` (sync or async) called with a
             :class:`~pgmarina.LeakInfo` for each leak reported.
+        hosts: Several servers (``["h1:5432", ("h2", 5433)]``), or name
+            them in the DSN as libpq does; the pool picks the host of each
+            connect and knows its role (see :attr:`writer`, :attr:`reader`).
+        target_session_attrs: With several hosts, the roles the pool
+            connects to: libpq's ``any`` (default), ``read-write``/``primary``,
+            ``read-only``/``standby``, ``prefer-standby``.
+        load_balance_hosts: With several hosts, ``"disable"`` (default: in
+            the order given) or ``"random"``.
         connect_kwargs: Keywords for the driver's connect, as a mapping.
         name: Name for ``repr`` and logs.
         **driver_kwargs: Any other keyword goes to the driver's connect too
@@ -443,7 +451,27 @@ class AsyncPool(PoolBase):
                 return self._new_lease(conn, entry, self)
         return entry
 
-    async def _acquire_slow(self, entry: Entry | None, timeout: Any) -> Any:
+    def _routed_connection(self, want: str, timeout: Any) -> _RoutedConnection:
+        """``pool.writer.connection()`` / ``pool.reader.connection()``."""
+        ctx = _RoutedConnection.made_for(self, timeout)
+        ctx._want = want
+        return ctx
+
+    async def _acquire_for(self, want: str, timeout: Any) -> Any:
+        """An acquire for a caller that asked for a role (``pool.writer.acquire()``)."""
+        self._check_timeout(timeout)
+        self._check_loop()
+        core = self._core
+        entry = core.checkout_for(want, monotonic())
+        if entry is not None and entry.state is IN_USE and not core.pending:
+            conn = entry.conn
+            if not self._is_closed(conn):
+                return self._new_lease(conn, entry, self)
+        return await self._acquire_slow(entry, timeout, want)
+
+    async def _acquire_slow(
+        self, entry: Entry | None, timeout: Any, want: str | None = None
+    ) -> Any:
         """The rest of an acquire whose fast path found no ready connection.
 
         ``entry`` is what the fast path's checkout returned: one to check or
@@ -462,7 +490,7 @@ class AsyncPool(PoolBase):
         while True:
             if entry is None:
                 # The one place a caller waits: a future in the core's queue.
-                fut = self._enqueue(start, deadline)
+                fut = self._enqueue(start, deadline, want)
                 try:
                     entry = await fut
                 except BaseException:
@@ -482,7 +510,9 @@ class AsyncPool(PoolBase):
                 self._drain()
             if entry is not None:
                 return self._new_lease(entry.conn, entry, self)
-            entry = core.checkout(monotonic())
+            entry = core.checkout(monotonic()) if want is None else core.checkout_for(
+                want, monotonic()
+            )
 
     def _check_loop(self) -> None:
         """Refuse a caller on another event loop than the one that opened the pool.
@@ -498,7 +528,9 @@ class AsyncPool(PoolBase):
                 "from another one; open one pool per event loop"
             )
 
-    def _enqueue(self, start: float, deadline: float | None) -> asyncio.Future[Entry]:
+    def _enqueue(
+        self, start: float, deadline: float | None, want: str | None = None
+    ) -> asyncio.Future[Entry]:
         """Queue a waiter (or refuse it); its future gets an entry, or an error."""
         core = self._core
         if not self._opened:
@@ -507,7 +539,10 @@ class AsyncPool(PoolBase):
         assert loop is not None
         fut: asyncio.Future[Entry] = loop.create_future()
         try:
-            core.enqueue(fut, monotonic())
+            if want is None:
+                core.enqueue(fut, monotonic())
+            else:
+                core.enqueue_for(fut, want, monotonic())
         finally:  # refused or not, carry out what the checkout before it asked for
             if core.pending:
                 self._drain()
@@ -618,6 +653,9 @@ class AsyncPool(PoolBase):
     async def _run_check(self, entry: Entry) -> bool:
         try:
             await self._ping(entry.conn, self._reset_timeout)
+            if self._hosts is not None:  # a promotion shows here (on PostgreSQL 14+, for free)
+                standby = await self._adapter.in_recovery(entry.conn)
+                self._core.role_seen(entry, standby, monotonic())
         except asyncio.CancelledError:  # the pool is being terminated
             self._adapter.terminate(entry.conn)
             self._core.discard(entry, monotonic())
@@ -823,10 +861,20 @@ class AsyncPool(PoolBase):
     async def _connect(self, entry: Entry) -> None:
         core = self._core
         adapter = self._adapter
+        hosts = self._hosts
         try:
             while True:
+                if hosts is not None:
+                    # Several hosts: the core picks this attempt's host, or
+                    # says how long until one may be tried.
+                    wait = core.aim(entry, monotonic())
+                    if wait:
+                        await asyncio.sleep(wait)
+                        if not core.retry_due(entry, monotonic()):
+                            return
+                        continue
                 try:
-                    conn = await self._open_in_time()
+                    conn, standby = await self._open_in_time(entry)
                 except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException as exc:  # a hook's odd BaseException fails this connect only
@@ -849,7 +897,13 @@ class AsyncPool(PoolBase):
                     return
                 now = monotonic()
                 failing_since = core.failing_since
-                core.connect_succeeded(entry, conn, now)
+                if standby is None:
+                    core.connect_succeeded(entry, conn, now)
+                elif not core.connect_landed(entry, conn, standby, now):
+                    adapter.terminate(conn)  # a role this pool does not connect to
+                    if core.pending:  # what a change of role retired
+                        self._drain()
+                    continue
                 if failing_since is not None:
                     self._log_recovered(now - failing_since)
                 self._update_filled()
@@ -860,27 +914,36 @@ class AsyncPool(PoolBase):
             self._connect_tasks.pop(entry, None)
             core.connect_aborted(entry)  # no-op unless we were cancelled mid-way
 
-    async def _open_in_time(self) -> Any:
+    async def _open_in_time(self, entry: Entry) -> tuple[Any, bool | None]:
         """``_open_one`` bounded by ``connect_timeout``, failing with words that say so."""
         seconds = self._connect_timeout
         start = monotonic()
         try:
-            return await _bounded(self._open_one(), seconds)
+            return await _bounded(self._open_one(entry), seconds)
         except (TimeoutError, asyncio.TimeoutError):
             if monotonic() - start < seconds - 0.001:
                 raise  # the driver's own timeout, in its own words
             raise self._connect_timed_out() from None
 
-    async def _open_one(self) -> Any:
-        conn = await self._adapter.connect(self._dsn, self._connect_kwargs)
-        if self._configure is not None:
-            try:
+    async def _open_one(self, entry: Entry) -> tuple[Any, bool | None]:
+        """Connect and configure; with several hosts, also learn the server's role.
+
+        Returns the connection and whether its server is a standby (``None``
+        with one host, where the pool does not ask).
+        """
+        adapter = self._adapter
+        conn = await adapter.connect(self._dsn, self._kwargs_for(entry))
+        standby = None
+        try:
+            if self._hosts is not None:
+                standby = await adapter.in_recovery(conn)
+            if self._configure is not None:
                 await _call_hook(self._configure, conn)
                 self._check_configured(conn)
-            except BaseException:
-                self._adapter.terminate(conn)
-                raise
-        return conn
+        except BaseException:
+            adapter.terminate(conn)
+            raise
+        return conn, standby
 
     def _notify_reconnect_failed(self) -> None:
         """Call ``reconnect_failed`` in a task of its own: however long the
@@ -921,8 +984,11 @@ class AsyncPool(PoolBase):
 
     async def _keepalive(self, entry: Entry) -> None:
         ok = True
+        standby = None
         try:
             await self._ping(entry.conn, self._reset_timeout)
+            if self._hosts is not None:  # a promotion shows here (on PostgreSQL 14+, for free)
+                standby = await self._adapter.in_recovery(entry.conn)
         except asyncio.CancelledError:
             self._adapter.terminate(entry.conn)
             self._core.discard(entry, monotonic(), lost=False)
@@ -930,7 +996,7 @@ class AsyncPool(PoolBase):
         except Exception:
             ok = False
             self._adapter.terminate(entry.conn)
-        self._core.ping_done(entry, ok, monotonic())
+        self._core.ping_done(entry, ok, monotonic(), standby=standby)
         self._after_checkin()
 
     def _housekeeping_tick(self) -> None:
@@ -1135,6 +1201,26 @@ class _Connection(_AsyncContext):
         reset = pool._return(conn, status)
         if reset is not None:
             await reset
+
+
+class _RoutedConnection(_Connection):
+    """``pool.writer.connection()``: ``pool.connection()`` for a caller that asked for a role."""
+
+    __slots__ = ("_want",)
+
+    _want: str
+
+    async def __aenter__(self) -> Any:
+        if self._conn is not None:
+            raise self._in_use("connection")
+        self._conn = ENTERING
+        try:
+            conn = await self._pool._acquire_for(self._want, self._timeout)
+        except BaseException:
+            self._conn = None
+            raise
+        self._conn = conn
+        return conn
 
 
 class _Acquire(_AsyncContext):

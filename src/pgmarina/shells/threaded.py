@@ -241,7 +241,8 @@ class Pool(PoolBase):
     thread is served.  With more threads than connections this saves thread
     switches on every cycle (1.3x to 1.8x the cycles of strict FIFO measured,
     50 threads on 10 connections) at the price of less even waits; see
-    :class:`~pgmarina._core.PoolConfig`.
+    :class:`~pgmarina._core.PoolConfig`.  A pool over several hosts hands
+    off by role and so never barges.
 
     Durations follow the same rule as in :class:`~pgmarina.AsyncPool`, so
     no value that is accepted can overflow a thread wait: a timeout of 30
@@ -418,7 +419,26 @@ class Pool(PoolBase):
                 return self._new_lease(conn, entry, self)
         return self._acquire_rest(entry, waiter, timeout)
 
-    def _acquire_rest(self, entry: Entry | None, waiter: _Waiter | None, timeout: Any) -> Any:
+    def _acquire_for(self, want: str, timeout: Any) -> Any:
+        """An acquire for a caller that asked for a role (``pool.writer.acquire()``)."""
+        if timeout is not DEFAULT:
+            self._check_timeout(timeout)
+        entry, waiter = self._checkout_or_enqueue(None, want)
+        if waiter is None and entry is not None and entry.state is IN_USE:
+            conn = entry.conn
+            if not self._is_closed(conn):
+                return self._new_lease(conn, entry, self)
+        return self._acquire_rest(entry, waiter, timeout, want)
+
+    def _routed_connection(self, want: str, timeout: Any) -> _RoutedConnection:
+        """``pool.writer.connection()`` / ``pool.reader.connection()``."""
+        ctx = _RoutedConnection.made_for(self, timeout)
+        ctx._want = want
+        return ctx
+
+    def _acquire_rest(
+        self, entry: Entry | None, waiter: _Waiter | None, timeout: Any, want: str | None = None
+    ) -> Any:
         """The rest of an acquire, given what ``_checkout_or_enqueue`` gave."""
         seconds = self._config.timeout if timeout is DEFAULT else self._check_timeout(timeout)
         if waiter is None:
@@ -431,30 +451,33 @@ class Pool(PoolBase):
                 conn = entry.conn
                 if not self._is_closed(conn):
                     return self._new_lease(conn, entry, self)
-        return self._acquire_slow(entry, start, seconds)
+        return self._acquire_slow(entry, start, seconds, want)
 
     getconn = acquire
 
     def _checkout_or_enqueue(
-        self, start: float | None = None
+        self, start: float | None = None, want: str | None = None
     ) -> tuple[Entry | None, _Waiter | None]:
         """Under one lock: an idle entry, or else a place in the queue.
 
         ``start``: when the acquire began, if it began earlier (its waits are
-        measured from there).
+        measured from there).  ``want``: the role a routed caller asked for.
         """
         core = self._core
         waiter = None
         refused: Exception | None = None
         with self._lock:
             now = monotonic()
-            entry = core.checkout(now)
+            entry = core.checkout(now) if want is None else core.checkout_for(want, now)
             if entry is None:
                 if not self._opened:
                     raise PoolNotOpen(f"{self.name} is not open; call open() or use 'with'")
                 waiter = _Waiter(now if start is None else start)
                 try:
-                    core.enqueue(waiter, now)
+                    if want is None:
+                        core.enqueue(waiter, now)
+                    else:
+                        core.enqueue_for(waiter, want, now)
                 except Exception as exc:  # refused; checkout may still have left work
                     refused, waiter = exc, None
             if not core.pending and refused is None:
@@ -465,13 +488,15 @@ class Pool(PoolBase):
             raise refused
         return entry, waiter
 
-    def _acquire_slow(self, entry: Entry | None, start: float, seconds: float | None) -> Any:
+    def _acquire_slow(
+        self, entry: Entry | None, start: float, seconds: float | None, want: str | None = None
+    ) -> Any:
         """The rest of ``acquire``: the entry got (ready, dead or unchecked), then retries."""
         core = self._core
         deadline = None if seconds is None else start + seconds
         while True:
             if entry is None:
-                entry, waiter = self._checkout_or_enqueue(start)
+                entry, waiter = self._checkout_or_enqueue(start, want)
                 if waiter is not None:
                     entry = self._park(waiter, deadline)
                 assert entry is not None
@@ -578,6 +603,10 @@ class Pool(PoolBase):
     def _check_on_checkout(self, entry: Entry) -> bool:
         try:
             self._ping(entry.conn)
+            if self._hosts is not None:  # a promotion shows here (on PostgreSQL 14+, for free)
+                standby = self._adapter.in_recovery(entry.conn)
+                with self._lock:
+                    self._core.role_seen(entry, standby, monotonic())
         except Exception:
             self._log_check_failed(entry)
             self._adapter.terminate(entry.conn)
@@ -802,13 +831,28 @@ class Pool(PoolBase):
 
     def _connect_until_done(self, entry: Entry) -> None:
         core = self._core
+        hosts = self._hosts
         while True:
             if self._closed:  # queued before close() and started after it
                 with self._lock:
                     core.connect_aborted(entry)
                 return
+            if hosts is not None:
+                # Several hosts: the core picks this attempt's host, or says
+                # how long until one may be tried.
+                with self._lock:
+                    wait = core.aim(entry, monotonic())
+                if wait:
+                    stopped = self._stopping.wait(wait)
+                    with self._lock:
+                        again = not stopped and core.retry_due(entry, monotonic())
+                        if not again:
+                            core.connect_aborted(entry)
+                    if not again:
+                        return
+                    continue
             try:
-                conn = self._open_one()
+                conn, standby = self._open_one(entry)
             except BaseException as exc:
                 # Even a KeyboardInterrupt raised by a hook only fails this
                 # connect: a worker thread has no caller to hand it to, and
@@ -834,37 +878,51 @@ class Pool(PoolBase):
                 continue
             with self._lock:
                 closed = self._closed
+                landed = True
                 if closed:
                     core.connect_aborted(entry)
                 else:
                     now = monotonic()
                     failing_since = core.failing_since
-                    core.connect_succeeded(entry, conn, now)
+                    if standby is None:
+                        core.connect_succeeded(entry, conn, now)
+                    else:
+                        landed = core.connect_landed(entry, conn, standby, now)
                     work = self._take_work()
                     self._changed.notify_all()
-            if closed:
-                self._adapter.terminate(conn)
-            else:
-                if failing_since is not None:
+            if closed or not landed:
+                self._adapter.terminate(conn)  # closing, or a role this pool does not take
+            if not closed:
+                if landed and failing_since is not None:
                     self._log_recovered(now - failing_since)
                 self._run(work)
-            return
+            if landed:
+                return
 
-    def _open_one(self) -> Any:
+    def _open_one(self, entry: Entry) -> tuple[Any, bool | None]:
+        """Connect and configure; with several hosts, also learn the server's role.
+
+        Returns the connection and whether its server is a standby (``None``
+        with one host, where the pool does not ask).
+        """
         start = monotonic()
         seconds = self._connect_timeout
-        conn = self._adapter.connect(self._dsn, self._connect_kwargs, seconds)
-        if self._configure is not None:
-            try:
+        adapter = self._adapter
+        conn = adapter.connect(self._dsn, self._kwargs_for(entry), seconds)
+        standby = None
+        try:
+            if self._hosts is not None:
+                standby = adapter.in_recovery(conn)
+            if self._configure is not None:
                 # libpq's connect_timeout bounded the connect; configure gets
                 # what is left of the same budget (0: no bound, as for libpq).
                 left = max(0.0, seconds - (monotonic() - start)) if seconds > 0 else None
                 self._configure_in_time(conn, left)
                 self._check_configured(conn)
-            except BaseException:
-                self._adapter.terminate(conn)
-                raise
-        return conn
+        except BaseException:
+            adapter.terminate(conn)
+            raise
+        return conn, standby
 
     def _configure_in_time(self, conn: Any, seconds: float | None) -> None:
         """Run ``configure``; past ``seconds`` the watchdog cuts ``conn`` off
@@ -908,13 +966,16 @@ class Pool(PoolBase):
 
     def _keepalive(self, entry: Entry) -> None:
         ok = True
+        standby = None
         try:
             self._ping(entry.conn)
+            if self._hosts is not None:  # a promotion shows here (on PostgreSQL 14+, for free)
+                standby = self._adapter.in_recovery(entry.conn)
         except Exception:
             ok = False
             self._adapter.terminate(entry.conn)
         with self._lock:
-            self._core.ping_done(entry, ok, monotonic())
+            self._core.ping_done(entry, ok, monotonic(), standby=standby)
             work = self._take_work()
             self._notify_if_closing()
         self._run(work)
@@ -1083,3 +1144,22 @@ def _housekeeping(ref: weakref.ref[Pool], stopping: threading.Event, interval: f
     while not stopping.wait(interval):
         if not PoolBase._tick_weakly(ref):
             return
+
+
+class _RoutedConnection(_Connection):
+    """``pool.writer.connection()``: ``pool.connection()`` for a caller that asked for a role."""
+
+    __slots__ = ("_want",)
+
+    _want: str
+
+    def __enter__(self) -> Any:
+        if self._conn is not None:
+            raise self._in_use("connection")
+        self._conn = ENTERING
+        try:
+            self._conn = lease = self._pool._acquire_for(self._want, self._timeout)
+        except BaseException:
+            self._conn = None
+            raise
+        return lease
