@@ -59,10 +59,14 @@ class Bouncer:
         server_pool_size: Server connections per user and database: few, so that clients
             share them and a client's next transaction often runs on another one.
         max_client_conn: Client connections PgBouncer accepts.
+        pool_mode: PgBouncer's ``pool_mode`` (``"session"`` to leave sessions whole).
+        admin: Make the server's user an admin of the bouncer's console (database
+            ``pgbouncer``), where ``SHOW VERSION`` and the like answer.
     """
 
     def __init__(
-        self, server: Any, *, server_pool_size: int = 4, max_client_conn: int = 400
+        self, server: Any, *, server_pool_size: int = 4, max_client_conn: int = 400,
+        pool_mode: str = "transaction", admin: bool = False,
     ) -> None:
         exe = find_pgbouncer()
         if exe is None:
@@ -77,6 +81,8 @@ class Bouncer:
         self._run_as.chown(self._dir)
         self._pool_size = server_pool_size
         self._max_client_conn = max_client_conn
+        self._pool_mode = pool_mode
+        self._admin = admin
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,6 +100,7 @@ class Bouncer:
         users.write_text(f'"{self.server.user}" "{password}"\n')
         users.chmod(0o600)
         ini = self._dir / "pgbouncer.ini"
+        admin = f"admin_users = {self.server.user}\n" if self._admin else ""
         ini.write_text(
             "[databases]\n"
             f"* = host={self.server.host} port={self.server.port}\n"
@@ -103,7 +110,8 @@ class Bouncer:
             "unix_socket_dir =\n"
             "auth_type = trust\n"
             f"auth_file = {users}\n"
-            "pool_mode = transaction\n"
+            f"pool_mode = {self._pool_mode}\n"
+            f"{admin}"
             f"default_pool_size = {self._pool_size}\n"
             f"max_client_conn = {self._max_client_conn}\n"
             f"logfile = {self.log_path}\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -175,7 +175,7 @@ def make_pgbouncer() -> Iterator[Callable[..., Bouncer]]:
     _bouncer_or_skip()
     bouncers: list[Bouncer] = []
 
-    def make(server: Server, **options: int) -> Bouncer:
+    def make(server: Server, **options: Any) -> Bouncer:
         bouncer = Bouncer(server, **options)
         bouncers.append(bouncer)
         return bouncer.start()

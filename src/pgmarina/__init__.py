@@ -6,8 +6,8 @@ sans-IO core (:mod:`pgmarina._core`) that makes every pool decision.
 """
 
 from ._core import PoolStats
-from ._core.stats import Histogram
 from ._core.hosts import HostStats
+from ._core.stats import Histogram
 from ._lease import Lease, reset_on_release, unwrap
 from ._observe import LeakInfo
 from .errors import (

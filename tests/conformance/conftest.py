@@ -25,6 +25,14 @@ def transactional_combo(request: pytest.FixtureRequest) -> Combo:
     return request.param.fresh()
 
 
+@pytest.fixture(
+    params=[c for c in COMBOS if not c.is_async], ids=[c.id for c in COMBOS if not c.is_async]
+)
+def thread_combo(request: pytest.FixtureRequest) -> Combo:
+    """The thread ``Pool`` pairs (psycopg, psycopg2), for what only a thread pool does."""
+    return request.param.fresh()
+
+
 @pytest.fixture
 def pg_proxy(pg: Any, fault_proxy: Callable[[str, int], FaultProxy]) -> FaultProxy:
     """A fault proxy in front of the shared server (passing bytes through until told not to)."""

@@ -6,27 +6,21 @@ authentication), so the tests can assert that it is printed nowhere.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import pgmarina
-from pgbed import require_all
 from pgmarina.cli.bench import CONTENDERS, installed
 from pgmarina.cli.check import split_hosts
-from pgmarina.contrib import embedded
 
 SECRET = "Zq9-not-a-real-pw"
 
@@ -154,49 +148,15 @@ def test_check_prints_no_password_whatever_the_dsn_looks_like(dsn: str) -> None:
 
 
 @pytest.fixture
-def pgbouncer(pg: Any) -> Iterator[int]:
-    """A PgBouncer (session pooling, trust) in front of ``pg``, on a free loopback port."""
-    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not os.path.exists(exe):
-        if require_all():  # CI installs it (.ci/run): missing there is a failure
-            pytest.fail("pgbouncer is not installed")
-        pytest.skip("pgbouncer is not installed")
-    run_as = embedded._run_as()
-    home = Path(tempfile.mkdtemp(prefix="pgm-pgbouncer-"))
-    port = _free_port()
-    (home / "users.txt").write_text(f'"{pg.user}" ""\n')
-    (home / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={pg.host} port={pg.port}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {home / 'users.txt'}\n"
-        f"admin_users = {pg.user}\npool_mode = session\n"
-        f"logfile = {home / 'pgbouncer.log'}\npidfile = {home / 'pgbouncer.pid'}\n"
-    )
-    run_as.chown_tree(home)
-    proc = subprocess.Popen(
-        [exe, str(home / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, **run_as.popen_kwargs(),
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = home / "pgbouncer.log"
-                pytest.fail(f"pgbouncer did not start: {log.read_text() if log.exists() else ''}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(home, ignore_errors=True)
+def session_bouncer(pg: Any, make_pgbouncer: Callable[..., Any]) -> int:
+    """A PgBouncer in session mode in front of ``pg``, with its admin console open to the
+    test's user (where ``SHOW VERSION`` answers); its port."""
+    port: int = make_pgbouncer(pg, pool_mode="session", admin=True).port
+    return port
 
 
-def test_check_names_pgbouncer_in_front_of_the_server(pg: Any, pgbouncer: int) -> None:
-    done = _pgmarina("check", "--json", _uri(pg, host=f"127.0.0.1:{pgbouncer}"))
+def test_check_names_pgbouncer_in_front_of_the_server(pg: Any, session_bouncer: int) -> None:
+    done = _pgmarina("check", "--json", _uri(pg, host=f"127.0.0.1:{session_bouncer}"))
     assert done.returncode == 0, done.stdout + done.stderr
     [host] = json.loads(done.stdout)["hosts"]
     assert host["pooler"].startswith("PgBouncer 1."), host["pooler"]
