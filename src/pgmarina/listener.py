@@ -216,6 +216,7 @@ class _ListenerBase:
 
     @property
     def closed(self) -> bool:
+        """Whether the listener is closed (it closes with its pool)."""
         return self._closed
 
     @property

@@ -184,13 +184,16 @@ class RegistryStats:
     Attributes:
         pools: Each pool's :class:`PoolStats`, by key.
         size: Connections open or opening over all pools.
-        idle, in_use, waiting: Summed over all pools.
+        idle: Idle connections, over all pools.
+        in_use: Leased connections, over all pools.
+        waiting: Callers queued, over all pools.
         max_total: The cap (``None``: none).
         budget_used: Permits held (connections opening, open or closing,
             and permits reserved for a pool about to connect); 0 without a cap.
         claims: Connections pools wait for because the cap is reached.
         reclaims: Idle connections closed to make room for another pool.
-        pools_created, pools_collected: Since the registry was made.
+        pools_created: Pools made since the registry was made.
+        pools_collected: Pools closed and removed for ``idle_ttl`` since then.
     """
 
     pools: Mapping[str, PoolStats]
@@ -254,14 +257,17 @@ class _RegistryBase(Generic[P]):
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called: lookups then raise ``PoolClosed``."""
         return self._closed
 
     @property
     def max_total(self) -> int | None:
+        """The cap on all pools' connections together (``None``: none)."""
         return None if self._budget is None else self._budget.max_total
 
     @property
     def idle_ttl(self) -> float | None:
+        """Seconds unused after which a pool is closed (``None``: never)."""
         return self._idle_ttl
 
     def keys(self) -> list[str]:
@@ -270,6 +276,7 @@ class _RegistryBase(Generic[P]):
             return list(self._slots)
 
     def __len__(self) -> int:
+        """How many pools are open now."""
         return len(self._slots)
 
     def _lookup(self, dsn: str | None, options: dict[str, Any]) -> P:
@@ -385,17 +392,18 @@ class _RegistryBase(Generic[P]):
 
 
 class PoolRegistry(_RegistryBase[Pool]):
-    """Thread :class:`~pgmarina.Pool`\\ s by DSN, under one connection cap.
+    """Thread :class:`~pgmarina.Pool` objects by DSN, under one connection cap.
 
-    Args:
-        max_total: The most server connections all pools together hold at
-            any instant, counting ones being opened and closed (``None``:
-            no cap beyond each pool's ``max_size``).
-        idle_ttl: Seconds after which a pool with no lease, no waiter and no
-            lookup is closed and removed (``None``: never).
-        name: How logs and errors name the registry (its pools are named
-            ``name/<key prefix>``).
-        **pool_defaults: Settings for every pool (``max_size=5``,
+    Keyword Args:
+        max_total (int | None): The most server connections all pools
+            together hold at any instant, counting ones being opened and
+            closed (default ``None``: no cap beyond each pool's ``max_size``).
+        idle_ttl (float | None): Seconds after which a pool with no lease,
+            no waiter and no lookup is closed and removed (default ``300``;
+            ``None``: never).
+        name (str): How logs and errors name the registry (default
+            ``"registry"``; its pools are named ``name/<key prefix>``).
+        **pool_defaults (Any): Settings for every pool (``max_size=5``,
             ``driver="psycopg2"``…); a lookup's own options override them.
 
     Raises:
@@ -499,7 +507,7 @@ class PoolRegistry(_RegistryBase[Pool]):
 
 
 class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
-    """:class:`~pgmarina.AsyncPool`\\ s by DSN, under one connection cap.
+    """:class:`~pgmarina.AsyncPool` objects by DSN, under one connection cap.
 
     The arguments are :class:`PoolRegistry`'s.  A registry serves the event
     loop it is first used on, as its pools do.

@@ -46,6 +46,19 @@ def test_the_docs_site_builds_in_strict_mode_with_the_api_reference(tmp_path: Pa
     assert "barge_window: float = 0.02" in signatures
     assert "barge_window: float = 0.0," in signatures
     assert ":class:" not in signatures  # Sphinx roles shown as code, not as they are written
+    # Each module's own reference page rendered its docstrings (registry's budget essay, the
+    # listener's Gap, both exporters, the queries façade), and the Benchmarks page shows the
+    # plot `pgmarina bench --plot` made.
+    for page, text in (
+        ("registry", "How the cap works"),
+        ("listener", "may have been missed"),
+        ("contrib-prometheus", "pgmarina_acquire_wait_seconds"),
+        ("contrib-otel", "db.client.connection.wait_time"),
+        ("compat-queries", "set_max_total"),
+    ):
+        assert text in (site / "reference" / page / "index.html").read_text(), page
+    assert '<img alt="Median' in (site / "benchmarks" / "index.html").read_text()
+    assert (site / "assets" / "bench.png").stat().st_size > 1000
     # The entry-state diagram is left for Mermaid to draw in the browser.
     concepts = (site / "concepts" / "index.html").read_text()
     assert '<pre class="mermaid">' in concepts

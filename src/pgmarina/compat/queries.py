@@ -1,7 +1,7 @@
 """queries 2.1's ``queries.pool`` API, for programs written against it.
 
 queries' pools are unlike pgmarina's: the caller opens psycopg2 connections
-itself and ``add()``\\ s them to a pool named by an id, ``get()`` never
+itself and adds them (``add()``) to a pool named by an id, ``get()`` never
 waits (it raises when nothing is idle), and a connection is "locked" by the
 session using it, held by weak reference, so that a session that is dropped
 without freeing its connection frees it all the same.
@@ -448,16 +448,19 @@ class PoolManager:
 
     @classmethod
     def has_connection(cls, pid: str, connection: Any) -> bool:
+        """Whether pool ``pid`` holds the psycopg2 ``connection``."""
         with cls._lock:
             return connection in cls._get(pid)
 
     @classmethod
     def has_idle_connection(cls, pid: str) -> bool:
+        """Whether pool ``pid`` has a connection no session uses."""
         with cls._lock:
             return bool(cls._get(pid).idle_connections)
 
     @classmethod
     def is_full(cls, pid: str) -> bool:
+        """Whether pool ``pid`` holds ``max_size`` connections."""
         with cls._lock:
             return cls._get(pid).is_full
 
@@ -489,11 +492,13 @@ class PoolManager:
 
     @classmethod
     def set_idle_ttl(cls, pid: str, ttl: float) -> None:
+        """Set pool ``pid``'s ``idle_ttl`` (seconds; see :meth:`Pool.set_idle_ttl`)."""
         with cls._lock:
             cls._get(pid).set_idle_ttl(ttl)
 
     @classmethod
     def set_max_size(cls, pid: str, size: int) -> None:
+        """Set pool ``pid``'s ``max_size`` (see :meth:`Pool.set_max_size`)."""
         with cls._lock:
             cls._get(pid).set_max_size(size)
 
