@@ -275,9 +275,13 @@ class _ListenerBase:
             return True
         permits = pool._core.permits
         self._permits = permits
-        # needed=0: take a free permit only; the pool's own callers queue
-        # claims, the listener waits its backoff and asks again.
-        return bool(permits.take(pool._core, 0))
+        # needed=0: take a free permit only (the pool's own callers queue
+        # claims); without one, have an idle connection closed somewhere,
+        # wait the backoff and ask again.
+        if permits.take(pool._core, 0):
+            return True
+        permits.make_room()
+        return False
 
     def _unpermit(self) -> None:
         permits, self._permits = self._permits, None

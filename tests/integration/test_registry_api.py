@@ -268,3 +268,18 @@ def test_an_async_listener_waits_for_a_permit_and_gives_it_back(pg: Any) -> None
         assert registry.stats().budget_used == 0
 
     asyncio.run(main())
+
+
+def test_a_listener_takes_the_permit_of_a_connection_idle_in_another_pool(pg: Any) -> None:
+    """Idle connections (held for up to max_idle) used to keep every permit from a listener,
+    whose listen() then timed out although nobody was using the server."""
+    with PoolRegistry(max_total=2, min_size=1, driver="psycopg") as registry:
+        acme = registry.pool(pg.dsn, application_name="acme")
+        globex = registry.pool(pg.dsn, application_name="globex")
+        assert registry.stats().budget_used == 2  # both idle, at min_size
+        t0 = time.monotonic()
+        acme.listen("pgm_room", lambda note: None, timeout=5)
+        assert time.monotonic() - t0 < 3
+        assert acme.stats().dedicated == 1
+        assert registry.stats().budget_used == 2
+        assert acme.stats().size + globex.stats().size == 1

@@ -249,13 +249,28 @@ class Budget:
         """Some pool waits for a permit (a hint, read without the lock)."""
         return bool(self._claims)
 
-    def _reclaim(self, claimant: PoolCore[Any] | None) -> bool:
+    def make_room(self) -> bool:
+        """A dedicated connection (a listener's) found no free permit.
+
+        Close the longest-idle connection of any member pool, so that a
+        permit comes free for its next try.  It makes no claim (it does not
+        queue with the pools' callers), and asks nothing while callers' claims
+        or reclaims are under way: those are owed first.  Returns whether it
+        asked.
+        """
+        with self._lock:
+            if self._claims or self._reclaiming:
+                return False
+            return self._reclaim(None, owed=False)
+
+    def _reclaim(self, claimant: PoolCore[Any] | None, *, owed: bool = True) -> bool:
         """Ask the pool with the longest-idle connection to close it (lock held).
 
         At most one reclaim is in flight per claim outstanding: more would
-        close connections nobody is going to get.  Returns whether it asked.
+        close connections nobody is going to get (``owed=False``: the
+        caller checked that none is in flight).  Returns whether it asked.
         """
-        if sum(self._reclaiming.values()) >= len(self._claims):
+        if owed and sum(self._reclaiming.values()) >= len(self._claims):
             return False
         victim = None
         oldest = float("inf")
