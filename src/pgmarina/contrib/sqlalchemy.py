@@ -1,0 +1,529 @@
+"""SQLAlchemy engines on a pgmarina pool: ``create_engine(url, poolclass=PgMarinaPool)``.
+
+How it fits together
+--------------------
+SQLAlchemy splits pooling in two.  Its :class:`sqlalchemy.pool.Pool` keeps
+*records* (one per DBAPI connection: the connect events ran on it, its
+``info`` dict, when it was made) and hands them out through ``_do_get`` and
+takes them back through ``_do_return_conn``.  Everything users know about
+SQLAlchemy's pools (rollback on return, ``pool_pre_ping``, ``pool_recycle``,
+events, invalidation) happens around those two calls, in code the pool
+subclass inherits.  :class:`PgMarinaPool` keeps all of that and replaces only
+the storage: ``_do_get`` leases a connection from a pgmarina pool, and
+``_do_return_conn`` gives it back.
+
+One SQLAlchemy record belongs to one physical connection for as long as that
+connection lives; it is kept in the pgmarina entry's ``info`` dict (see
+:func:`pgmarina._lease.info`), since asyncpg's connections take no
+attributes.  So the ``connect`` event runs once per physical connection, as
+with SQLAlchemy's own pools, and the engine's session state (isolation level,
+``SET`` in a connect event) stays with the connection it was set on.  That is
+also why each engine gets a pgmarina pool of its own: a pool shared between
+engines would hand one engine's session state to the other.
+
+pgmarina makes the connections, but through the engine: its connect calls
+the engine's own ``creator`` (the URL, ``connect_args``, the ``do_connect``
+event, ``creator=`` and ``async_creator=`` all apply) and keeps the DBAPI
+connection SQLAlchemy made until the connection's first checkout gives it to
+its record.  pgmarina pools the driver connection underneath.
+
+What maps onto what:
+
+- ``pool_size`` is pgmarina's ``min_size`` (kept open), and ``pool_size +
+  max_overflow`` its ``max_size``; ``pool_timeout`` its acquire ``timeout``;
+  ``pool_recycle`` its ``max_lifetime`` (pgmarina replaces a connection that
+  old while it is idle, rather than at the checkout that finds it too old).
+  ``pool_options={...}`` passes any other pgmarina setting.
+- Invalidating a connection (``conn.invalidate()``, a disconnect error, a
+  failed pre-ping) closes it and pgmarina drops it when it comes back;
+  invalidating the whole pool (a disconnect error does) also expires every
+  idle pgmarina connection, and leased ones are replaced as they return.
+- ``dispose()`` closes the pgmarina pool (idle connections now, leased ones
+  as they come back); the pool makes a new one on its next checkout, so, as
+  with ``QueuePool``, it stays usable.  ``recreate()`` returns a new pool
+  with the same settings, as ``engine.dispose()`` expects.
+
+Async engines run this same synchronous pool API inside SQLAlchemy's
+greenlets; the pool waits on pgmarina's :class:`~pgmarina.AsyncPool` with
+SQLAlchemy's ``await_only``, and only when its fast path has no connection
+ready (an idle connection is taken with no await at all).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from time import monotonic
+from typing import Any
+
+try:
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import pool as sa_pool
+    from sqlalchemy.pool.base import _ConnectionRecord
+    from sqlalchemy.util import concurrency as _concurrency
+except ImportError as _missing:  # pragma: no cover - depends on the environment
+    from ..errors import DriverNotInstalled
+
+    raise DriverNotInstalled(
+        "pgmarina.contrib.sqlalchemy needs SQLAlchemy 2: pip install 'pgmarina[sqlalchemy]'"
+    ) from _missing
+
+from .. import errors
+from .._lease import info as _lease_info
+from ..adapters import resolve
+from ..shells._common import _POOL_KEYWORDS, DEFAULT
+from ..shells.aio import AsyncPool
+from ..shells.threaded import Pool
+
+__all__ = ["PgMarinaPool", "PoolTimeout"]
+
+# SQLAlchemy 2.1 calls it await_, 2.0 await_only (still an alias in 2.1).
+_await: Callable[[Any], Any] = getattr(_concurrency, "await_", None) or _concurrency.await_only
+_in_greenlet: Callable[[], bool] = _concurrency.in_greenlet
+_greenlet_spawn = _concurrency.greenlet_spawn
+
+#: The key of a connection's SQLAlchemy record in its pgmarina ``info`` dict.
+_RECORD = "sqlalchemy.record"
+
+#: (async engine, dialect driver) -> (pgmarina shell, pgmarina driver)
+_SHELLS: dict[tuple[bool, str], tuple[type[Any], str]] = {
+    (False, "psycopg"): (Pool, "psycopg"),
+    (False, "psycopg2"): (Pool, "psycopg2"),
+    (True, "asyncpg"): (AsyncPool, "asyncpg"),
+    (True, "psycopg"): (AsyncPool, "psycopg"),
+}
+
+#: pgmarina settings the pool derives from SQLAlchemy's own arguments.
+_DERIVED = frozenset(
+    {"min_size", "max_size", "timeout", "max_lifetime", "driver", "connect_kwargs"}
+)
+
+
+class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
+    """No connection came free within ``pool_timeout``.
+
+    Both pgmarina's :class:`~pgmarina.PoolTimeout` and SQLAlchemy's
+    ``sqlalchemy.exc.TimeoutError``, so code written for either catches it.
+    """
+
+
+class _Record(_ConnectionRecord):
+    """SQLAlchemy's record of one physical connection, plus its current lease."""
+
+    __slots__ = ("lease",)
+
+    lease: Any
+
+
+class _Stash:
+    """What the engine adapter adds to pgmarina's own driver adapter.
+
+    Its connect asks the engine's creator for a DBAPI connection and gives
+    pgmarina the driver connection underneath.  SQLAlchemy's connection is
+    kept here, by the driver connection's id, until the record made at its
+    first checkout takes it (:meth:`take`), or until pgmarina closes the
+    connection unused: close and terminate drop it, so nothing piles up.
+    (The stored DBAPI connection holds the driver connection, so the id
+    cannot be reused while it is stored.)
+    """
+
+    def __init__(self, make: Callable[[], Any], driver_connection: Callable[[Any], Any]) -> None:
+        self._make = make
+        self._driver_connection = driver_connection
+        self._made: dict[int, Any] = {}
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        """The engine checked its URL; pgmarina gets no connect arguments."""
+
+    def _keep(self, dbapi_connection: Any) -> Any:
+        raw = self._driver_connection(dbapi_connection)
+        self._made[id(raw)] = dbapi_connection
+        return raw
+
+    def take(self, raw: Any) -> Any:
+        """SQLAlchemy's DBAPI connection for ``raw``, once; ``None`` after."""
+        return self._made.pop(id(raw), None)
+
+    def terminate(self, conn: Any) -> None:
+        self._made.pop(id(conn), None)
+        super().terminate(conn)  # type: ignore[misc]
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        # The async DBAPI shims wrap the driver's error; judge the driver's.
+        inner = exc.__cause__ if exc.__cause__ is not None else exc
+        return bool(super().is_permanent(inner))  # type: ignore[misc]
+
+
+class _SyncStash(_Stash):
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
+        return self._keep(self._make())
+
+    def close(self, conn: Any) -> None:
+        self._made.pop(id(conn), None)
+        super().close(conn)  # type: ignore[misc]
+
+
+class _AsyncStash(_Stash):
+    async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        # The async DBAPI shims await inside a greenlet: give them one.
+        return self._keep(await _greenlet_spawn(self._make))
+
+    async def close(self, conn: Any, timeout: float) -> None:
+        self._made.pop(id(conn), None)
+        await super().close(conn, timeout)  # type: ignore[misc]
+
+
+_adapter_classes: dict[type[Any], type[Any]] = {}
+
+
+def _engine_adapter(driver: str, sync: bool, make: Callable[[], Any], dialect: Any) -> Any:
+    """pgmarina's adapter for ``driver``, connecting through the engine."""
+    base = type(resolve(driver, sync=sync))
+    cls = _adapter_classes.get(base)
+    if cls is None:
+        stash = _SyncStash if sync else _AsyncStash
+        cls = type(f"Engine{base.__name__}", (stash, base), {"__module__": __name__})
+        _adapter_classes[base] = cls
+    return cls(make, dialect.get_driver_connection)
+
+
+class PgMarinaPool(sa_pool.Pool):
+    """A SQLAlchemy pool whose connections come from a pgmarina pool.
+
+    Give it to an engine as its pool class; the engine's pool arguments set
+    it up::
+
+        engine = create_engine(
+            "postgresql+psycopg://app@db/app",
+            poolclass=PgMarinaPool,
+            pool_size=5,        # pgmarina min_size: kept open
+            max_overflow=10,    # max_size = pool_size + max_overflow
+            pool_timeout=30,
+            pool_options={"max_idle": 300, "check_window": 2.0},
+        )
+
+    ``create_engine`` (``postgresql+psycopg``, ``+psycopg2``) runs it on the
+    thread :class:`~pgmarina.Pool`, ``create_async_engine``
+    (``postgresql+asyncpg``, ``+psycopg``) on :class:`~pgmarina.AsyncPool`.
+    Each engine gets its own pgmarina pool, opened at its first checkout.
+
+    Every parameter takes a keyword or a position, since ``create_engine``
+    passes only those (it reads the constructor's signature).
+
+    Args:
+        creator: The engine's connect function (``create_engine`` passes it).
+        pool_size: Connections kept open (pgmarina's ``min_size``).
+        max_overflow: Connections allowed beyond ``pool_size``; pgmarina's
+            ``max_size`` is the sum.  ``-1`` (no limit) is refused: a pool
+            needs a bound.
+        timeout: Seconds a checkout waits for a connection (``pool_timeout``;
+            ``None``: for ever); then :class:`PoolTimeout` is raised.
+        recycle: Replace connections older than this many seconds
+            (``pool_recycle``; ``-1``: never); pgmarina's ``max_lifetime``.
+        echo, logging_name, reset_on_return, events, pre_ping: As for every
+            SQLAlchemy pool (``echo_pool``, ``pool_logging_name``,
+            ``pool_reset_on_return``, ``pool_events``, ``pool_pre_ping``).
+        dialect: The engine's dialect (``create_engine`` passes it).
+        use_lifo: Accepted for ``pool_use_lifo``; pgmarina always hands out
+            the most recently used idle connection.
+        pool_options: Other pgmarina settings (``max_idle``,
+            ``check_window``, ``fail_fast_after``, ``name``…), see
+            :class:`~pgmarina.Pool`.  Connect arguments are not among them:
+            the engine's URL and ``connect_args`` say how to connect.
+
+    Raises:
+        TypeError: no dialect, or a ``pool_options`` key the pool derives
+            itself, or a setting pgmarina does not know.
+        ValueError: a driver pgmarina does not pool, or a bad setting.
+    """
+
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        timeout: float | None = 30.0,
+        recycle: float = -1,
+        echo: Any = None,
+        logging_name: str | None = None,
+        reset_on_return: Any = True,
+        events: Any = None,
+        dialect: Any = None,
+        pre_ping: bool = False,
+        use_lifo: bool = False,
+        pool_options: Mapping[str, Any] | None = None,
+        _dispatch: Any = None,
+    ) -> None:
+        if dialect is None:
+            raise TypeError(
+                "PgMarinaPool needs the engine's dialect: create it with "
+                "create_engine(url, poolclass=PgMarinaPool) or create_async_engine"
+            )
+        key = (bool(dialect.is_async), dialect.driver)
+        if dialect.name != "postgresql" or key not in _SHELLS:
+            raise ValueError(
+                f"dialect: PgMarinaPool pools postgresql+psycopg and +psycopg2 engines and "
+                f"postgresql+asyncpg and +psycopg async engines, not {dialect.name}+"
+                f"{dialect.driver}{' (async)' if dialect.is_async else ''}"
+            )
+        for name, value in (("pool_size", pool_size), ("max_overflow", max_overflow)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if max_overflow < 0:
+            raise ValueError(
+                f"max_overflow must be 0 or more, not {max_overflow} (a pgmarina pool has a "
+                "bound: give the most connections beyond pool_size)"
+            )
+        if pool_options is not None and not isinstance(pool_options, Mapping):
+            raise TypeError(
+                f"pool_options must be a mapping, not {type(pool_options).__name__}"
+            )
+        options = dict(pool_options or {})
+        unknown = sorted(k for k in options if k not in _POOL_KEYWORDS)
+        if unknown:
+            raise TypeError(
+                f"pool_options: {', '.join(map(repr, unknown))} is not a pgmarina pool setting "
+                "(connect arguments go in the URL or the engine's connect_args)"
+            )
+        clash = sorted(options.keys() & _DERIVED)
+        if clash:
+            raise TypeError(
+                f"pool_options cannot set {', '.join(clash)}: give pool_size, max_overflow, "
+                "pool_timeout and pool_recycle to the engine instead"
+            )
+        if isinstance(recycle, bool) or not isinstance(recycle, (int, float)):
+            raise TypeError(f"recycle must be a number, not {type(recycle).__name__}")
+        super().__init__(
+            creator,
+            recycle=-1,  # pgmarina's max_lifetime recycles; see the module docstring
+            echo=echo,
+            logging_name=logging_name,
+            reset_on_return=reset_on_return,
+            events=events,
+            dialect=dialect,
+            pre_ping=pre_ping,
+            _dispatch=_dispatch,
+        )
+        self._settings: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "timeout": timeout,
+            "recycle": recycle,
+            "use_lifo": use_lifo,
+            "pool_options": pool_options,
+        }
+        shell, driver = _SHELLS[key]
+        self._shell = shell
+        # pgmarina connects through the engine's creator; records get their
+        # DBAPI connection from _hand_over instead.
+        connect_via_engine: Any = self._invoke_creator
+        self._invoke_creator = self._hand_over
+        self._adapter = _engine_adapter(
+            driver, shell is Pool, lambda: connect_via_engine(None), dialect
+        )
+        self._pg_settings: dict[str, Any] = {
+            "min_size": pool_size,
+            "max_size": pool_size + max_overflow,
+            "timeout": timeout,
+            "max_lifetime": None if recycle < 0 else recycle,
+            **options,
+        }
+        if logging_name and "name" not in options:
+            self._pg_settings["name"] = logging_name
+        self._pg: Any = self._new_pg()  # settings checked now, opened at the first checkout
+        self._opening = threading.Lock()
+        self._acquire: Callable[[], Any] = self._first_acquire
+
+    # ------------------------------------------------------------------
+    # the pgmarina pool underneath
+
+    def _new_pg(self) -> Any:
+        return self._shell(None, driver=self._adapter, **self._pg_settings)
+
+    @property
+    def pgmarina_pool(self) -> Any:
+        """The pgmarina pool underneath (for its ``stats()``, say)."""
+        return self._pg
+
+    def _first_acquire(self) -> Any:
+        """Open the pgmarina pool, then acquire; later checkouts skip this."""
+        with self._opening:
+            pg = self._pg
+            if pg.closed:  # disposed: start afresh, as QueuePool does
+                pg = self._pg = self._new_pg()
+            if self._shell is Pool:
+                pg.open()
+                self._acquire = pg.acquire
+            else:
+                pg._start()  # needs the running loop, not an await
+                self._acquire = self._acquire_async
+        return self._acquire()
+
+    def _acquire_async(self) -> Any:
+        # AsyncPool.acquire's own fast path (an idle connection, no await);
+        # only a checkout that must wait or check switches greenlets.
+        pg = self._pg
+        got = pg._take()
+        if type(got) is pg._lease_class:
+            return got
+        return _await(pg._acquire_slow(got, DEFAULT))
+
+    # ------------------------------------------------------------------
+    # SQLAlchemy's pool interface
+
+    def _do_get(self) -> Any:
+        try:
+            lease = self._acquire()
+        except errors.PoolTimeout as exc:
+            raise PoolTimeout(str(exc)) from exc
+        found = lease._entry.info
+        rec = None if found is None else found.get(_RECORD)
+        if rec is None:
+            # This physical connection's first checkout: its record is made
+            # now, and connects (runs the connect events) through _hand_over.
+            rec = _Record(self, connect=False)
+            _lease_info(lease)[_RECORD] = rec
+        rec.lease = lease
+        return rec
+
+    def _hand_over(self, rec: Any) -> Any:
+        """The record's DBAPI connection, when SQLAlchemy asks its creator for one.
+
+        That happens at a connection's first checkout, and again when
+        SQLAlchemy closed the record's connection in the middle of a checkout
+        (a failed pre-ping, a ``checkout`` event that raised
+        ``DisconnectionError``) and wants another.  Then the dead one goes
+        back to pgmarina (which drops it) and the record moves to a connection
+        from a new acquire.
+        """
+        lease = rec.lease
+        dbapi_connection = self._adapter.take(lease._con)
+        if dbapi_connection is not None:
+            return dbapi_connection
+        rec.lease = None
+        self._drop(lease)
+        lease = self._acquire()
+        rec.lease = lease
+        found = _lease_info(lease)
+        other = found.get(_RECORD)
+        found[_RECORD] = rec
+        if other is not None:
+            # A connection SQLAlchemy set up before (not in use: it was idle).
+            # This record takes it over, and its connect events run on it again.
+            return other.dbapi_connection
+        dbapi_connection = self._adapter.take(lease._con)
+        if dbapi_connection is None:  # pragma: no cover - a bug
+            raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
+        return dbapi_connection
+
+    def _do_return_conn(self, record: Any) -> None:
+        lease = record.lease
+        if lease is None:  # already back (a checkout that failed before its lease)
+            return
+        record.lease = None
+        if record.dbapi_connection is None:  # invalidated: SQLAlchemy closed it
+            self._drop(lease)
+            return
+        if record._soft_invalidate_time > record.starttime:
+            # Soft-invalidated: no one gets it again.  Closed the SQLAlchemy
+            # way (its close event), then dropped.
+            try:
+                record.close()
+            except Exception:
+                self.logger.debug("closing a soft-invalidated connection failed", exc_info=True)
+            self._drop(lease)
+            return
+        if self._shell is Pool:
+            lease._pool.release(lease)
+            return
+        reset = lease._pool._return(lease)
+        if reset is not None:  # only for a connection SQLAlchemy did not reset
+            self._finish(lease._pool, reset)
+
+    def _drop(self, lease: Any) -> None:
+        """Give back a lease whose connection must not be used again."""
+        found = lease._entry.info
+        if found is not None:
+            found.pop(_RECORD, None)
+        raw = lease._con
+        if not self._adapter.is_closed(raw):
+            self._adapter.terminate(raw)
+        pg = lease._pool
+        if self._shell is Pool:
+            pg.release(lease)
+        else:
+            reset = pg._return(lease)  # a closed connection is dropped: no reset
+            if reset is not None:  # pragma: no cover - defensive
+                self._finish(pg, reset)
+
+    @staticmethod
+    def _finish(pg: Any, work: Any) -> None:
+        """Await ``work`` in this greenlet, or leave it to a task of ``pg``'s."""
+        if _in_greenlet():
+            _await(work)
+        else:  # a return from outside the engine's greenlets (a collected connection)
+            pg._track(pg._loop.create_task(work))
+
+    def _invalidate(
+        self, connection: Any, exception: BaseException | None = None, _checkin: bool = True
+    ) -> None:
+        """Invalidate the whole pool: SQLAlchemy's, and pgmarina's idle connections."""
+        super()._invalidate(connection, exception, _checkin)
+        pg = self._pg
+        if pg.closed or self._acquire == self._first_acquire:
+            return  # closed, or not open yet: nothing idle
+        if self._shell is Pool:
+            pg.expire()
+        else:
+            # AsyncPool.expire() without its await: it does no IO of its own.
+            pg._core.expire(monotonic())
+            pg._drain()
+
+    def dispose(self) -> None:
+        """Close the connections that sit idle; leased ones close as they come back.
+
+        The pool stays usable: its next checkout starts a new pgmarina pool.
+        """
+        with self._opening:  # not held across the close: an async close switches greenlets
+            pg = self._pg
+            self._acquire = self._first_acquire
+        if self._shell is Pool:
+            pg.close(wait=False)
+        elif pg._opened and _in_greenlet():
+            _await(pg.close(wait=False))
+        else:
+            # Never opened (it holds nothing), or disposed from outside the
+            # engine's greenlets (AsyncEngine.dispose runs in one): no await.
+            pg.terminate()
+        self.logger.info("Pool disposed. %s", self.status())
+
+    def recreate(self) -> PgMarinaPool:
+        """A new pool with the same settings (``engine.dispose()`` calls it)."""
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            events=None,
+            dialect=self._dialect,
+            pre_ping=self._pre_ping,
+            _dispatch=self.dispatch,
+            **self._settings,
+        )
+
+    def status(self) -> str:
+        """One line: the pgmarina pool's state and sizes."""
+        return f"PgMarinaPool on {self._pg!r}"
+
+    def size(self) -> int:
+        """Most connections at once (``pool_size + max_overflow``)."""
+        return int(self._pg.max_size)
+
+    def checkedin(self) -> int:
+        """Connections idle in the pool."""
+        return int(self._pg.stats().idle)
+
+    def checkedout(self) -> int:
+        """Connections checked out."""
+        return int(self._pg.stats().in_use)
