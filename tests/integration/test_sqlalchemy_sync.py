@@ -474,3 +474,22 @@ def test_a_lease_info_dict_stays_with_its_connection(pg: Any) -> None:
         pool.expire()
         with pool.connection() as conn:
             assert pgmarina._lease.info(conn) == {}
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_detached_connection_leaves_the_pool_open_and_its_user_keeps_it(
+    pg: Any, driver: str
+) -> None:
+    with _engine(pg, driver, pool_size=1, max_overflow=0) as (engine, app):
+        inner = engine.pool.pgmarina_pool
+        with engine.connect() as conn:
+            mine = _pid(conn)
+            conn.detach()
+            assert inner.stats().in_use == 0
+            with engine.connect() as other:  # a replacement, though max_size is 1
+                assert _pid(other) != mine
+            assert _pid(conn) == mine  # pgmarina left the detached one alone
+        # Closing a detached connection closes it (SQLAlchemy's doing), not pgmarina's pool.
+        assert _gone(pg, app, {mine})
+        _settled(inner)
+        assert inner.stats().size == 1

@@ -69,6 +69,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 from .. import errors
+from .._lease import end as _end_lease
 from .._lease import info as _lease_info
 from ..adapters import resolve
 from ..shells._common import _POOL_KEYWORDS, DEFAULT
@@ -131,6 +132,9 @@ class _Stash:
         self._make = make
         self._driver_connection = driver_connection
         self._made: dict[int, Any] = {}
+        #: Connections SQLAlchemy detached (``conn.detach()``): pgmarina lets go of
+        #: them without closing them.  Held until then, so their ids stay theirs.
+        self._detached: dict[int, Any] = {}
 
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         """The engine checked its URL; pgmarina gets no connect arguments."""
@@ -144,7 +148,13 @@ class _Stash:
         """SQLAlchemy's DBAPI connection for ``raw``, once; ``None`` after."""
         return self._made.pop(id(raw), None)
 
+    def detach(self, conn: Any) -> None:
+        """Have pgmarina's close and terminate leave ``conn`` open: its user owns it now."""
+        self._detached[id(conn)] = conn
+
     def terminate(self, conn: Any) -> None:
+        if id(conn) in self._detached:
+            return  # the close that follows forgets it
         self._made.pop(id(conn), None)
         super().terminate(conn)  # type: ignore[misc]
 
@@ -159,6 +169,8 @@ class _SyncStash(_Stash):
         return self._keep(self._make())
 
     def close(self, conn: Any) -> None:
+        if self._detached.pop(id(conn), None) is not None:
+            return
         self._made.pop(id(conn), None)
         super().close(conn)  # type: ignore[misc]
 
@@ -169,6 +181,8 @@ class _AsyncStash(_Stash):
         return self._keep(await _greenlet_spawn(self._make))
 
     async def close(self, conn: Any, timeout: float) -> None:
+        if self._detached.pop(id(conn), None) is not None:
+            return
         self._made.pop(id(conn), None)
         await super().close(conn, timeout)  # type: ignore[misc]
 
@@ -421,8 +435,11 @@ class PgMarinaPool(sa_pool.Pool):
         if lease is None:  # already back (a checkout that failed before its lease)
             return
         record.lease = None
-        if record.dbapi_connection is None:  # invalidated: SQLAlchemy closed it
-            self._drop(lease)
+        if record.dbapi_connection is None:
+            if self._adapter.is_closed(lease._con):  # invalidated: SQLAlchemy closed it
+                self._drop(lease)
+            else:  # detached: its user keeps it
+                self._detach(lease)
             return
         if record._soft_invalidate_time > record.starttime:
             # Soft-invalidated: no one gets it again.  Closed the SQLAlchemy
@@ -455,6 +472,17 @@ class PgMarinaPool(sa_pool.Pool):
             reset = pg._return(lease)  # a closed connection is dropped: no reset
             if reset is not None:  # pragma: no cover - defensive
                 self._finish(pg, reset)
+
+    def _detach(self, lease: Any) -> None:
+        """Have pgmarina forget a leased connection without closing it."""
+        found = lease._entry.info
+        if found is not None:
+            found.pop(_RECORD, None)
+        pg, entry = lease._pool, lease._entry
+        self._adapter.detach(_end_lease(lease))
+        # The shells' own discard: the entry leaves the pool and a replacement
+        # can be made; the close it leads to leaves the connection alone.
+        pg._discard(entry, lost=False)
 
     @staticmethod
     def _finish(pg: Any, work: Any) -> None:
