@@ -269,3 +269,20 @@ async def test_async_without_pre_ping_a_restart_costs_at_most_one_invalidated_st
                 failed += 1
         assert failed <= 1
         await _settled(engine)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_async_engine_disposed_on_one_loop_serves_the_next(pg: Any, driver: str) -> None:
+    url = sa.make_url(pg.dsn).set(drivername=f"postgresql+{driver}")
+    engine = create_async_engine(url, poolclass=PgMarinaPool, pool_size=1)
+    pools = []
+
+    async def use() -> None:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+        pools.append(engine.pool.pgmarina_pool)  # type: ignore[attr-defined]
+        await engine.dispose()
+
+    asyncio.run(use())
+    asyncio.run(use())
+    assert pools[0] is not pools[1] and pools[0].closed and pools[1].closed

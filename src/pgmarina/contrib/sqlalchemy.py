@@ -71,6 +71,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
 from .. import errors
 from .._lease import end as _end_lease
 from .._lease import info as _lease_info
+from .._redact import describe_target
 from ..adapters import resolve
 from ..shells._common import _POOL_KEYWORDS, DEFAULT
 from ..shells.aio import AsyncPool
@@ -98,6 +99,24 @@ _SHELLS: dict[tuple[bool, str], tuple[type[Any], str]] = {
 _DERIVED = frozenset(
     {"min_size", "max_size", "timeout", "max_lifetime", "driver", "connect_kwargs"}
 )
+
+
+#: The pgmarina pool's target in ``repr`` until its first connection tells where it goes.
+_BY_ENGINE = "(engine URL)"
+
+
+def _where(raw: Any) -> str:
+    """``host:port/dbname`` of a driver connection, for the pool's ``repr``."""
+    try:
+        found = getattr(raw, "info", None)  # psycopg's and psycopg2's ConnectionInfo
+        if found is not None:
+            host, port, db = found.host, found.port, found.dbname
+        else:  # asyncpg
+            addr, db = raw._addr, raw._params.database
+            host, port = addr if isinstance(addr, tuple) else (addr, None)
+    except Exception:  # pragma: no cover - a driver that keeps them elsewhere
+        return _BY_ENGINE
+    return describe_target(None, {"host": host, "port": port, "dbname": db})
 
 
 class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
@@ -352,7 +371,9 @@ class PgMarinaPool(sa_pool.Pool):
     # the pgmarina pool underneath
 
     def _new_pg(self) -> Any:
-        return self._shell(None, driver=self._adapter, **self._pg_settings)
+        pg = self._shell(None, driver=self._adapter, **self._pg_settings)
+        pg._target = _BY_ENGINE  # told by the first connection (_hand_over)
+        return pg
 
     @property
     def pgmarina_pool(self) -> Any:
@@ -413,6 +434,9 @@ class PgMarinaPool(sa_pool.Pool):
         lease = rec.lease
         dbapi_connection = self._adapter.take(lease._con)
         if dbapi_connection is not None:
+            pg = lease._pool
+            if pg._target is _BY_ENGINE:
+                pg._target = _where(lease._con)
             return dbapi_connection
         rec.lease = None
         self._drop(lease)
@@ -451,7 +475,7 @@ class PgMarinaPool(sa_pool.Pool):
             self._drop(lease)
             return
         if self._shell is Pool:
-            lease._pool.release(lease)
+            lease._pool._return(lease, None)  # Pool.release's body, one frame fewer
             return
         reset = lease._pool._return(lease)
         if reset is not None:  # only for a connection SQLAlchemy did not reset
