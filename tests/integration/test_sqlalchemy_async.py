@@ -286,3 +286,20 @@ def test_an_async_engine_disposed_on_one_loop_serves_the_next(pg: Any, driver: s
     asyncio.run(use())
     asyncio.run(use())
     assert pools[0] is not pools[1] and pools[0].closed and pools[1].closed
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_an_async_rejected_connect_raises_sqlalchemys_operational_error(
+    pg: Any, driver: str
+) -> None:
+    url = sa.make_url(pg.dsn).set(
+        drivername=f"postgresql+{driver}", database=f"no_such_db_{uuid.uuid4().hex[:6]}"
+    )
+    engine = create_async_engine(url, poolclass=PgMarinaPool, pool_timeout=20)
+    try:
+        with pytest.raises(exc.DBAPIError, match="does not exist") as caught:
+            await engine.connect().start()
+        assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
+    finally:
+        await engine.dispose()

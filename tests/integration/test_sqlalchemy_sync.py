@@ -317,11 +317,18 @@ def test_a_disconnect_invalidates_the_pool_and_pgmarinas_idle_connections(
             victim = _pid(a)
         with psycopg.connect(pg.dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (victim,))
-        # The next checkout may get the killed one or a live one; the one that
-        # meets the dead backend invalidates the whole pool.
+        # Check out until one meets the dead backend: its disconnect error
+        # invalidates the whole pool.
         for _ in range(3):
-            with contextlib.suppress(exc.DBAPIError), engine.connect() as conn:
-                _pid(conn)
+            try:
+                with engine.connect() as conn:
+                    _pid(conn)
+            except exc.DBAPIError as e:
+                assert e.connection_invalidated
+                break
+        else:
+            raise AssertionError("no checkout met the terminated backend")
+        # pgmarina closed its idle ones at once: no checkout had to find them stale.
         assert _gone(pg, app, before)
         with engine.connect() as conn:
             assert _pid(conn) not in before
@@ -493,3 +500,19 @@ def test_a_detached_connection_leaves_the_pool_open_and_its_user_keeps_it(
         assert _gone(pg, app, {mine})
         _settled(inner)
         assert inner.stats().size == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_rejected_connect_raises_sqlalchemys_operational_error_at_once(
+    pg: Any, driver: str
+) -> None:
+    url = _url(pg, driver).set(database=f"no_such_db_{uuid.uuid4().hex[:6]}")
+    engine = sa.create_engine(url, poolclass=PgMarinaPool, pool_timeout=20)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(exc.OperationalError, match="does not exist") as caught:
+            engine.connect()
+        assert time.monotonic() - t0 < 10  # the pool fails fast: no wait for pool_timeout
+        assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
+    finally:
+        engine.dispose()

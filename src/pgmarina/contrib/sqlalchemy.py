@@ -122,6 +122,10 @@ def _where(raw: Any) -> str:
 class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
     """No connection came free within ``pool_timeout``.
 
+    (A connect the pool gives up on is raised as SQLAlchemy raises one, a
+    ``sqlalchemy.exc.OperationalError``, with pgmarina's
+    :class:`~pgmarina.PoolConnectError` as its ``__cause__``.)
+
     Both pgmarina's :class:`~pgmarina.PoolTimeout` and SQLAlchemy's
     ``sqlalchemy.exc.TimeoutError``, so code written for either catches it.
     """
@@ -411,6 +415,11 @@ class PgMarinaPool(sa_pool.Pool):
             lease = self._acquire()
         except errors.PoolTimeout as exc:
             raise PoolTimeout(str(exc)) from exc
+        except errors.PoolConnectError as exc:
+            wrapped = self._as_dbapi_error(exc)
+            if wrapped is None:
+                raise
+            raise wrapped from exc
         found = lease._entry.info
         rec = None if found is None else found.get(_RECORD)
         if rec is None:
@@ -420,6 +429,21 @@ class PgMarinaPool(sa_pool.Pool):
             _lease_info(lease)[_RECORD] = rec
         rec.lease = lease
         return rec
+
+    def _as_dbapi_error(self, exc: errors.PoolConnectError) -> BaseException | None:
+        """The engine's ``OperationalError`` for a connect the pool gave up on
+        (``None``: the pool's error is not about a driver error).
+
+        SQLAlchemy's users catch a failed connect as ``sqlalchemy.exc.DBAPIError``;
+        the pgmarina error (why the pool fails fast) is its ``__cause__``.
+        """
+        cause = exc.__cause__
+        dbapi = getattr(self._dialect, "loaded_dbapi", None)
+        if dbapi is None or not isinstance(cause, dbapi.Error):
+            return None
+        return sa_exc.DBAPIError.instance(
+            None, None, cause, dbapi.Error, dialect=self._dialect  # type: ignore[arg-type]
+        )
 
     def _hand_over(self, rec: Any) -> Any:
         """The record's DBAPI connection, when SQLAlchemy asks its creator for one.
