@@ -516,3 +516,28 @@ def test_a_rejected_connect_raises_sqlalchemys_operational_error_at_once(
         assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_checkout_waiting_through_a_dispose_gets_a_connection_from_the_new_pool(
+    pg: Any, driver: str
+) -> None:
+    with _engine(pg, driver, pool_size=1, max_overflow=0, pool_timeout=10) as (engine, _):
+        pool = engine.pool
+        got: list[Any] = []
+        held = pool.connect()
+        waiter = threading.Thread(target=lambda: got.append(pool.connect()))
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while pool.pgmarina_pool.stats().waiting == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        old = pool.pgmarina_pool
+        pool.dispose()  # SQLAlchemy's pool dispose: the pool itself goes on
+        waiter.join(10)
+        assert got and got[0].is_valid
+        assert pool.pgmarina_pool is not old
+        got[0].close()
+        held.close()
+        _settled(pool.pgmarina_pool)
+        assert old.closed and old.stats().size == 0

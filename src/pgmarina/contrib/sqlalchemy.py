@@ -398,6 +398,15 @@ class PgMarinaPool(sa_pool.Pool):
                 self._acquire = self._acquire_async
         return self._acquire()
 
+    def _get_lease(self) -> Any:
+        try:
+            return self._acquire()
+        except errors.PoolClosed:
+            # dispose() closed the pgmarina pool under this checkout (which
+            # was waiting, or had just read _acquire): wait on a new one, as
+            # QueuePool's checkouts go on across its dispose().
+            return self._first_acquire()
+
     def _acquire_async(self) -> Any:
         # AsyncPool.acquire's own fast path (an idle connection, no await);
         # only a checkout that must wait or check switches greenlets.
@@ -412,7 +421,7 @@ class PgMarinaPool(sa_pool.Pool):
 
     def _do_get(self) -> Any:
         try:
-            lease = self._acquire()
+            lease = self._get_lease()
         except errors.PoolTimeout as exc:
             raise PoolTimeout(str(exc)) from exc
         except errors.PoolConnectError as exc:
@@ -464,7 +473,7 @@ class PgMarinaPool(sa_pool.Pool):
             return dbapi_connection
         rec.lease = None
         self._drop(lease)
-        lease = self._acquire()
+        lease = self._get_lease()
         rec.lease = lease
         found = _lease_info(lease)
         other = found.get(_RECORD)
