@@ -541,3 +541,22 @@ def test_a_checkout_waiting_through_a_dispose_gets_a_connection_from_the_new_poo
         held.close()
         _settled(pool.pgmarina_pool)
         assert old.closed and old.stats().size == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_dispose_without_close_leaves_the_old_connections_alone(pg: Any, driver: str) -> None:
+    """``engine.dispose(close=False)`` is what SQLAlchemy has a forked child call: the old
+    pool's connections belong to the parent, so nothing may close them."""
+    with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
+        with engine.connect() as a, engine.connect() as b:
+            before = {_pid(a), _pid(b)}
+        old = engine.pool.pgmarina_pool
+        conns = [e.conn for e in old._core.entries if e.conn is not None]
+        engine.dispose(close=False)
+        old.close()  # as the forgotten pool's finalizer would: neither may reach them
+        assert before <= _pids(pg, app)
+        with engine.connect() as conn:
+            assert _pid(conn) not in before
+        for raw in conns:
+            raw.close()  # the test's own cleanup, in place of the garbage collector
+        assert _gone(pg, app, before)

@@ -155,6 +155,10 @@ class _Stash:
         self._make = make
         self._driver_connection = driver_connection
         self._made: dict[int, Any] = {}
+        #: Set when the pool is abandoned (``engine.dispose(close=False)``, in a
+        #: child process after a fork): its connections are the parent's, and
+        #: pgmarina must not close them, nor send a goodbye on their sockets.
+        self.abandoned = False
         #: Connections SQLAlchemy detached (``conn.detach()``): pgmarina lets go of
         #: them without closing them.  Held until then, so their ids stay theirs.
         self._detached: dict[int, Any] = {}
@@ -176,7 +180,7 @@ class _Stash:
         self._detached[id(conn)] = conn
 
     def terminate(self, conn: Any) -> None:
-        if id(conn) in self._detached:
+        if self.abandoned or id(conn) in self._detached:
             return  # the close that follows forgets it
         self._made.pop(id(conn), None)
         super().terminate(conn)  # type: ignore[misc]
@@ -192,7 +196,7 @@ class _SyncStash(_Stash):
         return self._keep(self._make())
 
     def close(self, conn: Any) -> None:
-        if self._detached.pop(id(conn), None) is not None:
+        if self._detached.pop(id(conn), None) is not None or self.abandoned:
             return
         self._made.pop(id(conn), None)
         super().close(conn)  # type: ignore[misc]
@@ -204,7 +208,7 @@ class _AsyncStash(_Stash):
         return self._keep(await _greenlet_spawn(self._make))
 
     async def close(self, conn: Any, timeout: float) -> None:
-        if self._detached.pop(id(conn), None) is not None:
+        if self._detached.pop(id(conn), None) is not None or self.abandoned:
             return
         self._made.pop(id(conn), None)
         await super().close(conn, timeout)  # type: ignore[misc]
@@ -583,8 +587,16 @@ class PgMarinaPool(sa_pool.Pool):
         self.logger.info("Pool disposed. %s", self.status())
 
     def recreate(self) -> PgMarinaPool:
-        """A new pool with the same settings (``engine.dispose()`` calls it)."""
+        """A new pool with the same settings (``engine.dispose()`` calls it).
+
+        Recreated without a ``dispose()`` first (``engine.dispose(close=False)``,
+        which SQLAlchemy documents for a child process after a fork), this pool
+        is abandoned: pgmarina never closes its connections, which may be the
+        parent's, and leaves them to the garbage collector as SQLAlchemy does.
+        """
         self.logger.info("Pool recreating")
+        if self._acquire != self._first_acquire and not self._pg.closed:
+            self._adapter.abandoned = True
         return self.__class__(
             self._creator,
             echo=self.echo,
