@@ -122,12 +122,11 @@ def _where(raw: Any) -> str:
 class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
     """No connection came free within ``pool_timeout``.
 
+    Both pgmarina's :class:`~pgmarina.PoolTimeout` and SQLAlchemy's
+    ``sqlalchemy.exc.TimeoutError``, so code written for either catches it.
     (A connect the pool gives up on is raised as SQLAlchemy raises one, a
     ``sqlalchemy.exc.OperationalError``, with pgmarina's
     :class:`~pgmarina.PoolConnectError` as its ``__cause__``.)
-
-    Both pgmarina's :class:`~pgmarina.PoolTimeout` and SQLAlchemy's
-    ``sqlalchemy.exc.TimeoutError``, so code written for either catches it.
     """
 
 
@@ -616,6 +615,14 @@ class PgMarinaPool(sa_pool.Pool):
     def size(self) -> int:
         """Most connections at once (``pool_size + max_overflow``)."""
         return int(self._pg.max_size)
+
+    def timeout(self) -> float | None:
+        """Seconds a checkout waits (``pool_timeout``)."""
+        return self._pg.timeout  # type: ignore[no-any-return]
+
+    def overflow(self) -> int:
+        """Connections open beyond ``pool_size``."""
+        return max(0, int(self._pg.stats().size) - int(self._settings["pool_size"]))
 
     def checkedin(self) -> int:
         """Connections idle in the pool."""
