@@ -303,3 +303,55 @@ async def test_an_async_rejected_connect_raises_sqlalchemys_operational_error(
         assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_async_checkout_event_disconnect_moves_the_record_to_a_fresh_connection(
+    pg: Any, driver: str
+) -> None:
+    async with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
+        inner = engine.pool.pgmarina_pool  # type: ignore[attr-defined]
+        async with engine.connect() as a, engine.connect() as b:
+            pids = {await _pid(a), await _pid(b)}
+        refuse = [True]
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def once(dbapi: Any, rec: Any, proxy: Any) -> None:
+            if refuse and refuse.pop():
+                raise exc.DisconnectionError("refused once by the test")
+
+        async with engine.connect() as conn:
+            pid = await _pid(conn)
+            assert inner.stats().in_use == 1
+        await _settled(engine)
+        await eventually(lambda: len(pids - _pids(pg, app)) == 1, what="refused one closed")
+        assert pid in _pids(pg, app)
+        assert inner.stats().size <= 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_async_soft_invalidated_and_detached_connections_leave_the_pool(
+    pg: Any, driver: str
+) -> None:
+    async with _engine(pg, driver, pool_size=1, max_overflow=0) as (engine, app):
+        inner = engine.pool.pgmarina_pool  # type: ignore[attr-defined]
+        async with engine.connect() as conn:
+            soft = await _pid(conn)
+            (await conn.get_raw_connection()).invalidate(soft=True)
+        await _gone(pg, app, {soft})
+        async with engine.connect() as conn:
+            mine = await _pid(conn)
+            assert mine != soft
+            await conn.run_sync(lambda sync_conn: sync_conn.detach())
+            assert inner.stats().in_use == 0
+            async with engine.connect() as other:  # a replacement, though max_size is 1
+                assert await _pid(other) != mine
+            assert await _pid(conn) == mine  # pgmarina left the detached one alone
+            driver_connection = (await conn.get_raw_connection()).dbapi_connection.driver_connection
+        # Its user closes it: SQLAlchemy closes a detached connection when the block
+        # ends with asyncpg, not with psycopg.
+        await driver_connection.close()
+        await _gone(pg, app, {mine})
+        await _settled(engine)
