@@ -411,8 +411,10 @@ class PgMarinaPool(sa_pool.Pool):
             return self._first_acquire()
 
     def _acquire_async(self) -> Any:
-        # AsyncPool.acquire's own fast path (an idle connection, no await);
-        # only a checkout that must wait or check switches greenlets.
+        # AsyncPool.acquire's own steps (_Acquire.__await__): its fast path
+        # takes an idle connection with no await, so only a checkout that
+        # must wait or check switches greenlets.  (Releases likewise call
+        # AsyncPool._return, release's body, which awaits only a reset.)
         pg = self._pg
         got = pg._take()
         if type(got) is pg._lease_class:
@@ -511,7 +513,7 @@ class PgMarinaPool(sa_pool.Pool):
             self._drop(lease)
             return
         if self._shell is Pool:
-            lease._pool._return(lease, None)  # Pool.release's body, one frame fewer
+            lease._pool.release(lease)
             return
         reset = lease._pool._return(lease)
         if reset is not None:  # only for a connection SQLAlchemy did not reset
