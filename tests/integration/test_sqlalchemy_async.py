@@ -355,3 +355,59 @@ async def test_async_soft_invalidated_and_detached_connections_leave_the_pool(
         await driver_connection.close()
         await _gone(pg, app, {mine})
         await _settled(engine)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_async_random_mix_with_cancels_and_disposes_leaks_nothing(
+    pg: Any, driver: str
+) -> None:
+    """Tasks check out, invalidate, time out, get cancelled and dispose the pool at random;
+    afterwards every backend of the engine is one the pool holds, and nothing is leased."""
+    import random
+
+    async with _engine(pg, driver, pool_size=2, max_overflow=2, pool_timeout=0.5) as (
+        engine,
+        app,
+    ):
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + 2.0
+
+        async def work(seed: int) -> None:
+            rng = random.Random(seed)
+            while loop.time() < stop:
+                roll = rng.random()
+                try:
+                    async with engine.connect() as conn:
+                        await _pid(conn)
+                        if roll < 0.1:
+                            await conn.invalidate()
+                        elif roll < 0.13:
+                            engine.pool.dispose()  # from a coroutine: the close runs in a task
+                        elif roll < 0.16 and seed == 0:
+                            # A new pool; leases go back to the old one.  (One task only:
+                            # two engine.dispose() racing make SQLAlchemy drop a pool.)
+                            await engine.dispose()
+                        elif roll < 0.2:
+                            await conn.commit()
+                except PoolTimeout:
+                    pass
+
+        async def canceller() -> None:
+            rng = random.Random(99)
+            while loop.time() < stop:
+                victim = asyncio.ensure_future(work(rng.randrange(1000)))
+                await asyncio.sleep(rng.random() * 0.02)
+                victim.cancel()
+                await asyncio.gather(victim, return_exceptions=True)
+
+        await asyncio.gather(*(work(n) for n in range(20)), canceller())
+        await _settled(engine)
+        inner = engine.pool.pgmarina_pool  # type: ignore[attr-defined]
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        await eventually(
+            lambda: len(_pids(pg, app)) == inner.stats().size,
+            what="the engine's backends are the ones its pool holds",
+        )
+

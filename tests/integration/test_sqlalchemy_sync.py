@@ -544,14 +544,18 @@ def test_a_checkout_waiting_through_a_dispose_gets_a_connection_from_the_new_poo
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_dispose_without_close_leaves_the_old_connections_alone(pg: Any, driver: str) -> None:
+def test_dispose_without_close_in_a_forked_child_leaves_the_old_connections_alone(
+    pg: Any, driver: str
+) -> None:
     """``engine.dispose(close=False)`` is what SQLAlchemy has a forked child call: the old
-    pool's connections belong to the parent, so nothing may close them."""
+    pool's connections belong to the parent, so nothing may close them.  (The child is
+    simulated: the pool is told it was opened by another process.)"""
     with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
         with engine.connect() as a, engine.connect() as b:
             before = {_pid(a), _pid(b)}
         old = engine.pool.pgmarina_pool
         conns = [e.conn for e in old._core.entries if e.conn is not None]
+        engine.pool._opened_in = -1  # as in a child: opened by the parent
         engine.dispose(close=False)
         old.close()  # as the forgotten pool's finalizer would: neither may reach them
         assert before <= _pids(pg, app)
@@ -560,3 +564,69 @@ def test_dispose_without_close_leaves_the_old_connections_alone(pg: Any, driver:
         for raw in conns:
             raw.close()  # the test's own cleanup, in place of the garbage collector
         assert _gone(pg, app, before)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_dispose_without_close_in_the_same_process_closes_the_old_pool(
+    pg: Any, driver: str
+) -> None:
+    """In the process that opened it, a pool recreated without dispose() (close=False, or
+    two engine.dispose() racing) is disposed: its connections do not wait for the GC."""
+    with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
+        with engine.connect() as a, engine.connect() as b:
+            before = {_pid(a), _pid(b)}
+        old = engine.pool.pgmarina_pool
+        engine.dispose(close=False)
+        assert old.closed
+        assert _gone(pg, app, before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_random_mix_of_checkouts_invalidations_detaches_and_disposes_leaks_nothing(
+    pg: Any, driver: str
+) -> None:
+    """Threads check out, invalidate (hard and soft), detach, time out and dispose at random;
+    afterwards every backend of the engine is one the pool holds, and nothing is leased."""
+    import random
+
+    with _engine(pg, driver, pool_size=2, max_overflow=2, pool_timeout=0.5) as (engine, app):
+        errors: list[BaseException] = []
+        stop = time.monotonic() + 2.0
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                while time.monotonic() < stop:
+                    roll = rng.random()
+                    try:
+                        with engine.connect() as conn:
+                            _pid(conn)
+                            if roll < 0.1:
+                                conn.invalidate()
+                            elif roll < 0.15:
+                                conn.connection.invalidate(soft=True)
+                            elif roll < 0.2:
+                                conn.detach()  # closed when the block ends
+                            elif roll < 0.25:
+                                engine.pool.dispose()
+                            elif roll < 0.3:
+                                conn.commit()
+                    except PoolTimeout:
+                        pass
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors[0]
+        inner = engine.pool.pgmarina_pool
+        _settled(inner)
+        assert engine.pool.checkedout() == 0
+        deadline = time.monotonic() + 5
+        while len(_pids(pg, app)) != inner.stats().size:
+            assert time.monotonic() < deadline, (_pids(pg, app), inner.stats())
+            time.sleep(0.05)

@@ -51,7 +51,11 @@ ready (an idle connection is taken with no await at all).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from time import monotonic
 from typing import Any
@@ -83,6 +87,16 @@ __all__ = ["PgMarinaPool", "PoolTimeout"]
 _await: Callable[[Any], Any] = getattr(_concurrency, "await_", None) or _concurrency.await_only
 _in_greenlet: Callable[[], bool] = _concurrency.in_greenlet
 _greenlet_spawn = _concurrency.greenlet_spawn
+
+#: Closes started by a dispose() outside the engine's greenlets, held until done.
+_closing: set[asyncio.Task[Any]] = set()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 #: The key of a connection's SQLAlchemy record in its pgmarina ``info`` dict.
 _RECORD = "sqlalchemy.record"
@@ -117,6 +131,14 @@ def _where(raw: Any) -> str:
     except Exception:  # pragma: no cover - a driver that keeps them elsewhere
         return _BY_ENGINE
     return describe_target(None, {"host": host, "port": port, "dbname": db})
+
+
+def _let_go(entries: set[Any], adapter: Any) -> None:
+    """Finalizer of an AsyncPool collected unclosed: cut its connections off."""
+    for entry in list(entries):
+        if entry.conn is not None:
+            with contextlib.suppress(Exception):  # best effort, at collection time
+                adapter.terminate(entry.conn)
 
 
 class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
@@ -370,16 +392,33 @@ class PgMarinaPool(sa_pool.Pool):
         }
         if logging_name and "name" not in options:
             self._pg_settings["name"] = logging_name
+        #: Set by recreate(): the engine uses the new pool from then on.
+        self._superseded = False
         self._pg: Any = self._new_pg()  # settings checked now, opened at the first checkout
         self._opening = threading.Lock()
         self._acquire: Callable[[], Any] = self._first_acquire
+        #: The process that opened the pgmarina pool (a fork's child is another).
+        self._opened_in = os.getpid()
 
     # ------------------------------------------------------------------
     # the pgmarina pool underneath
 
     def _new_pg(self) -> Any:
-        pg = self._shell(None, driver=self._adapter, **self._pg_settings)
+        settings = self._pg_settings
+        if self._superseded:
+            # A checkout still on this pool after the engine moved on to its
+            # recreate() (it had read engine.pool before): keep nothing idle,
+            # so that this pool, which no one will dispose, holds no connection.
+            settings = {**settings, "min_size": 0, "max_idle": 0}
+        pg = self._shell(None, driver=self._adapter, **settings)
         pg._target = _BY_ENGINE  # told by the first connection (_hand_over)
+        if self._shell is AsyncPool:
+            # The thread Pool drops the connections of a pool collected unclosed;
+            # AsyncPool leaves that to its user, and here the user is this class.
+            # A pgmarina pool this pool let go of without closing it (an engine
+            # dropped undisposed; a dispose that raced checkouts) must not leave
+            # its connections open until each is collected on its own.
+            weakref.finalize(pg, _let_go, pg._core.entries, self._adapter)
         return pg
 
     @property
@@ -393,6 +432,7 @@ class PgMarinaPool(sa_pool.Pool):
             pg = self._pg
             if pg.closed:  # disposed: start afresh, as QueuePool does
                 pg = self._pg = self._new_pg()
+            self._opened_in = os.getpid()
             if self._shell is Pool:
                 pg.open()
                 self._acquire = pg.acquire
@@ -402,13 +442,16 @@ class PgMarinaPool(sa_pool.Pool):
         return self._acquire()
 
     def _get_lease(self) -> Any:
-        try:
-            return self._acquire()
-        except errors.PoolClosed:
-            # dispose() closed the pgmarina pool under this checkout (which
-            # was waiting, or had just read _acquire): wait on a new one, as
-            # QueuePool's checkouts go on across its dispose().
-            return self._first_acquire()
+        acquire = self._acquire
+        while True:
+            try:
+                return acquire()
+            except errors.PoolClosed:
+                # dispose() closed the pgmarina pool under this checkout (which
+                # was waiting, or had just read _acquire): wait on the new one,
+                # as QueuePool's checkouts go on across its dispose().  Nothing
+                # else closes it: this pool itself is never closed for good.
+                acquire = self._first_acquire
 
     def _acquire_async(self) -> Any:
         # AsyncPool.acquire's own steps (_Acquire.__await__): its fast path
@@ -492,16 +535,26 @@ class PgMarinaPool(sa_pool.Pool):
             raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
         return dbapi_connection
 
+    def _return_conn(self, record: Any) -> None:
+        # Every checkin (ConnectionPoolEntry.checkin) comes this way; only a
+        # fairy's detach() calls _do_return_conn directly.
+        self._check_in(record, detached=False)
+
     def _do_return_conn(self, record: Any) -> None:
+        self._check_in(record, detached=True)
+
+    def _check_in(self, record: Any, detached: bool) -> None:
         lease = record.lease
         if lease is None:  # already back (a checkout that failed before its lease)
             return
         record.lease = None
         if record.dbapi_connection is None:
-            if self._adapter.is_closed(lease._con):  # invalidated: SQLAlchemy closed it
-                self._drop(lease)
-            else:  # detached: its user keeps it
+            if detached:  # its user keeps it
                 self._detach(lease)
+            else:
+                # Invalidated: SQLAlchemy closed it, or tried to (a close that
+                # failed or was cut short still drops the connection).
+                self._drop(lease)
             return
         if record._soft_invalidate_time > record.starttime:
             # Soft-invalidated: no one gets it again.  Closed the SQLAlchemy
@@ -579,25 +632,41 @@ class PgMarinaPool(sa_pool.Pool):
             self._acquire = self._first_acquire
         if self._shell is Pool:
             pg.close(wait=False)
-        elif pg._opened and _in_greenlet():
+        elif not pg._opened:
+            pg.terminate()  # holds nothing; refuses its further use
+        elif _in_greenlet():  # AsyncEngine.dispose() runs this in a greenlet
             _await(pg.close(wait=False))
         else:
-            # Never opened (it holds nothing), or disposed from outside the
-            # engine's greenlets (AsyncEngine.dispose runs in one): no await.
-            pg.terminate()
+            loop = _running_loop()
+            if loop is not None and loop is pg._loop:
+                # Called from a coroutine, not through the engine: close in a
+                # task (the close does its work at once, then waits for its own).
+                closing = loop.create_task(pg.close(wait=False))
+                _closing.add(closing)
+                closing.add_done_callback(_closing.discard)
+            else:
+                # Not on the pool's loop: no way to close gracefully from here.
+                pg.terminate()
         self.logger.info("Pool disposed. %s", self.status())
 
     def recreate(self) -> PgMarinaPool:
         """A new pool with the same settings (``engine.dispose()`` calls it).
 
-        Recreated without a ``dispose()`` first (``engine.dispose(close=False)``,
-        which SQLAlchemy documents for a child process after a fork), this pool
-        is abandoned: pgmarina never closes its connections, which may be the
-        parent's, and leaves them to the garbage collector as SQLAlchemy does.
+        Recreated without a ``dispose()`` first (``engine.dispose(close=False)``)
+        in a child process after a fork, which is what SQLAlchemy documents it
+        for, this pool is abandoned: its connections are the parent's, and
+        pgmarina never closes them (nor could it: its threads and event loop
+        stayed in the parent).  In the process that opened it (the same call,
+        or two ``engine.dispose()`` racing), it is disposed, so that its
+        connections do not wait for the garbage collector.
         """
         self.logger.info("Pool recreating")
+        self._superseded = True
         if self._acquire != self._first_acquire and not self._pg.closed:
-            self._adapter.abandoned = True
+            if os.getpid() != self._opened_in:
+                self._adapter.abandoned = True
+            else:
+                self.dispose()
         return self.__class__(
             self._creator,
             echo=self.echo,
