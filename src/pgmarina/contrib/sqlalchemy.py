@@ -9,8 +9,11 @@ takes them back through ``_do_return_conn``.  Everything users know about
 SQLAlchemy's pools (rollback on return, ``pool_pre_ping``, ``pool_recycle``,
 events, invalidation) happens around those two calls, in code the pool
 subclass inherits.  :class:`PgMarinaPool` keeps all of that and replaces only
-the storage: ``_do_get`` leases a connection from a pgmarina pool, and
-``_do_return_conn`` gives it back.
+the storage: ``_do_get`` leases a connection from a pgmarina pool, and the
+checkin (``_return_conn``) gives it back.  SQLAlchemy hands the record the
+driver's own connection (wrapped by its async shims for async engines), not
+pgmarina's lease: the engine's Connection is what borrowers hold, and it
+refuses use after its close.
 
 One SQLAlchemy record belongs to one physical connection for as long as that
 connection lives; it is kept in the pgmarina entry's ``info`` dict (see
@@ -38,10 +41,14 @@ What maps onto what:
   failed pre-ping) closes it and pgmarina drops it when it comes back;
   invalidating the whole pool (a disconnect error does) also expires every
   idle pgmarina connection, and leased ones are replaced as they return.
+- A detached connection (``conn.detach()``) leaves the pgmarina pool
+  without being closed: its user owns it.
 - ``dispose()`` closes the pgmarina pool (idle connections now, leased ones
   as they come back); the pool makes a new one on its next checkout, so, as
-  with ``QueuePool``, it stays usable.  ``recreate()`` returns a new pool
-  with the same settings, as ``engine.dispose()`` expects.
+  with ``QueuePool``, it stays usable, and a checkout waiting through it is
+  served by the new one.  ``recreate()`` returns a new pool with the same
+  settings, as ``engine.dispose()`` expects; in a fork's child
+  (``engine.dispose(close=False)``) the old pool's connections are left alone.
 
 Async engines run this same synchronous pool API inside SQLAlchemy's
 greenlets; the pool waits on pgmarina's :class:`~pgmarina.AsyncPool` with
