@@ -630,3 +630,35 @@ def test_a_random_mix_of_checkouts_invalidations_detaches_and_disposes_leaks_not
         while len(_pids(pg, app)) != inner.stats().size:
             assert time.monotonic() < deadline, (_pids(pg, app), inner.stats())
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_no_password_in_the_pools_status_repr_or_errors(
+    pg: Any, driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s3cr3t-Pw-" + uuid.uuid4().hex[:6]
+    url = _url(pg, driver).set(password=secret)  # the test server trusts: it is not checked
+    engine = sa.create_engine(
+        url, poolclass=PgMarinaPool, pool_size=1, max_overflow=0, pool_timeout=0.1,
+        echo_pool="debug",
+    )
+    texts = [engine.pool.status(), repr(engine.pool.pgmarina_pool)]
+    try:
+        with caplog.at_level("DEBUG"), engine.connect() as conn:
+            _pid(conn)
+            texts += [engine.pool.status(), repr(engine.pool.pgmarina_pool)]
+            with pytest.raises(PoolTimeout) as caught:
+                engine.connect()
+            texts.append(str(caught.value))
+        bad = sa.create_engine(
+            url.set(database="no_such_db_" + uuid.uuid4().hex[:6]), poolclass=PgMarinaPool
+        )
+        with caplog.at_level("DEBUG"), pytest.raises(exc.DBAPIError) as failed:
+            bad.connect()
+        texts += [str(failed.value), str(failed.value.__cause__)]
+        bad.dispose()
+    finally:
+        engine.dispose()
+    texts.append(caplog.text)
+    assert all(secret not in t for t in texts)
+    assert "127.0.0.1" in texts[2] or "localhost" in texts[2]
