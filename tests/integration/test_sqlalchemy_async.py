@@ -411,3 +411,26 @@ async def test_async_random_mix_with_cancels_and_disposes_leaks_nothing(
             what="the engine's backends are the ones its pool holds",
         )
 
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_async_dispose_without_close_closes_in_process_and_abandons_in_a_child(
+    pg: Any, driver: str
+) -> None:
+    async with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
+        async with engine.connect() as a, engine.connect() as b:
+            first = {await _pid(a), await _pid(b)}
+        await engine.dispose(close=False)  # same process: the old pool is disposed
+        await _gone(pg, app, first)
+        async with engine.connect() as a, engine.connect() as b:
+            second = {await _pid(a), await _pid(b)}
+        old = engine.pool.pgmarina_pool  # type: ignore[attr-defined]
+        conns = [e.conn for e in old._core.entries if e.conn is not None]
+        engine.pool._opened_in = -1  # type: ignore[attr-defined]  # as in a forked child
+        await engine.dispose(close=False)
+        await old.close()  # as the collector would: neither may reach them
+        assert second <= _pids(pg, app)
+        for raw in conns:
+            await raw.close()  # the test's own cleanup
+        await _gone(pg, app, second)
