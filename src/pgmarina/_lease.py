@@ -37,6 +37,7 @@ __all__ = [
     "close_tracked",
     "end",
     "forward",
+    "info",
     "maker",
     "reset_on_release",
     "set_made",
@@ -301,6 +302,32 @@ def close_tracked(made: set[Any], shut: Callable[[Any], Any]) -> None:
         cursor = cursor_ref()
         if cursor is not None:
             shut(cursor)
+
+
+def info(conn: Any) -> dict[Any, Any]:
+    """A dict that stays with the physical connection behind a live lease.
+
+    What an integration knows about one connection (SQLAlchemy's record of
+    it, say) lives here rather than on the driver connection: pgmarina
+    never writes attributes onto a driver connection, and asyncpg's take
+    none.  The dict is made on first use, so leases that never ask cost
+    nothing; it goes away when the pool closes the connection.
+
+    Raises:
+        TypeError: ``conn`` is not a lease.
+        ConnectionReleasedError: the lease is over.
+    """
+    if not isinstance(conn, Lease):
+        raise TypeError(
+            f"info() takes a connection leased from a pool, not {type(conn).__name__}"
+        )
+    if isinstance(conn._con, _Released):
+        raise ConnectionReleasedError("this connection was released back to the pool")
+    entry = conn._entry
+    found: dict[Any, Any] | None = entry.info
+    if found is None:
+        found = entry.info = {}
+    return found
 
 
 def unwrap(conn: Any) -> Any:

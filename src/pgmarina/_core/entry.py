@@ -82,6 +82,10 @@ class Entry:
             pool's, and older entries are replaced as they come back.
         host: Which server it talks to (``None`` while the pool has one host).
         lease: Opaque slot for the shell (the guard it handed out).
+        info: A dict of the borrowers' own per-connection data (``None``
+            until first asked for, see :func:`pgmarina._lease.info`): what
+            an integration keeps about one physical connection, since
+            asyncpg's connections take no attributes.  Dropped with the entry.
     """
 
     __slots__ = (
@@ -94,6 +98,7 @@ class Entry:
         "host",
         "id",
         "idle_since",
+        "info",
         "lease",
         "state",
         "uses",
@@ -112,6 +117,7 @@ class Entry:
         self.generation = generation
         self.host = host
         self.lease: Any = None
+        self.info: dict[Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Entry #{self.id} {self.state.value} uses={self.uses} gen={self.generation}>"

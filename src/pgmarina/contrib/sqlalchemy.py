@@ -1,0 +1,711 @@
+"""SQLAlchemy engines on a pgmarina pool: ``create_engine(url, poolclass=PgMarinaPool)``.
+
+How it fits together
+--------------------
+SQLAlchemy splits pooling in two.  Its :class:`sqlalchemy.pool.Pool` keeps
+*records* (one per DBAPI connection: the connect events ran on it, its
+``info`` dict, when it was made) and hands them out through ``_do_get`` and
+takes them back through ``_do_return_conn``.  Everything users know about
+SQLAlchemy's pools (rollback on return, ``pool_pre_ping``, ``pool_recycle``,
+events, invalidation) happens around those two calls, in code the pool
+subclass inherits.  :class:`PgMarinaPool` keeps all of that and replaces only
+the storage: ``_do_get`` leases a connection from a pgmarina pool, and the
+checkin (``_return_conn``) gives it back.  SQLAlchemy hands the record the
+driver's own connection (wrapped by its async shims for async engines), not
+pgmarina's lease: the engine's Connection is what borrowers hold, and it
+refuses use after its close.
+
+One SQLAlchemy record belongs to one physical connection for as long as that
+connection lives; it is kept in the pgmarina entry's ``info`` dict (see
+:func:`pgmarina._lease.info`), since asyncpg's connections take no
+attributes.  So the ``connect`` event runs once per physical connection, as
+with SQLAlchemy's own pools, and the engine's session state (isolation level,
+``SET`` in a connect event) stays with the connection it was set on.  That is
+also why each engine gets a pgmarina pool of its own: a pool shared between
+engines would hand one engine's session state to the other.
+
+pgmarina makes the connections, but through the engine: its connect calls
+the engine's own ``creator`` (the URL, ``connect_args``, the ``do_connect``
+event, ``creator=`` and ``async_creator=`` all apply) and keeps the DBAPI
+connection SQLAlchemy made until the connection's first checkout gives it to
+its record.  pgmarina pools the driver connection underneath.
+
+What maps onto what:
+
+- ``pool_size`` is pgmarina's ``min_size`` (kept open), and ``pool_size +
+  max_overflow`` its ``max_size``; ``pool_timeout`` its acquire ``timeout``;
+  ``pool_recycle`` its ``max_lifetime`` (pgmarina replaces a connection that
+  old while it is idle, rather than at the checkout that finds it too old).
+  ``pool_options={...}`` passes any other pgmarina setting.
+- Invalidating a connection (``conn.invalidate()``, a disconnect error, a
+  failed pre-ping) closes it and pgmarina drops it when it comes back;
+  invalidating the whole pool (a disconnect error does) also expires every
+  idle pgmarina connection, and leased ones are replaced as they return.
+- A detached connection (``conn.detach()``) leaves the pgmarina pool
+  without being closed: its user owns it.
+- ``dispose()`` closes the pgmarina pool (idle connections now, leased ones
+  as they come back); the pool makes a new one on its next checkout, so, as
+  with ``QueuePool``, it stays usable, and a checkout waiting through it is
+  served by the new one.  ``recreate()`` returns a new pool with the same
+  settings, as ``engine.dispose()`` expects; in a fork's child
+  (``engine.dispose(close=False)``) the old pool's connections are left alone.
+
+Async engines run this same synchronous pool API inside SQLAlchemy's
+greenlets; the pool waits on pgmarina's :class:`~pgmarina.AsyncPool` with
+SQLAlchemy's ``await_only``, and only when its fast path has no connection
+ready (an idle connection is taken with no await at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from time import monotonic
+from typing import Any
+
+try:
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import pool as sa_pool
+    from sqlalchemy.pool.base import _ConnectionRecord
+    from sqlalchemy.util import concurrency as _concurrency
+except ImportError as _missing:  # pragma: no cover - depends on the environment
+    from ..errors import DriverNotInstalled
+
+    raise DriverNotInstalled(
+        "pgmarina.contrib.sqlalchemy needs SQLAlchemy 2: pip install 'pgmarina[sqlalchemy]'"
+    ) from _missing
+
+from .. import errors
+from .._lease import end as _end_lease
+from .._lease import info as _lease_info
+from .._redact import describe_target
+from ..adapters import resolve
+from ..shells._common import _POOL_KEYWORDS, DEFAULT
+from ..shells.aio import AsyncPool
+from ..shells.threaded import Pool
+
+__all__ = ["PgMarinaPool", "PoolTimeout"]
+
+# SQLAlchemy 2.1 calls it await_, 2.0 await_only (still an alias in 2.1).
+_await: Callable[[Any], Any] = getattr(_concurrency, "await_", None) or _concurrency.await_only
+_in_greenlet: Callable[[], bool] = _concurrency.in_greenlet
+_greenlet_spawn = _concurrency.greenlet_spawn
+
+#: Closes started by a dispose() outside the engine's greenlets, held until done.
+_closing: set[asyncio.Task[Any]] = set()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+#: The key of a connection's SQLAlchemy record in its pgmarina ``info`` dict.
+_RECORD = "sqlalchemy.record"
+
+#: (async engine, dialect driver) -> (pgmarina shell, pgmarina driver)
+_SHELLS: dict[tuple[bool, str], tuple[type[Any], str]] = {
+    (False, "psycopg"): (Pool, "psycopg"),
+    (False, "psycopg2"): (Pool, "psycopg2"),
+    (True, "asyncpg"): (AsyncPool, "asyncpg"),
+    (True, "psycopg"): (AsyncPool, "psycopg"),
+}
+
+#: pgmarina settings the pool derives from SQLAlchemy's own arguments.
+_DERIVED = frozenset(
+    {"min_size", "max_size", "timeout", "max_lifetime", "driver", "connect_kwargs"}
+)
+
+
+#: The pgmarina pool's target in ``repr`` until its first connection tells where it goes.
+_BY_ENGINE = "(engine URL)"
+
+
+def _where(raw: Any) -> str:
+    """``host:port/dbname`` of a driver connection, for the pool's ``repr``."""
+    try:
+        found = getattr(raw, "info", None)  # psycopg's and psycopg2's ConnectionInfo
+        if found is not None:
+            host, port, db = found.host, found.port, found.dbname
+        else:  # asyncpg
+            addr, db = raw._addr, raw._params.database
+            host, port = addr if isinstance(addr, tuple) else (addr, None)
+    except Exception:  # pragma: no cover - a driver that keeps them elsewhere
+        return _BY_ENGINE
+    return describe_target(None, {"host": host, "port": port, "dbname": db})
+
+
+def _let_go(entries: set[Any], adapter: Any) -> None:
+    """Finalizer of an AsyncPool collected unclosed: cut its connections off."""
+    for entry in list(entries):
+        if entry.conn is not None:
+            with contextlib.suppress(Exception):  # best effort, at collection time
+                adapter.terminate(entry.conn)
+
+
+class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
+    """No connection came free within ``pool_timeout``.
+
+    Both pgmarina's :class:`~pgmarina.PoolTimeout` and SQLAlchemy's
+    ``sqlalchemy.exc.TimeoutError``, so code written for either catches it.
+    (A connect the pool gives up on is raised as SQLAlchemy raises one, a
+    ``sqlalchemy.exc.OperationalError``, with pgmarina's
+    :class:`~pgmarina.PoolConnectError` as its ``__cause__``.)
+    """
+
+
+class _Record(_ConnectionRecord):
+    """SQLAlchemy's record of one physical connection, plus its current lease."""
+
+    __slots__ = ("lease",)
+
+    lease: Any
+
+
+class _Stash:
+    """What the engine adapter adds to pgmarina's own driver adapter.
+
+    Its connect asks the engine's creator for a DBAPI connection and gives
+    pgmarina the driver connection underneath.  SQLAlchemy's connection is
+    kept here, by the driver connection's id, until the record made at its
+    first checkout takes it (:meth:`take`), or until pgmarina closes the
+    connection unused: close and terminate drop it, so nothing piles up.
+    (The stored DBAPI connection holds the driver connection, so the id
+    cannot be reused while it is stored.)
+    """
+
+    def __init__(self, make: Callable[[], Any], driver_connection: Callable[[Any], Any]) -> None:
+        self._make = make
+        self._driver_connection = driver_connection
+        self._made: dict[int, Any] = {}
+        #: Set when the pool is abandoned (``engine.dispose(close=False)``, in a
+        #: child process after a fork): its connections are the parent's, and
+        #: pgmarina must not close them, nor send a goodbye on their sockets.
+        self.abandoned = False
+        #: Connections SQLAlchemy detached (``conn.detach()``): pgmarina lets go of
+        #: them without closing them.  Held until then, so their ids stay theirs.
+        self._detached: dict[int, Any] = {}
+
+    def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
+        """The engine checked its URL; pgmarina gets no connect arguments."""
+
+    def _keep(self, dbapi_connection: Any) -> Any:
+        raw = self._driver_connection(dbapi_connection)
+        self._made[id(raw)] = dbapi_connection
+        return raw
+
+    def take(self, raw: Any) -> Any:
+        """SQLAlchemy's DBAPI connection for ``raw``, once; ``None`` after."""
+        return self._made.pop(id(raw), None)
+
+    def detach(self, conn: Any) -> None:
+        """Have pgmarina's close and terminate leave ``conn`` open: its user owns it now."""
+        self._detached[id(conn)] = conn
+
+    def terminate(self, conn: Any) -> None:
+        if self.abandoned or id(conn) in self._detached:
+            return  # the close that follows forgets it
+        self._made.pop(id(conn), None)
+        super().terminate(conn)  # type: ignore[misc]
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        # The async DBAPI shims wrap the driver's error; judge the driver's.
+        inner = exc.__cause__ if exc.__cause__ is not None else exc
+        return bool(super().is_permanent(inner))  # type: ignore[misc]
+
+
+class _SyncStash(_Stash):
+    def connect(self, dsn: str | None, kwargs: Mapping[str, Any], timeout: float) -> Any:
+        return self._keep(self._make())
+
+    def close(self, conn: Any) -> None:
+        if self._detached.pop(id(conn), None) is not None or self.abandoned:
+            return
+        self._made.pop(id(conn), None)
+        super().close(conn)  # type: ignore[misc]
+
+
+class _AsyncStash(_Stash):
+    async def connect(self, dsn: str | None, kwargs: Mapping[str, Any]) -> Any:
+        # The async DBAPI shims await inside a greenlet: give them one.
+        return self._keep(await _greenlet_spawn(self._make))
+
+    async def close(self, conn: Any, timeout: float) -> None:
+        if self._detached.pop(id(conn), None) is not None or self.abandoned:
+            return
+        self._made.pop(id(conn), None)
+        await super().close(conn, timeout)  # type: ignore[misc]
+
+
+_adapter_classes: dict[type[Any], type[Any]] = {}
+
+
+def _engine_adapter(driver: str, sync: bool, make: Callable[[], Any], dialect: Any) -> Any:
+    """pgmarina's adapter for ``driver``, connecting through the engine."""
+    base = type(resolve(driver, sync=sync))
+    cls = _adapter_classes.get(base)
+    if cls is None:
+        stash = _SyncStash if sync else _AsyncStash
+        cls = type(f"Engine{base.__name__}", (stash, base), {"__module__": __name__})
+        _adapter_classes[base] = cls
+    return cls(make, dialect.get_driver_connection)
+
+
+class PgMarinaPool(sa_pool.Pool):
+    """A SQLAlchemy pool whose connections come from a pgmarina pool.
+
+    Give it to an engine as its pool class; the engine's pool arguments set
+    it up::
+
+        engine = create_engine(
+            "postgresql+psycopg://app@db/app",
+            poolclass=PgMarinaPool,
+            pool_size=5,        # pgmarina min_size: kept open
+            max_overflow=10,    # max_size = pool_size + max_overflow
+            pool_timeout=30,
+            pool_options={"max_idle": 300, "check_window": 2.0},
+        )
+
+    ``create_engine`` (``postgresql+psycopg``, ``+psycopg2``) runs it on the
+    thread :class:`~pgmarina.Pool`, ``create_async_engine``
+    (``postgresql+asyncpg``, ``+psycopg``) on :class:`~pgmarina.AsyncPool`.
+    Each engine gets its own pgmarina pool, opened at its first checkout.
+
+    Every parameter takes a keyword or a position, since ``create_engine``
+    passes only those (it reads the constructor's signature).
+
+    Args:
+        creator: The engine's connect function (``create_engine`` passes it).
+        pool_size: Connections kept open (pgmarina's ``min_size``).
+        max_overflow: Connections allowed beyond ``pool_size``; pgmarina's
+            ``max_size`` is the sum.  ``-1`` (no limit) is refused: a pool
+            needs a bound.
+        timeout: Seconds a checkout waits for a connection (``pool_timeout``;
+            ``None``: for ever); then :class:`PoolTimeout` is raised.
+        recycle: Replace connections older than this many seconds
+            (``pool_recycle``; ``-1``: never); pgmarina's ``max_lifetime``.
+        echo, logging_name, reset_on_return, events, pre_ping: As for every
+            SQLAlchemy pool (``echo_pool``, ``pool_logging_name``,
+            ``pool_reset_on_return``, ``pool_events``, ``pool_pre_ping``).
+        dialect: The engine's dialect (``create_engine`` passes it).
+        use_lifo: Accepted for ``pool_use_lifo``; pgmarina always hands out
+            the most recently used idle connection.
+        pool_options: Other pgmarina settings (``max_idle``,
+            ``check_window``, ``fail_fast_after``, ``name``…), see
+            :class:`~pgmarina.Pool`.  Connect arguments are not among them:
+            the engine's URL and ``connect_args`` say how to connect.
+
+    Raises:
+        TypeError: no dialect, or a ``pool_options`` key the pool derives
+            itself, or a setting pgmarina does not know.
+        ValueError: a driver pgmarina does not pool, or a bad setting.
+    """
+
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        timeout: float | None = 30.0,
+        recycle: float = -1,
+        echo: Any = None,
+        logging_name: str | None = None,
+        reset_on_return: Any = True,
+        events: Any = None,
+        dialect: Any = None,
+        pre_ping: bool = False,
+        use_lifo: bool = False,
+        pool_options: Mapping[str, Any] | None = None,
+        _dispatch: Any = None,
+    ) -> None:
+        if dialect is None:
+            raise TypeError(
+                "PgMarinaPool needs the engine's dialect: create it with "
+                "create_engine(url, poolclass=PgMarinaPool) or create_async_engine"
+            )
+        key = (bool(dialect.is_async), dialect.driver)
+        if dialect.name != "postgresql" or key not in _SHELLS:
+            raise ValueError(
+                f"dialect: PgMarinaPool pools postgresql+psycopg and +psycopg2 engines and "
+                f"postgresql+asyncpg and +psycopg async engines, not {dialect.name}+"
+                f"{dialect.driver}{' (async)' if dialect.is_async else ''}"
+            )
+        for name, value in (("pool_size", pool_size), ("max_overflow", max_overflow)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if max_overflow < 0:
+            raise ValueError(
+                f"max_overflow must be 0 or more, not {max_overflow} (a pgmarina pool has a "
+                "bound: give the most connections beyond pool_size)"
+            )
+        if pool_options is not None and not isinstance(pool_options, Mapping):
+            raise TypeError(
+                f"pool_options must be a mapping, not {type(pool_options).__name__}"
+            )
+        options = dict(pool_options or {})
+        unknown = sorted(k for k in options if k not in _POOL_KEYWORDS)
+        if unknown:
+            raise TypeError(
+                f"pool_options: {', '.join(map(repr, unknown))} is not a pgmarina pool setting "
+                "(connect arguments go in the URL or the engine's connect_args)"
+            )
+        clash = sorted(options.keys() & _DERIVED)
+        if clash:
+            raise TypeError(
+                f"pool_options cannot set {', '.join(clash)}: give pool_size, max_overflow, "
+                "pool_timeout and pool_recycle to the engine instead"
+            )
+        if isinstance(recycle, bool) or not isinstance(recycle, (int, float)):
+            raise TypeError(f"recycle must be a number, not {type(recycle).__name__}")
+        super().__init__(
+            creator,
+            recycle=-1,  # pgmarina's max_lifetime recycles; see the module docstring
+            echo=echo,
+            logging_name=logging_name,
+            reset_on_return=reset_on_return,
+            events=events,
+            dialect=dialect,
+            pre_ping=pre_ping,
+            _dispatch=_dispatch,
+        )
+        self._settings: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "timeout": timeout,
+            "recycle": recycle,
+            "use_lifo": use_lifo,
+            "pool_options": pool_options,
+        }
+        shell, driver = _SHELLS[key]
+        self._shell = shell
+        # pgmarina connects through the engine's creator; records get their
+        # DBAPI connection from _hand_over instead.
+        connect_via_engine: Any = self._invoke_creator
+        self._invoke_creator = self._hand_over
+        self._adapter = _engine_adapter(
+            driver, shell is Pool, lambda: connect_via_engine(None), dialect
+        )
+        self._pg_settings: dict[str, Any] = {
+            "min_size": pool_size,
+            "max_size": pool_size + max_overflow,
+            "timeout": timeout,
+            "max_lifetime": None if recycle < 0 else recycle,
+            **options,
+        }
+        if logging_name and "name" not in options:
+            self._pg_settings["name"] = logging_name
+        #: Set by recreate(): the engine uses the new pool from then on.
+        self._superseded = False
+        self._pg: Any = self._new_pg()  # settings checked now, opened at the first checkout
+        self._opening = threading.Lock()
+        self._acquire: Callable[[], Any] = self._first_acquire
+        #: The process that opened the pgmarina pool (a fork's child is another).
+        self._opened_in = os.getpid()
+
+    # ------------------------------------------------------------------
+    # the pgmarina pool underneath
+
+    def _new_pg(self) -> Any:
+        settings = self._pg_settings
+        if self._superseded:
+            # A checkout still on this pool after the engine moved on to its
+            # recreate() (it had read engine.pool before): keep nothing idle,
+            # so that this pool, which no one will dispose, holds no connection.
+            settings = {**settings, "min_size": 0, "max_idle": 0}
+        pg = self._shell(None, driver=self._adapter, **settings)
+        pg._target = _BY_ENGINE  # told by the first connection (_hand_over)
+        if self._shell is AsyncPool:
+            # The thread Pool drops the connections of a pool collected unclosed;
+            # AsyncPool leaves that to its user, and here the user is this class.
+            # A pgmarina pool this pool let go of without closing it (an engine
+            # dropped undisposed; a dispose that raced checkouts) must not leave
+            # its connections open until each is collected on its own.
+            weakref.finalize(pg, _let_go, pg._core.entries, self._adapter)
+        return pg
+
+    @property
+    def pgmarina_pool(self) -> Any:
+        """The pgmarina pool underneath (for its ``stats()``, say)."""
+        return self._pg
+
+    def _first_acquire(self) -> Any:
+        """Open the pgmarina pool, then acquire; later checkouts skip this."""
+        with self._opening:
+            pg = self._pg
+            if pg.closed:  # disposed: start afresh, as QueuePool does
+                pg = self._pg = self._new_pg()
+            self._opened_in = os.getpid()
+            if self._shell is Pool:
+                pg.open()
+                self._acquire = pg.acquire
+            else:
+                pg._start()  # needs the running loop, not an await
+                self._acquire = self._acquire_async
+        return self._acquire()
+
+    def _get_lease(self) -> Any:
+        acquire = self._acquire
+        while True:
+            try:
+                return acquire()
+            except errors.PoolClosed:
+                # dispose() closed the pgmarina pool under this checkout (which
+                # was waiting, or had just read _acquire): wait on the new one,
+                # as QueuePool's checkouts go on across its dispose().  Nothing
+                # else closes it: this pool itself is never closed for good.
+                acquire = self._first_acquire
+
+    def _acquire_async(self) -> Any:
+        # AsyncPool.acquire's own steps (_Acquire.__await__): its fast path
+        # takes an idle connection with no await, so only a checkout that
+        # must wait or check switches greenlets.  (Releases likewise call
+        # AsyncPool._return, release's body, which awaits only a reset.)
+        pg = self._pg
+        got = pg._take()
+        if type(got) is pg._lease_class:
+            return got
+        return _await(pg._acquire_slow(got, DEFAULT))
+
+    # ------------------------------------------------------------------
+    # SQLAlchemy's pool interface
+
+    def _do_get(self) -> Any:
+        try:
+            lease = self._get_lease()
+        except errors.PoolTimeout as exc:
+            raise PoolTimeout(str(exc)) from exc
+        except errors.PoolConnectError as exc:
+            wrapped = self._as_dbapi_error(exc)
+            if wrapped is None:
+                raise
+            raise wrapped from exc
+        found = lease._entry.info
+        rec = None if found is None else found.get(_RECORD)
+        if rec is None:
+            # This physical connection's first checkout: its record is made
+            # now, and connects (runs the connect events) through _hand_over.
+            rec = _Record(self, connect=False)
+            _lease_info(lease)[_RECORD] = rec
+        rec.lease = lease
+        return rec
+
+    def _as_dbapi_error(self, exc: errors.PoolConnectError) -> BaseException | None:
+        """The engine's ``OperationalError`` for a connect the pool gave up on
+        (``None``: the pool's error is not about a driver error).
+
+        SQLAlchemy's users catch a failed connect as ``sqlalchemy.exc.DBAPIError``;
+        the pgmarina error (why the pool fails fast) is its ``__cause__``.
+        """
+        cause = exc.__cause__
+        dbapi = getattr(self._dialect, "loaded_dbapi", None)
+        if dbapi is None or not isinstance(cause, dbapi.Error):
+            return None
+        return sa_exc.DBAPIError.instance(
+            None, None, cause, dbapi.Error, dialect=self._dialect  # type: ignore[arg-type]
+        )
+
+    def _hand_over(self, rec: Any) -> Any:
+        """The record's DBAPI connection, when SQLAlchemy asks its creator for one.
+
+        That happens at a connection's first checkout, and again when
+        SQLAlchemy closed the record's connection in the middle of a checkout
+        (a failed pre-ping, a ``checkout`` event that raised
+        ``DisconnectionError``) and wants another.  Then the dead one goes
+        back to pgmarina (which drops it) and the record moves to a connection
+        from a new acquire.
+        """
+        lease = rec.lease
+        dbapi_connection = self._adapter.take(lease._con)
+        if dbapi_connection is not None:
+            pg = lease._pool
+            if pg._target is _BY_ENGINE:
+                pg._target = _where(lease._con)
+            return dbapi_connection
+        rec.lease = None
+        self._drop(lease)
+        lease = self._get_lease()
+        rec.lease = lease
+        found = _lease_info(lease)
+        other = found.get(_RECORD)
+        found[_RECORD] = rec
+        if other is not None:
+            # A connection SQLAlchemy set up before (not in use: it was idle).
+            # This record takes it over, and its connect events run on it again.
+            return other.dbapi_connection
+        dbapi_connection = self._adapter.take(lease._con)
+        if dbapi_connection is None:  # pragma: no cover - a bug
+            raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
+        return dbapi_connection
+
+    def _return_conn(self, record: Any) -> None:
+        # Every checkin (ConnectionPoolEntry.checkin) comes this way; only a
+        # fairy's detach() calls _do_return_conn directly.
+        self._check_in(record, detached=False)
+
+    def _do_return_conn(self, record: Any) -> None:
+        self._check_in(record, detached=True)
+
+    def _check_in(self, record: Any, detached: bool) -> None:
+        lease = record.lease
+        if lease is None:  # already back (a checkout that failed before its lease)
+            return
+        record.lease = None
+        if record.dbapi_connection is None:
+            if detached:  # its user keeps it
+                self._detach(lease)
+            else:
+                # Invalidated: SQLAlchemy closed it, or tried to (a close that
+                # failed or was cut short still drops the connection).
+                self._drop(lease)
+            return
+        if record._soft_invalidate_time > record.starttime:
+            # Soft-invalidated: no one gets it again.  Closed the SQLAlchemy
+            # way (its close event), then dropped.
+            try:
+                record.close()
+            except Exception:
+                self.logger.debug("closing a soft-invalidated connection failed", exc_info=True)
+            self._drop(lease)
+            return
+        if self._shell is Pool:
+            lease._pool.release(lease)
+            return
+        reset = lease._pool._return(lease)
+        if reset is not None:  # only for a connection SQLAlchemy did not reset
+            self._finish(lease._pool, reset)
+
+    def _drop(self, lease: Any) -> None:
+        """Give back a lease whose connection must not be used again."""
+        found = lease._entry.info
+        if found is not None:
+            found.pop(_RECORD, None)
+        raw = lease._con
+        if not self._adapter.is_closed(raw):
+            self._adapter.terminate(raw)
+        pg = lease._pool
+        if self._shell is Pool:
+            pg.release(lease)
+        else:
+            reset = pg._return(lease)  # a closed connection is dropped: no reset
+            if reset is not None:  # pragma: no cover - defensive
+                self._finish(pg, reset)
+
+    def _detach(self, lease: Any) -> None:
+        """Have pgmarina forget a leased connection without closing it."""
+        found = lease._entry.info
+        if found is not None:
+            found.pop(_RECORD, None)
+        pg, entry = lease._pool, lease._entry
+        self._adapter.detach(_end_lease(lease))
+        # The shells' own discard: the entry leaves the pool and a replacement
+        # can be made; the close it leads to leaves the connection alone.
+        pg._discard(entry, lost=False)
+
+    @staticmethod
+    def _finish(pg: Any, work: Any) -> None:
+        """Await ``work`` in this greenlet, or leave it to a task of ``pg``'s."""
+        if _in_greenlet():
+            _await(work)
+        else:  # a return from outside the engine's greenlets (a collected connection)
+            pg._track(pg._loop.create_task(work))
+
+    def _invalidate(
+        self, connection: Any, exception: BaseException | None = None, _checkin: bool = True
+    ) -> None:
+        """Invalidate the whole pool: SQLAlchemy's, and pgmarina's idle connections."""
+        super()._invalidate(connection, exception, _checkin)
+        pg = self._pg
+        if pg.closed or self._acquire == self._first_acquire:
+            return  # closed, or not open yet: nothing idle
+        if self._shell is Pool:
+            pg.expire()
+        else:
+            # AsyncPool.expire() without its await: it does no IO of its own.
+            pg._core.expire(monotonic())
+            pg._drain()
+
+    def dispose(self) -> None:
+        """Close the connections that sit idle; leased ones close as they come back.
+
+        The pool stays usable: its next checkout starts a new pgmarina pool.
+        """
+        with self._opening:  # not held across the close: an async close switches greenlets
+            pg = self._pg
+            self._acquire = self._first_acquire
+        if self._shell is Pool:
+            pg.close(wait=False)
+        elif not pg._opened:
+            pg.terminate()  # holds nothing; refuses its further use
+        elif _in_greenlet():  # AsyncEngine.dispose() runs this in a greenlet
+            _await(pg.close(wait=False))
+        else:
+            loop = _running_loop()
+            if loop is not None and loop is pg._loop:
+                # Called from a coroutine, not through the engine: close in a
+                # task (the close does its work at once, then waits for its own).
+                closing = loop.create_task(pg.close(wait=False))
+                _closing.add(closing)
+                closing.add_done_callback(_closing.discard)
+            else:
+                # Not on the pool's loop: no way to close gracefully from here.
+                pg.terminate()
+        self.logger.info("Pool disposed. %s", self.status())
+
+    def recreate(self) -> PgMarinaPool:
+        """A new pool with the same settings (``engine.dispose()`` calls it).
+
+        Recreated without a ``dispose()`` first (``engine.dispose(close=False)``)
+        in a child process after a fork, which is what SQLAlchemy documents it
+        for, this pool is abandoned: its connections are the parent's, and
+        pgmarina never closes them (nor could it: its threads and event loop
+        stayed in the parent).  In the process that opened it (the same call,
+        or two ``engine.dispose()`` racing), it is disposed, so that its
+        connections do not wait for the garbage collector.
+        """
+        self.logger.info("Pool recreating")
+        self._superseded = True
+        if self._acquire != self._first_acquire and not self._pg.closed:
+            if os.getpid() != self._opened_in:
+                self._adapter.abandoned = True
+            else:
+                self.dispose()
+        return self.__class__(
+            self._creator,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            events=None,
+            dialect=self._dialect,
+            pre_ping=self._pre_ping,
+            _dispatch=self.dispatch,
+            **self._settings,
+        )
+
+    def status(self) -> str:
+        """One line: the pgmarina pool's state and sizes."""
+        return f"PgMarinaPool on {self._pg!r}"
+
+    def size(self) -> int:
+        """Most connections at once (``pool_size + max_overflow``)."""
+        return int(self._pg.max_size)
+
+    def timeout(self) -> float | None:
+        """Seconds a checkout waits (``pool_timeout``)."""
+        return self._pg.timeout  # type: ignore[no-any-return]
+
+    def overflow(self) -> int:
+        """Connections open beyond ``pool_size``."""
+        return max(0, int(self._pg.stats().size) - int(self._settings["pool_size"]))
+
+    def checkedin(self) -> int:
+        """Connections idle in the pool."""
+        return int(self._pg.stats().idle)
+
+    def checkedout(self) -> int:
+        """Connections checked out."""
+        return int(self._pg.stats().in_use)
