@@ -13,7 +13,6 @@ block, simple tables) show as Markdown does them.
 
 from __future__ import annotations
 
-import itertools
 import re
 import sys
 from pathlib import Path
@@ -78,7 +77,7 @@ def _plain(match: re.Match[str]) -> str:
     return f"`{target.rsplit('.', 1)[-1] if tilde else target}`"
 
 
-_LITERAL = re.compile(r"``([^`]+)``")
+_CODE = re.compile(r"`+([^`]+)`+")  # ``literal``, or a role already made `code`
 _BORDER = re.compile(r"^\s*=+(?: +=+)+\s*$")
 
 
@@ -89,6 +88,7 @@ def _markdown(text: str) -> str:
     out: list[str] = []
     in_table = False
     starts: list[int] = []
+    rows: list[list[str]] = []
     for i, line in enumerate(lines):
         if line.rstrip().endswith("::"):
             # "Usage::" introduces the indented block after it, which Markdown already shows
@@ -98,26 +98,37 @@ def _markdown(text: str) -> str:
         if _BORDER.match(line):
             following = lines[i + 1] if i + 1 < len(lines) else ""
             if not in_table:
-                out.append("```text")
                 in_table = True
                 starts = [m.start() for m in re.finditer(r"=+", line)]
+                rows = []
                 continue
             if not following.strip():
-                out.append("```")
+                out += ["```text", *_table(rows), "```"]
                 in_table = False
                 continue
             continue  # the rule under a header row
         if in_table:
-            # No markup inside a code block: drop the ``quotes`` cell by cell, and pad each
-            # cell back to its column's width.
+            # No markup inside a code block: drop the ``quotes`` cell by cell.
             ends: list[int | None] = [*starts[1:], None]
             cells = [line[a:b] for a, b in zip(starts, ends, strict=True)]
-            plain = [_LITERAL.sub(r"\1", cell).rstrip() for cell in cells]
-            widths = [b - a for a, b in itertools.pairwise(starts)]
-            line = "".join(c.ljust(w) for c, w in zip(plain[:-1], widths, strict=True))
-            line += plain[-1]
+            rows.append([_CODE.sub(r"\1", cell).strip() for cell in cells])
+            continue
         out.append(line.rstrip())
+    if in_table:  # a table with no closing rule: show what there is
+        out += ["```text", *_table(rows), "```"]
     return "\n".join(out)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """A simple table's rows, each column as wide as its widest cell without the quotes
+    (the docstring's columns, sized for the quotes, would run past the page's code width)."""
+    if not rows:
+        return []
+    widths = [max(len(row[k]) for row in rows) + 2 for k in range(len(rows[0]) - 1)]
+    return [
+        ("".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + row[-1]).rstrip()
+        for row in rows
+    ]
 
 
 class SphinxRoles(griffe.Extension):

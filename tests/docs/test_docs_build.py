@@ -47,14 +47,17 @@ def test_the_docs_site_builds_in_strict_mode_with_the_api_reference(tmp_path: Pa
     assert "barge_window: float = 0.0," in signatures
     assert ":class:" not in signatures  # Sphinx roles shown as code, not as they are written
     # Each module's own reference page rendered its docstrings (registry's budget essay, the
-    # listener's Gap, both exporters, the queries façade), and the Benchmarks page shows the
-    # plot `pgmarina bench --plot` made.
+    # listener's Gap, both exporters, the queries and psqlpy façades, HostStats' fields), and
+    # the Benchmarks page shows the plot `pgmarina bench --plot` made.
     for page, text in (
         ("registry", "How the cap works"),
         ("listener", "may have been missed"),
         ("contrib-prometheus", "pgmarina_acquire_wait_seconds"),
         ("contrib-otel", "db.client.connection.wait_time"),
         ("compat-queries", "set_max_total"),
+        ("compat-psqlpy", "pool and connection API on pgmarina"),
+        ("compat-psqlpy", "ConnectionPoolConfigurationError"),
+        ("pgmarina", "role_changes"),
     ):
         assert text in (site / "reference" / page / "index.html").read_text(), page
     assert '<img alt="Median' in (site / "benchmarks" / "index.html").read_text()

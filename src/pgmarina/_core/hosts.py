@@ -87,17 +87,36 @@ _INF = math.inf
 
 @dataclass(frozen=True, slots=True)
 class HostStats:
-    """What the pool knows about one host (in :attr:`PoolStats.hosts`)."""
+    """What the pool knows about one host (in :attr:`PoolStats.hosts`).
 
-    host: str  #: ``"name:port"``
-    role: str  #: ``"primary"``, ``"standby"`` or ``"unknown"`` (not reached yet)
-    up: bool  #: its last connect did not fail
-    size: int  #: connections open to it (or being opened)
+    One per host, in the order the hosts were given; a single-host pool
+    (one host, and none of ``hosts``, ``target_session_attrs``,
+    ``load_balance_hosts``) has none.  The counters grow from the pool's
+    creation.
+
+    Attributes:
+        host: ``"name:port"`` (or the name alone, for the driver's default port).
+        role: ``"primary"``, ``"standby"``, or ``"unknown"`` until a
+            connection to it reports one.
+        up: Its last connect did not fail (a host that is not up is tried
+            again only when its backoff ends).
+        size: Connections open to it, or being opened.
+        idle: Of those, idle in the pool.
+        in_use: Of those, leased (or being checked or reset).
+        connects: Connects to it that succeeded.
+        connects_failed: Connects to it that failed.
+        role_changes: Promotions or demotions noticed.
+    """
+
+    host: str
+    role: str
+    up: bool
+    size: int
     idle: int
     in_use: int
-    connects: int  #: connects that succeeded
+    connects: int
     connects_failed: int
-    role_changes: int  #: promotions or demotions noticed
+    role_changes: int
 
 
 class Host:

@@ -300,27 +300,63 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     Console(width=max(100, Console().width)).print(table)
 
 
+#: The plot's widest figure, in inches at :data:`_PLOT_DPI` (1600 px): a page or a
+#: screen shows it whole, however many contenders ran.
+_PLOT_MAX_WIDTH = 16.0
+_PLOT_DPI = 100
+
+
 def _plot(rows: list[dict[str, Any]], path: str) -> None:
+    """Draw ``rows`` as one panel per driver (the contenders that share a baseline).
+
+    Each panel groups its bars by concurrency, one bar per contender, with the
+    ratio to the baseline written on it: comparisons are within a driver, so
+    panels keep pools of different drivers apart and each panel's scale its own.
+    The figure is sized by its bars and capped at 1600 px wide.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     concs = sorted({r["conc"] for r in rows})
-    names = list(dict.fromkeys(r["contender"] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) * len(concs)), 4))
-    width = 0.8 / len(names)
-    for k, name in enumerate(names):
-        values = [next(r["ops_per_s"] for r in rows if r["conc"] == c and r["contender"] == name)
-                  for c in concs]
-        ax.bar([i + k * width for i in range(len(concs))], values, width, label=name)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(concs))])
-    ax.set_xticklabels([f"conc {c}" for c in concs])
-    ax.set_ylabel("SELECT 1 cycles per second (median)")
-    ax.set_title("pgmarina bench")
-    ax.legend(fontsize="small")
+    families: dict[str, list[str]] = {}
+    for r in rows:
+        names = families.setdefault(r["baseline"] or r["contender"], [])
+        if r["contender"] not in names:
+            names.append(r["contender"])
+    bars = [len(names) * len(concs) for names in families.values()]
+    width = min(_PLOT_MAX_WIDTH, max(6.5, 1.2 + 0.42 * sum(bars) + 0.6 * len(bars)))
+    fig, axes = plt.subplots(1, len(families), figsize=(width, 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": bars})
+    by_key = {(r["conc"], r["contender"]): r for r in rows}
+    ceilings = {c.name for c in CONTENDERS if c.fixed_tasks}
+    for ax, (baseline, names) in zip(axes[0], families.items(), strict=True):
+        step = 0.8 / len(names)
+        for k, name in enumerate(names):
+            found = [by_key.get((c, name)) for c in concs]
+            xs = [i + (k - (len(names) - 1) / 2) * step for i in range(len(concs))]
+            values = [r["ops_per_s"] if r else 0.0 for r in found]
+            # A raw contender runs a fixed number of tasks: a ceiling, not a peer.
+            label = f"{name} (ceiling)" if name in ceilings else name
+            drawn = ax.bar(xs, values, step * 0.92, label=label,
+                           hatch="//" if name in ceilings else None)
+            labels = [f"{r['ratio']:.2f}x" if r and r.get("ratio") is not None
+                      and name != baseline else "" for r in found]
+            ax.bar_label(drawn, labels, fontsize=7, padding=2)
+        ax.set_xticks(range(len(concs)))
+        ax.set_xticklabels([f"{c} task{'s' if c != 1 else ''}" for c in concs])
+        ax.set_title(f"ratios to {baseline}", fontsize="medium")
+        ax.margins(y=0.18)  # room for the ratios above the tallest bar
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1),
+                  ncol=min(3, len(names)), frameon=False)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0][0].set_ylabel("SELECT 1 cycles per second (median)")
+    fig.suptitle("pgmarina bench, one panel per driver",
+                 fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=_PLOT_DPI)
     plt.close(fig)
 
 

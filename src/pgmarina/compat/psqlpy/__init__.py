@@ -2,13 +2,15 @@
 
 ::
 
-    from pgmarina.compat.psqlpy import ConnectionPool   # was: from psqlpy import ConnectionPool
+    # was: from psqlpy import ConnectionPool
+    from pgmarina.compat.psqlpy import ConnectionPool
 
     db_pool = ConnectionPool(dsn="postgres://app@db/app", max_db_pool_size=10)
 
     async def main() -> None:
         connection = await db_pool.connection()
-        rows = (await connection.execute("SELECT * FROM users WHERE id = $1", [1])).result()
+        query = "SELECT * FROM users WHERE id = $1"
+        rows = (await connection.execute(query, [1])).result()
         connection.close()
 
 Underneath is pgmarina's :class:`~pgmarina.AsyncPool` on asyncpg.  This
@@ -19,22 +21,24 @@ right:
 ==================================  ===============================================
 ``ConnectionPool(...)`` params      a DSN (:func:`build_dsn`; ``dsn`` overrides the
                                     parts) and asyncpg's connect keywords
-``connect(...)`` / builder          the same pool (``await connect(...)``: one connection)
+``connect(...)`` / builder          the same pool; ``await connect(...)`` is one
+                                    connection
 ``max_db_pool_size``                ``max_size`` (``min_size`` is 0: lazy)
 ``conn_recycling_method``           ``Fast``: defaults; ``Verified``:
                                     ``check_window=0``; ``Clean``: also ``reset="full"``
-``connect_timeout_sec/nanosec``     asyncpg's ``timeout`` and the pool's ``connect_timeout``
+``connect_timeout_sec/nanosec``     asyncpg's ``timeout`` and the pool's
+                                    ``connect_timeout``
 ``keepalives*``, ``tcp_user_...``   socket options set after connect (TCP only)
 ``options``, ``application_name``   startup parameters (``server_settings``)
 first use on an event loop          an ``AsyncPool`` for that loop; another loop
                                     drops the old one's connections
 ``connection()`` / ``acquire()``    ``acquire()``, wrapped in :class:`Connection`
-``Connection.close()``              the lease's release (its reset in the background)
+``Connection.close()``              the lease's release (reset in the background)
 ``execute``/``fetch``..             asyncpg's ``fetch``/``executemany``/``execute``
 ``QueryResult.result()``            the asyncpg records as dicts (or tuples)
 ``transaction()`` / ``cursor()``    ``BEGIN ..``/``COMMIT`` / ``DECLARE``/``FETCH``
 ``status()`` / ``resize()``         ``stats()`` / ``resize(0, new_max_size)``
-``listener()``                      a dedicated, reconnecting LISTEN connection
+``listener()``                      the pool's listener (:mod:`pgmarina.listener`)
 psqlpy's exceptions                 the same names, asyncpg's error as ``__cause__``
 ==================================  ===============================================
 """

@@ -107,7 +107,8 @@ class Listener:
     ::
 
         listener = pool.listener()
-        await listener.add_callback("events", on_event)  # async (conn, payload, channel, pid)
+        # on_event: async def on_event(connection, payload, channel, process_id)
+        await listener.add_callback("events", on_event)
         await listener.startup()
         listener.listen()           # callbacks run from now on, in tasks
         ...
@@ -115,8 +116,11 @@ class Listener:
 
     Without ``listen()``, ``async for msg in listener`` yields
     :class:`ListenerNotificationMsg` items for the channels with callbacks.
-    The listener's connection is its own, not one of the pool's; it is
-    reconnected, and the channels LISTENed again, if it is lost.
+    Notifications come through the pool's listener
+    (:meth:`pgmarina.AsyncPool.listener`): one connection outside the pool's
+    slots, shared by every ``Listener`` of the pool, which reconnects and
+    LISTENs again to every channel if it is lost.  Notifications sent while
+    it was away are missed, and a warning says so.
     """
 
     def __init__(self, listener_of_pool: Callable[[], AsyncListener]) -> None:
@@ -199,9 +203,11 @@ class Listener:
         self._listening = False
 
     async def shutdown(self) -> None:
-        """Stop listening, close the connection, and end any ``async for``.
+        """Stop listening to this listener's channels, and end any ``async for``.
 
-        Callbacks still running are cancelled.
+        Callbacks still running are cancelled.  The pool's listener
+        connection stays open for the pool's other listeners; it closes with
+        the pool.
         """
         self._listening = False
         self._shut = True
