@@ -106,3 +106,16 @@ def test_a_one_host_pool_refuses_the_role_views_saying_how_to_get_them(
     with pytest.raises(PoolError, match="hosts="):
         pool.writer  # noqa: B018
     assert pool.stats().hosts == ()
+
+
+@pytest.mark.parametrize("given", [{}, {"target_session_attrs": "any"}])
+def test_a_password_read_as_a_port_is_never_shown(given: dict[str, str]) -> None:
+    """A "/" typed into a URL's password makes what follows the ":" look like a port; the
+    host parser's error quoted it, password and all."""
+    dsn = "postgresql://someone:S3cr3t/x@127.0.0.1:1/db"
+    if not given:  # not the pool's to read: the driver's own (masked) check will report it
+        assert read_hosts(dsn, None, None, None, {}) is None
+        return
+    with pytest.raises(ValueError, match="port must be a number") as info:
+        read_hosts(dsn, None, given["target_session_attrs"], None, {})
+    assert "S3cr3t" not in str(info.value)

@@ -51,7 +51,10 @@ def _port(text: str, what: str) -> int | None:
     try:
         port = int(text)
     except ValueError:
-        raise ValueError(f"{what}: port must be a number, not {text!r}") from None
+        # Not the text when it comes from a DSN: a password with a "/" or "@"
+        # typed into a URL lands here as a "port".
+        shown = "" if what == "dsn" else f", not {text!r}"
+        raise ValueError(f"{what}: port must be a number{shown}") from None
     if not 0 < port < 65536:
         raise ValueError(f"{what}: port must be from 1 to 65535, not {port}")
     return port
@@ -164,7 +167,13 @@ def read_hosts(
     listed: list[tuple[str, int | None]] = []
     bare = dsn
     if dsn:
-        bare, listed, found = _from_url(dsn) if "://" in dsn else _from_kv(dsn)
+        try:
+            bare, listed, found = _from_url(dsn) if "://" in dsn else _from_kv(dsn)
+        except ValueError:
+            if not given:
+                # Not ours to read: the driver's own check reports it, masked.
+                return None
+            raise
     if not given and len(listed) < 2:
         return None
     if hosts is not None:
