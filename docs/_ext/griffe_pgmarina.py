@@ -67,6 +67,10 @@ class PoolDefaults(griffe.Extension):
         )
         _write_values(init, _POOL_OWN)
         pool.set_member("__init__", init)
+        # PoolStats' histograms default to a shared empty one, ``_EMPTY``: show what it is.
+        for field in pkg["_core.stats.PoolStats"].attributes.values():
+            if str(field.value) == "_EMPTY":
+                field.value = "Histogram()"
 
 
 _ROLE = re.compile(r":(?:class|meth|func|data|mod|attr|exc|obj):`(~?)([^`]+)`")

@@ -50,12 +50,14 @@ class Histogram:
             are those ``<= BUCKETS[i]`` (and above the bound before); the
             last one counts those above every bound.  Not cumulative.
         sum: The observations' total, in seconds.
+        bounds: The buckets' upper bounds, :data:`BUCKETS` (the same for
+            every histogram: a class constant).
     """
 
     counts: tuple[int, ...] = (0,) * (len(BUCKETS) + 1)
     sum: float = 0.0
 
-    bounds = BUCKETS  #: the buckets' upper bounds (a class constant)
+    bounds = BUCKETS
 
     @property
     def count(self) -> int:
@@ -114,34 +116,80 @@ class PoolStats:
     never go down.  Times are totals in seconds, so a mean is a division away
     (``wait_time_total / waited_acquires``).  ``later.since(earlier)`` gives
     the counters' growth between two snapshots.
+
+    Attributes:
+        min_size: The pool's ``min_size`` now (``resize()`` changes it).
+        max_size: The pool's ``max_size`` now.
+        size: Connections open or opening (not counting ones being closed).
+        idle: Connections idle in the pool.
+        in_use: Connections leased, being checked before a lease, or being
+            reset after one.
+        waiting: Callers queued for a connection.
+        connecting: Connects in progress.
+        acquires: Acquires that got a connection.
+        waited_acquires: Acquires that had to queue.
+        timeouts: Acquires that gave up after their ``timeout``.
+        too_many_waiters: Acquires refused because ``max_waiting`` callers
+            were already queued.
+        connections_opened: Connects that succeeded.
+        connections_closed: Connections closed, for any cause (the
+            ``closed_*`` counters split them).
+        connections_lost: Connections found broken (server gone, backend
+            terminated, a failed check).
+        connections_failed: Connect attempts that failed.
+        resets: Releases that needed a reset round trip.
+        checks_failed: Health checks (at checkout, or keepalive pings) that
+            failed.
+        wait_time_total: Seconds acquires spent queued, in all.
+        usage_time_total: Seconds leases were held, from acquire to release,
+            in all.
+        dedicated: Connections open outside the slots (the LISTEN/NOTIFY
+            listener's); not counted in ``size``.
+        leaks: Leases reported as held past ``leak_timeout``.
+        closed_lifetime: Connections closed past ``max_lifetime``.
+        closed_idle: Connections above ``min_size`` closed after ``max_idle``.
+        closed_broken: Connections closed because they were found dead, or
+            given back broken.
+        closed_uses: Connections closed after ``max_uses`` leases.
+        closed_expired: Connections closed by ``pool.expire()``.
+        closed_check_failed: Connections closed after a failed checkout
+            check or keepalive ping.
+        closed_other: Connections closed for any other cause: the pool
+            closing or shrinking, a failed reset, surplus.
+        wait_histogram: How long acquires waited (one that found a
+            connection idle waited 0), a :class:`Histogram`.
+        usage_histogram: How long leases were held, from acquire to release,
+            a :class:`Histogram`.
+        hosts: One :class:`HostStats` per host, in the order the hosts were
+            given; empty for a pool of one host.
     """
 
     # sizes, now
     min_size: int
     max_size: int
-    size: int  #: connections open or opening (not counting ones being closed)
+    size: int
     idle: int
-    in_use: int  #: leased, being checked before a lease, or being reset after one
-    waiting: int  #: callers queued for a connection
+    in_use: int
+    waiting: int
     connecting: int
     # counters, since creation
     acquires: int
-    waited_acquires: int  #: acquires that had to queue
+    waited_acquires: int
     timeouts: int
     too_many_waiters: int
     connections_opened: int
     connections_closed: int
-    connections_lost: int  #: found broken (server gone, backend terminated, failed check)
-    connections_failed: int  #: connect attempts that failed
-    resets: int  #: releases that needed a reset round trip
+    connections_lost: int
+    connections_failed: int
+    resets: int
     checks_failed: int
     wait_time_total: float
     usage_time_total: float
     # LISTEN/NOTIFY (issue 15)
-    dedicated: int  #: connections open outside the slots (the listener's), not in ``size``
+    dedicated: int
     # observability (issue 15): leaks, closes by cause (see CLOSE_CAUSES),
     # and the wait/usage histograms
-    leaks: int = 0  #: leases reported as held past ``leak_timeout``
+    leaks: int = 0
     closed_lifetime: int = 0
     closed_idle: int = 0
     closed_broken: int = 0
@@ -149,9 +197,7 @@ class PoolStats:
     closed_expired: int = 0
     closed_check_failed: int = 0
     closed_other: int = 0
-    #: How long acquires waited (one that found a connection idle waited 0).
     wait_histogram: Histogram = _EMPTY
-    #: How long leases were held, from acquire to release.
     usage_histogram: Histogram = _EMPTY
 
     # several hosts: one HostStats per host, in the order given (empty with one host)

@@ -2,7 +2,8 @@
 
 ::
 
-    from pgmarina.compat.asyncpg import create_pool   # was: from asyncpg import create_pool
+    # was: from asyncpg import create_pool
+    from pgmarina.compat.asyncpg import create_pool
 
     async with create_pool(dsn, min_size=2, max_size=10) as pool:
         async with pool.acquire() as conn:
@@ -14,37 +15,48 @@ connection, when one is opened, reset, retired or closed) is pgmarina's
 left, our call on the right:
 
 =====================================  ==============================================
-``create_pool(dsn, ...)`` / ``Pool``   ``AsyncPool(dsn, driver=<this module's adapter>)``
-``await pool`` / ``async with pool``   ``open(wait=True)`` with ``init_size`` as the
-                                       floor, then ``resize(min_size, max_size)``
+``create_pool(dsn, ...)`` / ``Pool``   ``AsyncPool(dsn, driver=...)``, with this
+                                       module's adapter
+``await pool`` / ``async with pool``   ``open(wait=True)`` with ``init_size`` as
+                                       the floor, then
+                                       ``resize(min_size, max_size)``
 ``min_size`` / ``max_size``            the same
-``init_size``                          connections opened at start (default ``min_size``)
+``init_size``                          connections opened at start (default
+                                       ``min_size``)
 ``max_queries``                        ``max_uses``: counted in leases, not queries
-``max_inactive_connection_lifetime``   ``max_idle`` (``0``: ``None``), which closes idle
-                                       connections above ``min_size`` as asyncpg 0.32
-                                       does; housekeeping runs at least 4 times as often
+``max_inactive_connection_lifetime``   ``max_idle`` (``0``: ``None``), which closes
+                                       idle connections above ``min_size`` as
+                                       asyncpg 0.32 does; housekeeping runs at
+                                       least 4 times as often
 ``connect``                            the adapter's connect
 ``init``                               ``configure``
-``setup``                              run on each lease before ``acquire`` returns it;
-                                       if it fails the connection is replaced
-``reset=None`` / ``reset=coroutine``   ``reset="full"`` (``Connection.reset()``'s query,
-                                       or its own if a class overrides it) /
-                                       ``reset=coroutine`` after the rollback
+``setup``                              run on each lease before ``acquire``
+                                       returns it; if it fails the connection is
+                                       replaced
+``reset=None`` / ``reset=coroutine``   ``reset="full"`` (``Connection.reset()``'s
+                                       query, or its own if a class overrides
+                                       it) / ``reset=coroutine`` after the
+                                       rollback
 ``acquire(timeout=)``                  ``acquire(timeout=)`` (``None``: no limit)
-``release(conn, timeout=)``            the lease's end; a reset the caller waits for
-                                       is bounded by ``timeout``, raises its error, and
-                                       survives the caller's cancellation
-``close()``                            ``close(timeout=None)``, logging a warning after 60 s
+``release(conn, timeout=)``            the lease's end; a reset the caller waits
+                                       for is bounded by ``timeout``, raises its
+                                       error, and survives the caller's
+                                       cancellation
+``close()``                            ``close(timeout=None)``, logging a warning
+                                       after 60 s
 ``terminate()`` / ``expire_...()``     ``terminate()`` / ``expire()``
 ``set_connect_args()``                 the next connects' arguments
 ``get_size()`` / ``get_idle_size()``   ``stats()``: open connections / idle ones
 ``PoolTimeout``                        a ``TimeoutError`` already, as asyncpg's
 ``PoolClosed``, use before ``await``   ``asyncpg.InterfaceError``
-``PoolConnectError``                   the driver's own error (a copy), chained to ours
+``PoolConnectError``                   the driver's own error (a copy), chained to
+                                       ours
 use of a released connection           ``asyncpg.InterfaceError``
-(an acquire fails with its connect)    ``fail_fast_waiters=True``: queued acquires fail
-                                       once connects have failed ``fail_fast_after``
-(no connect timeout of the pool's)     ``connect_timeout=inf``: asyncpg.connect's own
+(an acquire fails with its connect)    ``fail_fast_waiters=True``: queued acquires
+                                       fail once connects have failed
+                                       ``fail_fast_after``
+(no connect timeout of the pool's)     ``connect_timeout=inf``: asyncpg.connect's
+                                       own
 =====================================  ==============================================
 
 Keywords that are pgmarina settings asyncpg has no word for

@@ -289,10 +289,14 @@ class PgMarinaPool(sa_pool.Pool):
             ``None``: for ever); then :class:`PoolTimeout` is raised.
         recycle: Replace connections older than this many seconds
             (``pool_recycle``; ``-1``: never); pgmarina's ``max_lifetime``.
-        echo, logging_name, reset_on_return, events, pre_ping: As for every
-            SQLAlchemy pool (``echo_pool``, ``pool_logging_name``,
-            ``pool_reset_on_return``, ``pool_events``, ``pool_pre_ping``).
+        echo: ``echo_pool``, as for every SQLAlchemy pool.
+        logging_name: ``pool_logging_name``, as for every SQLAlchemy pool;
+            it also names the pgmarina pool, unless ``pool_options`` does.
+        reset_on_return: ``pool_reset_on_return``, as for every SQLAlchemy
+            pool.
+        events: ``pool_events``, as for every SQLAlchemy pool.
         dialect: The engine's dialect (``create_engine`` passes it).
+        pre_ping: ``pool_pre_ping``, as for every SQLAlchemy pool.
         use_lifo: Accepted for ``pool_use_lifo``; pgmarina always hands out
             the most recently used idle connection.
         pool_options: Other pgmarina settings (``max_idle``,
