@@ -23,6 +23,7 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import pgmarina
+from helpers import backend_pids
 from pgmarina.contrib.sqlalchemy import PgMarinaPool, PoolTimeout
 
 DRIVERS = ["psycopg", "psycopg2"]
@@ -30,15 +31,6 @@ DRIVERS = ["psycopg", "psycopg2"]
 
 def _url(server: Any, driver: str) -> sa.URL:
     return sa.make_url(server.dsn).set(drivername=f"postgresql+{driver}")
-
-
-def _pids(server: Any, app: str) -> set[int]:
-    """Backends of one engine, told apart by its application_name."""
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchall()
-    return {int(r[0]) for r in rows}
 
 
 @contextlib.contextmanager
@@ -63,7 +55,7 @@ def _gone(server: Any, app: str, pids: set[int], timeout: float = 5.0) -> bool:
     """Whether the backends ``pids`` end within ``timeout`` (a backend exits soon after
     its client closes, not at once)."""
     deadline = time.monotonic() + timeout
-    while _pids(server, app) & pids:
+    while backend_pids(server, app) & pids:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -231,7 +223,7 @@ def test_one_record_and_one_connect_event_per_physical_connection(pg: Any, drive
                     info = conn.connection.info
                     info.setdefault("pid", _pid(conn))
                     assert seen.setdefault(info["pid"], info) is info
-        assert len(connects) == len(seen) == len(_pids(pg, app)) == 2
+        assert len(connects) == len(seen) == len(backend_pids(pg, app)) == 2
         assert engine.pool.checkedout() == 0
 
 
@@ -354,7 +346,7 @@ def test_a_checkout_event_disconnect_moves_the_record_to_a_fresh_connection(
             pid = _pid(conn)
             assert inner.stats().in_use == 1
         _settled(inner)
-        live = _pids(pg, app)
+        live = backend_pids(pg, app)
         assert pid in live
         assert len(live) == inner.stats().size <= 2
         assert len(pids - live) == 1  # the refused connection was closed and dropped
@@ -410,7 +402,7 @@ def test_dispose_closes_idle_connections_now_and_leased_ones_on_return(
             idle = _pid(conn)
         engine.dispose()
         assert _gone(pg, app, {idle})
-        assert kept in _pids(pg, app)
+        assert kept in backend_pids(pg, app)
         assert _pid(held) == kept  # still usable
         held.close()
         assert _gone(pg, app, {kept})
@@ -462,7 +454,7 @@ def test_many_threads_share_the_engine_and_nothing_leaks(pg: Any, driver: str) -
         s = inner.stats()
         assert s.in_use == 0 and s.size <= 4
         assert engine.pool.checkedout() == 0
-        assert len(_pids(pg, app)) == s.size
+        assert len(backend_pids(pg, app)) == s.size
 
 
 def test_a_lease_info_dict_stays_with_its_connection(pg: Any) -> None:
@@ -558,7 +550,7 @@ def test_dispose_without_close_in_a_forked_child_leaves_the_old_connections_alon
         engine.pool._opened_in = -1  # as in a child: opened by the parent
         engine.dispose(close=False)
         old.close()  # as the forgotten pool's finalizer would: neither may reach them
-        assert before <= _pids(pg, app)
+        assert before <= backend_pids(pg, app)
         with engine.connect() as conn:
             assert _pid(conn) not in before
         for raw in conns:
@@ -627,8 +619,8 @@ def test_a_random_mix_of_checkouts_invalidations_detaches_and_disposes_leaks_not
         _settled(inner)
         assert engine.pool.checkedout() == 0
         deadline = time.monotonic() + 5
-        while len(_pids(pg, app)) != inner.stats().size:
-            assert time.monotonic() < deadline, (_pids(pg, app), inner.stats())
+        while len(backend_pids(pg, app)) != inner.stats().size:
+            assert time.monotonic() < deadline, (backend_pids(pg, app), inner.stats())
             time.sleep(0.05)
 
 
