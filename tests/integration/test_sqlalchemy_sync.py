@@ -13,7 +13,7 @@ import inspect
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -31,6 +31,25 @@ DRIVERS = ["psycopg", "psycopg2"]
 
 def _url(server: Any, driver: str) -> sa.URL:
     return sa.make_url(server.dsn).set(drivername=f"postgresql+{driver}")
+
+
+def _on_threads(work: Callable[[int], None], n: int) -> None:
+    """Run ``work(0)`` ... ``work(n - 1)`` on threads of their own, together;
+    fail with the first error one of them raised."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[0]
 
 
 @contextlib.contextmanager
@@ -422,34 +441,25 @@ def test_dispose_closes_idle_connections_now_and_leased_ones_on_return(
 def test_many_threads_share_the_engine_and_nothing_leaks(pg: Any, driver: str) -> None:
     with _engine(pg, driver, pool_size=2, max_overflow=2, pool_timeout=20) as (engine, app):
         inner = engine.pool.pgmarina_pool
-        errors: list[BaseException] = []
         holders: dict[int, set[int]] = {}
         lock = threading.Lock()
 
         def work(n: int) -> None:
-            try:
-                for i in range(30):
-                    with engine.connect() as conn:
-                        pid = _pid(conn)
-                        with lock:
-                            # one connection is never held by two threads at once
-                            assert not any(
-                                pid in pids for t, pids in holders.items() if t != n
-                            )
-                            holders.setdefault(n, set()).add(pid)
-                        if i % 7 == 0:
-                            conn.invalidate()
-                        with lock:
-                            holders[n].discard(pid)
-            except BaseException as e:  # reported below
-                errors.append(e)
+            for i in range(30):
+                with engine.connect() as conn:
+                    pid = _pid(conn)
+                    with lock:
+                        # one connection is never held by two threads at once
+                        assert not any(
+                            pid in pids for t, pids in holders.items() if t != n
+                        )
+                        holders.setdefault(n, set()).add(pid)
+                    if i % 7 == 0:
+                        conn.invalidate()
+                    with lock:
+                        holders[n].discard(pid)
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert not errors, errors[0]
+        _on_threads(work, 12)
         _settled(inner)
         s = inner.stats()
         assert s.in_use == 0 and s.size <= 4
@@ -583,38 +593,29 @@ def test_a_random_mix_of_checkouts_invalidations_detaches_and_disposes_leaks_not
     import random
 
     with _engine(pg, driver, pool_size=2, max_overflow=2, pool_timeout=0.5) as (engine, app):
-        errors: list[BaseException] = []
         stop = time.monotonic() + 2.0
 
         def work(seed: int) -> None:
             rng = random.Random(seed)
-            try:
-                while time.monotonic() < stop:
-                    roll = rng.random()
-                    try:
-                        with engine.connect() as conn:
-                            _pid(conn)
-                            if roll < 0.1:
-                                conn.invalidate()
-                            elif roll < 0.15:
-                                conn.connection.invalidate(soft=True)
-                            elif roll < 0.2:
-                                conn.detach()  # closed when the block ends
-                            elif roll < 0.25:
-                                engine.pool.dispose()
-                            elif roll < 0.3:
-                                conn.commit()
-                    except PoolTimeout:
-                        pass
-            except BaseException as e:  # reported below
-                errors.append(e)
+            while time.monotonic() < stop:
+                roll = rng.random()
+                try:
+                    with engine.connect() as conn:
+                        _pid(conn)
+                        if roll < 0.1:
+                            conn.invalidate()
+                        elif roll < 0.15:
+                            conn.connection.invalidate(soft=True)
+                        elif roll < 0.2:
+                            conn.detach()  # closed when the block ends
+                        elif roll < 0.25:
+                            engine.pool.dispose()
+                        elif roll < 0.3:
+                            conn.commit()
+                except PoolTimeout:
+                    pass
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert not errors, errors[0]
+        _on_threads(work, 8)
         inner = engine.pool.pgmarina_pool
         _settled(inner)
         assert engine.pool.checkedout() == 0
