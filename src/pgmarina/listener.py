@@ -254,18 +254,25 @@ class _ListenerBase:
         for sub in list(subs):
             self._call(sub, sub._notify, note)
 
+    def _snapshot(self) -> dict[str, list[Subscription]]:
+        """The subscribers by channel, copied, to call without a lock."""
+        return {channel: list(subs) for channel, subs in self._subs.items()}
+
     def _report_gap(self, now: float) -> None:
+        """Hand every subscriber a :class:`Gap` if a connection was lost since
+        the last report (the supervisor calls it once ``LISTEN`` is back)."""
+        snapshot = self._snapshot()
         if self._lost_at is None:
             return
         lost_at, error = self._lost_at, self._lost_error
         self._lost_at = None
         self._log.info(
             "%s: listening again on %d channel(s) after %.3gs; notifications sent "
-            "meanwhile were missed", self.name, len(self._subs), now - lost_at,
+            "meanwhile were missed", self.name, len(snapshot), now - lost_at,
         )
-        for channel, subs in list(self._subs.items()):
+        for channel, subs in snapshot.items():
             gap = Gap(channel, lost_at, now, error)
-            for sub in list(subs):
+            for sub in subs:
                 self._call(sub, sub._gap, gap)
 
     def _permit(self) -> bool:
@@ -768,21 +775,9 @@ class Listener(_ListenerBase):
         for sub in subs:
             self._call(sub, sub._notify, note)
 
-    def _report_gap(self, now: float) -> None:
+    def _snapshot(self) -> dict[str, list[Subscription]]:
         with self._lock:
-            snapshot = {ch: list(subs) for ch, subs in self._subs.items()}
-        if self._lost_at is None:
-            return
-        lost_at, error = self._lost_at, self._lost_error
-        self._lost_at = None
-        self._log.info(
-            "%s: listening again on %d channel(s) after %.3gs; notifications sent "
-            "meanwhile were missed", self.name, len(snapshot), now - lost_at,
-        )
-        for channel, subs in snapshot.items():
-            gap = Gap(channel, lost_at, now, error)
-            for sub in subs:
-                self._call(sub, sub._gap, gap)
+            return super()._snapshot()
 
     def _supervise(self) -> None:
         try:
