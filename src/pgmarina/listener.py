@@ -305,6 +305,13 @@ class _ListenerBase:
                       "%s: %s; retrying in %.0f ms", self.name, self._trouble, delay * 1000)
         return delay
 
+    def _connected(self, conn: Any) -> None:
+        """The supervisor holds a new connection: the trouble is over, and it
+        counts among the pool's dedicated connections."""
+        self._trouble = ""
+        self._conn = conn
+        self._count(+1)
+
     def _connect_failed(self, exc: BaseException, attempt: int) -> float:
         """Log a failed connect as the pools do; returns the delay before the next."""
         delay = self._delay(attempt)
@@ -506,9 +513,7 @@ class AsyncListener(_ListenerBase):
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
-            self._trouble = ""
-            self._conn = conn
-            self._count(+1)
+            self._connected(conn)
             try:
                 await self._serve(conn)
             except asyncio.CancelledError:
@@ -816,9 +821,7 @@ class Listener(_ListenerBase):
                 self._stop.wait(delay)
                 continue
             attempt = 0
-            self._trouble = ""
-            self._conn = conn
-            self._count(+1)
+            self._connected(conn)
             try:
                 self._serve(conn)
             except Exception as exc:
