@@ -14,11 +14,82 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from pgmarina.cli._rounds import orders, quartiles
 
-__all__ = ["orders", "parse_args", "report", "use_loop"]
+C = TypeVar("C")
+
+__all__ = ["orders", "parse_args", "report", "run_tasks", "run_threads", "same", "use_loop"]
+
+
+def same(cycle: C) -> Callable[[int], C]:
+    """The factory that gives every worker the one ``cycle``."""
+    return lambda i: cycle
+
+
+def run_threads(
+    factory: Callable[[int], Callable[[], object]], threads: int, seconds: float
+) -> tuple[float, float]:
+    """Run ``factory(i)()`` in a loop on ``threads`` threads for ``seconds``.
+
+    Each thread makes its cycle first, then all start together at a barrier,
+    so the set-up is not timed.
+
+    Returns:
+        Cycles per second of all threads together, and the evenness: the
+        fewest cycles of one thread over the most (1.0: perfectly even).
+    """
+    counts = [0] * threads
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def worker(i: int) -> None:
+        cycle = factory(i)
+        start.wait()
+        n = 0
+        stop = stop_at[0]
+        while time.perf_counter() < stop:
+            cycle()
+            n += 1
+        counts[i] = n
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    start.wait()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0), min(counts) / max(max(counts), 1)
+
+
+async def run_tasks(
+    factory: Callable[[int], Callable[[], Awaitable[object]]], tasks: int, seconds: float
+) -> float:
+    """Await ``factory(i)()`` in a loop on ``tasks`` tasks for ``seconds``.
+
+    Returns:
+        Cycles per second of all tasks together.
+    """
+    stop = time.perf_counter() + seconds
+    counts = [0] * tasks
+
+    async def worker(i: int) -> None:
+        cycle = factory(i)
+        n = 0
+        while time.perf_counter() < stop:
+            await cycle()
+            n += 1
+        counts[i] = n
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(tasks)))
+    return sum(counts) / (time.perf_counter() - t0)
 
 
 def report(

@@ -46,27 +46,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pgmarina
-from _rounds import orders, parse_args, report, use_loop
+from _rounds import orders, parse_args, report, run_tasks, use_loop
 from pgmarina.contrib import embedded
 
 Cycle = Callable[[], Awaitable[None]]
-
-
-async def _run(cycle_factory: Callable[[int], Cycle], conc: int, seconds: float) -> float:
-    stop = time.perf_counter() + seconds
-    counts = [0] * conc
-
-    async def worker(i: int) -> None:
-        cycle = cycle_factory(i)
-        n = 0
-        while time.perf_counter() < stop:
-            await cycle()
-            n += 1
-        counts[i] = n
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(conc)))
-    return sum(counts) / (time.perf_counter() - t0)
 
 
 @contextlib.asynccontextmanager
@@ -230,11 +213,11 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
             tasks = {name: args.size if name == "raw10" else conc for name in contenders}
             results: dict[str, list[float]] = {name: [] for name in contenders}
             for name, factory in contenders.items():  # warm-up
-                await _run(factory, tasks[name], 0.3)
+                await run_tasks(factory, tasks[name], 0.3)
             for order in orders(list(contenders), args.rounds):
                 for name in order:
                     results[name].append(
-                        await _run(contenders[name], tasks[name], args.seconds)
+                        await run_tasks(contenders[name], tasks[name], args.seconds)
                     )
         # marina-none is what facade-noop is held to (not more than 5 % slower); with
         # psycopg, marina is what the psycopg_pool façade is held to.

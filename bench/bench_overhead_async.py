@@ -21,8 +21,7 @@ from operator import attrgetter
 from typing import Any
 
 import pgmarina
-from _rounds import orders, parse_args, report, use_loop
-from bench_async import _run
+from _rounds import orders, parse_args, report, run_tasks, same, use_loop
 from pgmarina import Lease
 from pgmarina._lease import forward
 from pgmarina.adapters import CLEAN, AsyncAdapter
@@ -118,11 +117,11 @@ async def bench(args: argparse.Namespace) -> None:
         contenders = _contenders(LeanPool(args.size), pool)
         results: dict[str, list[float]] = {name: [] for name in contenders}
         for cycle in contenders.values():
-            await _run(lambda i, c=cycle: c, conc, 0.2)
+            await run_tasks(same(cycle), conc, 0.2)
         for order in orders(list(contenders), args.rounds):
             for name in order:
                 results[name].append(
-                    await _run(lambda i, c=contenders[name]: c, conc, args.seconds)
+                    await run_tasks(same(contenders[name]), conc, args.seconds)
                 )
         await pool.close()
         report(f"conc={conc}", results, ["lean"])

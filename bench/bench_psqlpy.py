@@ -28,8 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pgmarina
-from _rounds import orders, parse_args, report
-from bench_async import _run
+from _rounds import orders, parse_args, report, run_tasks
 from pgmarina.compat import psqlpy as facade
 from pgmarina.contrib import embedded
 
@@ -96,7 +95,7 @@ async def main(dsn: str, concs: list[int], size: int, seconds: float, rounds: in
             results: dict[str, list[float]] = {name: [] for name in cycles}
             for order in orders(list(cycles), rounds):
                 for name in order:
-                    results[name].append(await _run(cycles[name], conc, seconds))
+                    results[name].append(await run_tasks(cycles[name], conc, seconds))
             report(f"SELECT 1 cycles, conc {conc}, size {size}", results, ["psqlpy", "marina"])
 
 

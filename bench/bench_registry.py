@@ -26,40 +26,14 @@ Usage:
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pgmarina
-from _rounds import orders, parse_args, report
+from _rounds import orders, parse_args, report, run_tasks, run_threads, same
 from pgmarina.contrib import embedded
 from pgmarina.registry import AsyncPoolRegistry, PoolRegistry
 
 Cycle = Callable[[], None]
-
-
-def _run(cycle: Cycle, threads: int, seconds: float) -> float:
-    counts = [0] * threads
-    start = threading.Barrier(threads + 1)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
-        start.wait()
-        n = 0
-        while time.perf_counter() < stop_at[0]:
-            cycle()
-            n += 1
-        counts[i] = n
-
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    t0 = time.perf_counter()
-    start.wait()
-    for t in ts:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
 
 
 def bench(args: object, dsn: str | None) -> None:
@@ -94,36 +68,21 @@ def bench(args: object, dsn: str | None) -> None:
         with registry.connection(dsn) as conn:
             work(conn)
 
-    cycles = {"standalone": cycle_standalone, "in-registry": cycle_inside,
-              "lookup": cycle_lookup}
+    cycles = {"standalone": same(cycle_standalone), "in-registry": same(cycle_inside),
+              "lookup": same(cycle_lookup)}
     try:
         for threads in args.threads:  # type: ignore[attr-defined]
             results: dict[str, list[float]] = {name: [] for name in cycles}
             for order in orders(list(cycles), args.rounds):  # type: ignore[attr-defined]
                 for name in order:
-                    results[name].append(
-                        _run(cycles[name], threads, args.seconds)  # type: ignore[attr-defined]
+                    ops, _ = run_threads(
+                        cycles[name], threads, args.seconds  # type: ignore[attr-defined]
                     )
+                    results[name].append(ops)
             report(f"threads={threads}", results, ["standalone"])
     finally:
         standalone.close()
         registry.close()
-
-
-async def _arun(cycle: Callable[[], Awaitable[None]], tasks: int, seconds: float) -> float:
-    counts = [0] * tasks
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(i: int) -> None:
-        n = 0
-        while time.perf_counter() < stop_at:
-            await cycle()
-            n += 1
-        counts[i] = n
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(tasks)))
-    return sum(counts) / (time.perf_counter() - t0)
 
 
 async def abench(args: object, dsn: str) -> None:
@@ -147,15 +106,15 @@ async def abench(args: object, dsn: str) -> None:
         async with registry.connection(dsn) as conn:
             await conn.fetchval("SELECT 1")
 
-    cycles = {"standalone": cycle_standalone, "in-registry": cycle_inside,
-              "lookup": cycle_lookup}
+    cycles = {"standalone": same(cycle_standalone), "in-registry": same(cycle_inside),
+              "lookup": same(cycle_lookup)}
     try:
         for tasks in args.threads:  # type: ignore[attr-defined]
             results: dict[str, list[float]] = {name: [] for name in cycles}
             for order in orders(list(cycles), args.rounds):  # type: ignore[attr-defined]
                 for name in order:
                     results[name].append(
-                        await _arun(cycles[name], tasks, args.seconds)  # type: ignore[attr-defined]
+                        await run_tasks(cycles[name], tasks, args.seconds)  # type: ignore[attr-defined]
                     )
             report(f"async, tasks={tasks}", results, ["standalone"])
     finally:

@@ -33,16 +33,14 @@ Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from _rounds import orders, parse_args, report
+from _rounds import orders, parse_args, report, run_tasks, run_threads
 from pgmarina.contrib import embedded
 from pgmarina.contrib.sqlalchemy import PgMarinaPool
 
@@ -56,49 +54,26 @@ def _engines(make: Callable[..., Any], url: sa.URL, size: int) -> dict[str, Any]
     }
 
 
-def _run_threads(engine: Any, threads: int, seconds: float) -> float:
-    """Cycles per second of ``threads`` threads sharing ``engine``."""
-    counts = [0] * threads
-    start = threading.Barrier(threads + 1)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
-        start.wait()
-        n = 0
-        stop = stop_at[0]
-        while time.perf_counter() < stop:
+def _sync_cycle(engine: Any) -> Callable[[int], Callable[[], None]]:
+    def make(i: int) -> Callable[[], None]:
+        def cycle() -> None:
             with engine.connect() as c:
                 c.execute(SELECT_1)
-            n += 1
-        counts[i] = n
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    t0 = time.perf_counter()
-    start.wait()
-    for t in pool:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+        return cycle
+
+    return make
 
 
-async def _run_tasks(engine: Any, conc: int, seconds: float) -> float:
-    """Cycles per second of ``conc`` tasks sharing ``engine``."""
-    stop = time.perf_counter() + seconds
-    counts = [0] * conc
-
-    async def worker(i: int) -> None:
-        n = 0
-        while time.perf_counter() < stop:
+def _async_cycle(engine: Any) -> Callable[[int], Callable[[], Awaitable[None]]]:
+    def make(i: int) -> Callable[[], Awaitable[None]]:
+        async def cycle() -> None:
             async with engine.connect() as c:
                 await c.execute(SELECT_1)
-            n += 1
-        counts[i] = n
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(conc)))
-    return sum(counts) / (time.perf_counter() - t0)
+        return cycle
+
+    return make
 
 
 def bench_sync(args: Any, dsn: str) -> None:
@@ -110,10 +85,11 @@ def bench_sync(args: Any, dsn: str) -> None:
         for threads in args.threads:
             results: dict[str, list[float]] = {name: [] for name in engines}
             for engine in engines.values():  # warm-up: opens the connections
-                _run_threads(engine, threads, 0.3)
+                run_threads(_sync_cycle(engine), threads, 0.3)
             for order in orders(list(engines), args.rounds):
                 for name in order:
-                    results[name].append(_run_threads(engines[name], threads, args.seconds))
+                    ops, _ = run_threads(_sync_cycle(engines[name]), threads, args.seconds)
+                    results[name].append(ops)
             report(f"threads={threads}", results, ["queuepool"])
     finally:
         for engine in engines.values():
@@ -129,10 +105,12 @@ async def bench_async(args: Any, dsn: str) -> None:
         for conc in args.conc:
             results: dict[str, list[float]] = {name: [] for name in engines}
             for engine in engines.values():
-                await _run_tasks(engine, conc, 0.3)
+                await run_tasks(_async_cycle(engine), conc, 0.3)
             for order in orders(list(engines), args.rounds):
                 for name in order:
-                    results[name].append(await _run_tasks(engines[name], conc, args.seconds))
+                    results[name].append(
+                        await run_tasks(_async_cycle(engines[name]), conc, args.seconds)
+                    )
             report(f"conc={conc}", results, ["queuepool"])
     finally:
         for engine in engines.values():

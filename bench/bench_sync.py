@@ -42,42 +42,14 @@ import argparse
 import collections
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pgmarina
-from _rounds import orders, parse_args, report
+from _rounds import orders, parse_args, report, run_threads
 from pgmarina.contrib import embedded
 
 Cycle = Callable[[], None]
-
-
-def _run(factory: Callable[[int], Cycle], threads: int, seconds: float) -> tuple[float, float]:
-    """Cycles per second of all threads together, and min/max cycles per thread."""
-    counts = [0] * threads
-    start = threading.Barrier(threads + 1)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
-        cycle = factory(i)
-        start.wait()
-        n = 0
-        stop = stop_at[0]
-        while time.perf_counter() < stop:
-            cycle()
-            n += 1
-        counts[i] = n
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    t0 = time.perf_counter()
-    start.wait()
-    for t in pool:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0), min(counts) / max(max(counts), 1)
 
 
 class BareFifo:
@@ -263,10 +235,10 @@ def bench(args: argparse.Namespace, dsn: str) -> None:
             results: dict[str, list[float]] = {name: [] for name in contenders}
             evenness: dict[str, list[float]] = {name: [] for name in contenders}
             for factory in contenders.values():  # warm-up
-                _run(factory, threads, 0.3)
+                run_threads(factory, threads, 0.3)
             for order in orders(list(contenders), args.rounds):
                 for name in order:
-                    ops, even = _run(contenders[name], threads, args.seconds)
+                    ops, even = run_threads(contenders[name], threads, args.seconds)
                     results[name].append(ops)
                     evenness[name].append(even)
         bases = ["raw", peer, "marina"] if args.driver == "psycopg" else ["raw", peer]

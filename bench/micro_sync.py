@@ -32,8 +32,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pgmarina
-from _rounds import orders
-from bench_sync import BareFifo, _run
+from _rounds import orders, run_threads
+from bench_sync import BareFifo
 from pgmarina.adapters import CLEAN, SyncAdapter
 
 Cycle = Callable[[], None]
@@ -141,12 +141,12 @@ def main() -> None:
             try:
                 makes = {name: factory(pool, work_us) for name, pool in pools.items()}
                 for make in makes.values():
-                    _run(make, threads, 0.2)
+                    run_threads(make, threads, 0.2)
                 ops: dict[str, list[float]] = {name: [] for name in makes}
                 even: dict[str, list[float]] = {name: [] for name in makes}
                 for order in orders(list(makes), args.rounds):
                     for name in order:
-                        rate, evenness = _run(makes[name], threads, args.seconds)
+                        rate, evenness = run_threads(makes[name], threads, args.seconds)
                         ops[name].append(rate)
                         even[name].append(evenness)
             finally:
@@ -183,7 +183,7 @@ def _profile(args: argparse.Namespace) -> None:
         return run
 
     try:
-        _run(profiled, args.threads[0], args.seconds)
+        run_threads(profiled, args.threads[0], args.seconds)
     finally:
         close()
     stats = pstats.Stats(profiles[0])

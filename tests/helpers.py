@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
 
 async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "") -> None:
     """Poll ``predicate`` (sync or async) until it is true; fail after ``timeout`` seconds."""
@@ -21,3 +23,21 @@ async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s: {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+def backend_pids(server: Any, app: str) -> set[int]:
+    """The pids of ``server``'s backends whose ``application_name`` is ``app``.
+
+    A test gives its pool's connections a name of their own to find them
+    here, apart from every other test's on the shared server.
+    """
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def backends(server: Any, app: str) -> int:
+    """How many of ``server``'s backends have the ``application_name`` ``app``."""
+    return len(backend_pids(server, app))

@@ -197,6 +197,8 @@ class _ListenerBase:
         config = pool._config
         self._backoff = (config.backoff_initial, config.backoff_max)
         self._interval = config.keepalive or 60.0
+        #: How long ``listen()`` waits for ``LISTEN`` by default.
+        self._timeout = config.timeout
         self._subs: dict[str, list[Subscription]] = {}
         #: Channels ``LISTEN``-ed on the current connection.
         self._active: set[str] = set()
@@ -252,18 +254,25 @@ class _ListenerBase:
         for sub in list(subs):
             self._call(sub, sub._notify, note)
 
+    def _snapshot(self) -> dict[str, list[Subscription]]:
+        """The subscribers by channel, copied, to call without a lock."""
+        return {channel: list(subs) for channel, subs in self._subs.items()}
+
     def _report_gap(self, now: float) -> None:
+        """Hand every subscriber a :class:`Gap` if a connection was lost since
+        the last report (the supervisor calls it once ``LISTEN`` is back)."""
+        snapshot = self._snapshot()
         if self._lost_at is None:
             return
         lost_at, error = self._lost_at, self._lost_error
         self._lost_at = None
         self._log.info(
             "%s: listening again on %d channel(s) after %.3gs; notifications sent "
-            "meanwhile were missed", self.name, len(self._subs), now - lost_at,
+            "meanwhile were missed", self.name, len(snapshot), now - lost_at,
         )
-        for channel, subs in list(self._subs.items()):
+        for channel, subs in snapshot.items():
             gap = Gap(channel, lost_at, now, error)
-            for sub in list(subs):
+            for sub in subs:
                 self._call(sub, sub._gap, gap)
 
     def _permit(self) -> bool:
@@ -295,6 +304,13 @@ class _ListenerBase:
         self._log.log(logging.DEBUG if attempt else logging.INFO,
                       "%s: %s; retrying in %.0f ms", self.name, self._trouble, delay * 1000)
         return delay
+
+    def _connected(self, conn: Any) -> None:
+        """The supervisor holds a new connection: the trouble is over, and it
+        counts among the pool's dedicated connections."""
+        self._trouble = ""
+        self._conn = conn
+        self._count(+1)
 
     def _connect_failed(self, exc: BaseException, attempt: int) -> float:
         """Log a failed connect as the pools do; returns the delay before the next."""
@@ -329,6 +345,35 @@ class _ListenerBase:
         # of it through their Gap, and a failing reconnect logs a WARNING.
         self._log.info("%s: connection lost (%s); reconnecting", self.name, self._lost_error)
 
+    def _new_subscription(
+        self, channel: str, callback: Callable[[Notification], Any],
+        on_gap: Callable[[Gap], Any] | None,
+    ) -> Subscription:
+        """The checks and the :class:`Subscription` both ``listen()`` start with."""
+        _check_callable("callback", callback)
+        _check_callable("on_gap", on_gap)
+        return Subscription(self, _channel(channel), callback, on_gap)
+
+    def _forget(self, sub: Subscription) -> bool:
+        """Take ``sub`` out of ``_subs``; True when its channel has no
+        subscriber left (the supervisor must be woken to ``UNLISTEN`` it).
+        The thread shell calls it holding ``_lock``."""
+        sub.active = False
+        subs = self._subs.get(sub.channel)
+        if subs is not None and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[sub.channel]
+                return True
+        return False
+
+    def _not_active(self, sub: Subscription, limit: float | None) -> PoolTimeout:
+        """The error of a ``listen()`` whose ``LISTEN`` was not active in time."""
+        return PoolTimeout(
+            f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
+            + (f" ({self._trouble})" if self._trouble else "")
+        )
+
     def _call(self, sub: Subscription, fn: Callable[[Any], Any], arg: Any) -> None:
         try:
             fn(arg)
@@ -359,7 +404,6 @@ class AsyncListener(_ListenerBase):
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set each time the LISTEN set is in line
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timeout = pool._config.timeout
 
     async def listen(
         self, channel: str, callback: Callable[[Notification], Any], *,
@@ -385,9 +429,7 @@ class AsyncListener(_ListenerBase):
             PoolTimeout: ``LISTEN`` was not active in time (the server is
                 unreachable); nothing stays subscribed.
         """
-        _check_callable("callback", callback)
-        _check_callable("on_gap", on_gap)
-        sub = Subscription(self, _channel(channel), callback, on_gap)
+        sub = self._new_subscription(channel, callback, on_gap)
         await self._subscribe(sub, _listen_timeout(timeout, self._timeout))
         return sub
 
@@ -405,10 +447,7 @@ class AsyncListener(_ListenerBase):
             await bounded(self._until_active(sub.channel), limit)
         except TimeoutError:
             self._drop(sub)
-            raise PoolTimeout(
-                f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
-                + (f" ({self._trouble})" if self._trouble else "")
-            ) from None
+            raise self._not_active(sub, limit) from None
         except BaseException:
             self._drop(sub)
             raise
@@ -422,13 +461,8 @@ class AsyncListener(_ListenerBase):
             await self._settled.wait()
 
     def _drop(self, sub: Subscription) -> None:
-        sub.active = False
-        subs = self._subs.get(sub.channel)
-        if subs is not None and sub in subs:
-            subs.remove(sub)
-            if not subs:
-                del self._subs[sub.channel]
-                self._wake.set()
+        if self._forget(sub):
+            self._wake.set()
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         self._drop(sub)
@@ -479,9 +513,7 @@ class AsyncListener(_ListenerBase):
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
-            self._trouble = ""
-            self._conn = conn
-            self._count(+1)
+            self._connected(conn)
             try:
                 await self._serve(conn)
             except asyncio.CancelledError:
@@ -585,7 +617,31 @@ class AsyncListener(_ListenerBase):
             self._task.cancel()
 
 
-class AsyncNotifications:
+class _NotificationsBase:
+    """What both iterators of one channel hold: the queue the listener puts
+    the channel's items in, and the subscription that feeds it (``None``
+    until the first step, or again after a subscribe that failed)."""
+
+    def __init__(self, listener: Any, channel: str, items: Any, put: Callable[[Any], None]) -> None:
+        self._listener = listener
+        self.channel = channel
+        self._queue = items
+        self._put = put
+        self._sub: _Queued | None = None
+        self._done = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.channel!r} queued={self._queue.qsize()}>"
+
+    def _begin(self, timeout: float | None) -> tuple[_Queued, float | None]:
+        """Make the subscription (kept at once, so no second one starts
+        meanwhile) and the bound its ``LISTEN`` gets."""
+        limit = _listen_timeout(timeout, self._listener._timeout)
+        self._sub = sub = _Queued(self._listener, self.channel, self._put)
+        return sub, limit
+
+
+class AsyncNotifications(_NotificationsBase):
     """``async for item in pool.notifications(channel)``: the items of one channel.
 
     Items are :class:`Notification` objects and, after a reconnect, a
@@ -604,20 +660,14 @@ class AsyncNotifications:
     """
 
     def __init__(self, listener: AsyncListener, channel: str) -> None:
-        self._listener = listener
-        self.channel = channel
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._sub: _Queued | None = None
-        self._done = False
-
-    def __repr__(self) -> str:
-        return f"<AsyncNotifications {self.channel!r} queued={self._queue.qsize()}>"
+        items: asyncio.Queue[Any] = asyncio.Queue()
+        super().__init__(listener, channel, items, items.put_nowait)
+        self._queue: asyncio.Queue[Any]
 
     async def subscribe(self, timeout: float | None = None) -> None:
         """``LISTEN`` now (the first step does it otherwise); see ``listen()``."""
         if self._sub is None:
-            limit = _listen_timeout(timeout, self._listener._timeout)
-            self._sub = sub = _Queued(self._listener, self.channel, self._queue.put_nowait)
+            sub, limit = self._begin(timeout)
             try:
                 await self._listener._subscribe(sub, limit)
             except BaseException:
@@ -670,7 +720,6 @@ class Listener(_ListenerBase):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._timeout = pool._config.timeout
         self._stop = threading.Event()  # cuts a backoff sleep short
 
     def listen(
@@ -679,9 +728,7 @@ class Listener(_ListenerBase):
     ) -> Subscription:
         """Call ``callback(note)`` on the listener's thread for every
         notification on ``channel``; see :meth:`AsyncListener.listen`."""
-        _check_callable("callback", callback)
-        _check_callable("on_gap", on_gap)
-        sub = Subscription(self, _channel(channel), callback, on_gap)
+        sub = self._new_subscription(channel, callback, on_gap)
         self._subscribe(sub, _listen_timeout(timeout, self._timeout))
         return sub
 
@@ -711,10 +758,7 @@ class Listener(_ListenerBase):
             self._drop_locked(sub)
             if self._closed:
                 raise PoolClosed(f"{self.name} is closed")
-            raise PoolTimeout(
-                f"{self.name}: LISTEN {sub.channel!r} not active after {limit:.3g}s"
-                + (f" ({self._trouble})" if self._trouble else "")
-            )
+            raise self._not_active(sub, limit)
 
     def _poke(self) -> None:
         # Full (a wake-up is pending anyway) or closed (the thread ended).
@@ -722,13 +766,8 @@ class Listener(_ListenerBase):
             self._wake_w.send(b"!")
 
     def _drop_locked(self, sub: Subscription) -> None:
-        sub.active = False
-        subs = self._subs.get(sub.channel)
-        if subs is not None and sub in subs:
-            subs.remove(sub)
-            if not subs:
-                del self._subs[sub.channel]
-                self._poke()
+        if self._forget(sub):
+            self._poke()
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -741,21 +780,9 @@ class Listener(_ListenerBase):
         for sub in subs:
             self._call(sub, sub._notify, note)
 
-    def _report_gap(self, now: float) -> None:
+    def _snapshot(self) -> dict[str, list[Subscription]]:
         with self._lock:
-            snapshot = {ch: list(subs) for ch, subs in self._subs.items()}
-        if self._lost_at is None:
-            return
-        lost_at, error = self._lost_at, self._lost_error
-        self._lost_at = None
-        self._log.info(
-            "%s: listening again on %d channel(s) after %.3gs; notifications sent "
-            "meanwhile were missed", self.name, len(snapshot), now - lost_at,
-        )
-        for channel, subs in snapshot.items():
-            gap = Gap(channel, lost_at, now, error)
-            for sub in subs:
-                self._call(sub, sub._gap, gap)
+            return super()._snapshot()
 
     def _supervise(self) -> None:
         try:
@@ -794,9 +821,7 @@ class Listener(_ListenerBase):
                 self._stop.wait(delay)
                 continue
             attempt = 0
-            self._trouble = ""
-            self._conn = conn
-            self._count(+1)
+            self._connected(conn)
             try:
                 self._serve(conn)
             except Exception as exc:
@@ -889,7 +914,7 @@ class Listener(_ListenerBase):
         self._poke()
 
 
-class Notifications:
+class Notifications(_NotificationsBase):
     """``for item in pool.notifications(channel)``: a blocking iterator.
 
     Items are :class:`Notification` objects and, after a reconnect, a
@@ -899,20 +924,14 @@ class Notifications:
     """
 
     def __init__(self, listener: Listener, channel: str) -> None:
-        self._listener = listener
-        self.channel = channel
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._sub: _Queued | None = None
-        self._done = False
-
-    def __repr__(self) -> str:
-        return f"<Notifications {self.channel!r} queued={self._queue.qsize()}>"
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        super().__init__(listener, channel, items, items.put)
+        self._queue: queue.SimpleQueue[Any]
 
     def subscribe(self, timeout: float | None = None) -> None:
         """``LISTEN`` now (the first step does it otherwise)."""
         if self._sub is None:
-            limit = _listen_timeout(timeout, self._listener._timeout)
-            self._sub = sub = _Queued(self._listener, self.channel, self._queue.put)
+            sub, limit = self._begin(timeout)
             try:
                 self._listener._subscribe(sub, limit)
             except BaseException:

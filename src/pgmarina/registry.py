@@ -226,6 +226,15 @@ class _RegistryBase(Generic[P]):
     _pool_class: ClassVar[type[PoolBase]]
     _default: ClassVar[Any] = None
 
+    @classmethod
+    def _the_default(cls, name: str) -> Any:
+        """This class's process-wide registry, made (again, if it was closed)
+        under ``name``; each subclass's ``default()`` gives it its type."""
+        with _default_lock:
+            if cls._default is None or cls._default.closed:
+                cls._default = cls(name=name)
+            return cls._default
+
     def __init__(
         self,
         *,
@@ -500,10 +509,7 @@ class PoolRegistry(_RegistryBase[Pool]):
     @classmethod
     def default(cls) -> PoolRegistry:
         """The process-wide registry (no cap, ``idle_ttl=300``), made on first use."""
-        with _default_lock:
-            if cls._default is None or cls._default.closed:
-                cls._default = cls(name="default registry")
-            return cls._default  # type: ignore[no-any-return]
+        return cls._the_default("default registry")  # type: ignore[no-any-return]
 
 
 class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
@@ -606,10 +612,7 @@ class AsyncPoolRegistry(_RegistryBase[AsyncPool]):
     @classmethod
     def default(cls) -> AsyncPoolRegistry:
         """The process-wide registry (no cap, ``idle_ttl=300``), made on first use."""
-        with _default_lock:
-            if cls._default is None or cls._default.closed:
-                cls._default = cls(name="default async registry")
-            return cls._default  # type: ignore[no-any-return]
+        return cls._the_default("default async registry")  # type: ignore[no-any-return]
 
 
 _default_lock = threading.Lock()

@@ -31,6 +31,13 @@ class Fleet:
         self.shells.append(shell)
         return shell
 
+    def open_pools(self, n: int) -> list[Shell]:
+        """``n`` pools of ``min_size=0, max_size=5``, joined in order, then opened."""
+        shells = [self.pool(min_size=0, max_size=5) for _ in range(n)]
+        for shell in shells:
+            shell.open()
+        return shells
+
     def deliver(self, now: float) -> int:
         """Carry out every poke queued so far (and the ones they cause)."""
         n = 0
@@ -56,8 +63,7 @@ class Fleet:
 
 def test_a_pool_under_a_full_budget_opens_nothing_and_claims_what_its_waiters_lack() -> None:
     fleet = Fleet(2)
-    a = fleet.pool(min_size=0, max_size=5)
-    a.open()
+    (a,) = fleet.open_pools(1)
     a.lease_all(2)
     w1, w2 = a.acquire(0.0), a.acquire(0.0)
     assert isinstance(w1, Waiter) and isinstance(w2, Waiter)
@@ -68,12 +74,7 @@ def test_a_pool_under_a_full_budget_opens_nothing_and_claims_what_its_waiters_la
 
 def test_a_full_budget_reclaims_the_least_recently_used_idle_connection_of_another_pool() -> None:
     fleet = Fleet(3)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    c = fleet.pool(min_size=0, max_size=5)
-    for s in (a, b):
-        s.open()
-    c.open()
+    a, b, c = fleet.open_pools(3)
     a1 = a.lease_all(1, now=0.0)[0]
     b1, _b2 = b.lease_all(2, now=0.0)
     b.checkin(b1, 5.0)  # b's idle since 5
@@ -117,11 +118,7 @@ def test_a_reclaim_takes_an_idle_connection_even_below_min_size() -> None:
 
 def test_permits_given_back_go_to_the_oldest_claim_across_pools() -> None:
     fleet = Fleet(2)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    c = fleet.pool(min_size=0, max_size=5)
-    for s in (a, b, c):
-        s.open()
+    a, b, c = fleet.open_pools(3)
     (e1,) = a.lease_all(1)
     (e2,) = a.lease_all(1)
     wb = b.acquire(1.0)
@@ -143,11 +140,7 @@ def test_permits_given_back_go_to_the_oldest_claim_across_pools() -> None:
 
 def test_a_reservation_its_pool_no_longer_needs_passes_to_the_next_claim() -> None:
     fleet = Fleet(1)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    c = fleet.pool(min_size=0, max_size=5)
-    for s in (a, b, c):
-        s.open()
+    a, b, c = fleet.open_pools(3)
     (e1,) = a.lease_all(1)
     wb = b.acquire(1.0)
     wc = c.acquire(2.0)
@@ -166,11 +159,7 @@ def test_a_reservation_its_pool_no_longer_needs_passes_to_the_next_claim() -> No
 
 def test_a_closing_pool_drops_its_claims_and_passes_on_its_reservations() -> None:
     fleet = Fleet(1)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    c = fleet.pool(min_size=0, max_size=5)
-    for s in (a, b, c):
-        s.open()
+    a, b, c = fleet.open_pools(3)
     (e1,) = a.lease_all(1)
     b.acquire(1.0)
     wc = c.acquire(2.0)
@@ -187,8 +176,7 @@ def test_a_closing_pool_drops_its_claims_and_passes_on_its_reservations() -> Non
 
 def test_a_failed_connect_given_up_returns_its_permit() -> None:
     fleet = Fleet(1)
-    a = fleet.pool(min_size=0, max_size=5)
-    a.open()
+    (a,) = fleet.open_pools(1)
     w = a.acquire(0.0)
     assert isinstance(w, Waiter)
     assert fleet.budget.stats().used == 1
@@ -297,10 +285,7 @@ def test_the_budget_is_never_exceeded_under_random_traffic_and_no_waiter_is_lost
 
 def test_retry_reclaims_finds_a_connection_that_went_idle_after_the_claim() -> None:
     fleet = Fleet(1)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    a.open()
-    b.open()
+    a, b = fleet.open_pools(2)
     (e,) = a.lease_all(1)
     w = b.acquire(1.0)
     assert isinstance(w, Waiter)
@@ -324,10 +309,7 @@ def test_a_returned_lease_closes_for_another_pools_older_claim_rather_than_serve
     """Fairness across pools: a busy pool cannot keep its connections for
     its own newer callers while another pool's caller waits longer."""
     fleet = Fleet(1)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    a.open()
-    b.open()
+    a, b = fleet.open_pools(2)
     (e,) = a.lease_all(1)
     wb = b.acquire(1.0)  # b claims the permit first
     wa = a.acquire(2.0)  # then a caller of a's own queues
@@ -351,10 +333,7 @@ def test_a_returned_lease_closes_for_another_pools_older_claim_rather_than_serve
 
 def test_a_returned_lease_serves_its_own_pools_caller_when_that_one_waited_longer() -> None:
     fleet = Fleet(1)
-    a = fleet.pool(min_size=0, max_size=5)
-    b = fleet.pool(min_size=0, max_size=5)
-    a.open()
-    b.open()
+    a, b = fleet.open_pools(2)
     (e,) = a.lease_all(1)
     wa = a.acquire(1.0)
     wb = b.acquire(2.0)

@@ -9,20 +9,10 @@ import threading
 import uuid
 from typing import Any
 
-import psycopg
 import pytest
 
-from helpers import eventually
+from helpers import backends, eventually
 from pgmarina import Pool
-
-
-def _backends(pg: Any, app: str) -> int:
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
@@ -37,14 +27,14 @@ def test_a_forgotten_thread_pool_takes_its_listener_thread_and_connection_along(
     pool.listen("forgotten", print)
     name = f"{pool.name} listener"
     assert any(t.name == name for t in threading.enumerate())
-    assert _backends(pg, app) == 1
+    assert backends(pg, app) == 1
     del pool
     gc.collect()
 
     async def freed() -> None:
         await eventually(lambda: not any(t.name == name for t in threading.enumerate()),
                          timeout=10, what="the listener's thread exits")
-        await eventually(lambda: _backends(pg, app) == 0, timeout=10,
+        await eventually(lambda: backends(pg, app) == 0, timeout=10,
                          what="the listener's connection closes")
 
     asyncio.run(freed())

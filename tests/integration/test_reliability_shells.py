@@ -17,24 +17,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
-from helpers import eventually
+from helpers import backends, eventually
 from pgmarina import AsyncPool, Pool, PoolError
 
 
 def _app() -> str:
     return f"rel_{uuid.uuid4().hex[:10]}"
-
-
-def _backends(pg: Any, app: str) -> int:
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +194,7 @@ def test_a_forgotten_thread_pool_is_freed_with_its_threads_and_connections(
             names.append(pool.name)
             assert _pool_threads(pool.name)
             del pool, conn
-        assert _backends(pg, app) == 6
+        assert backends(pg, app) == 6
     finally:
         gc.enable()
     gc.collect()
@@ -212,7 +202,7 @@ def test_a_forgotten_thread_pool_is_freed_with_its_threads_and_connections(
     async def freed() -> None:
         await eventually(lambda: not any(_pool_threads(n) for n in names), timeout=10,
                          what="the forgotten pools' threads exit")
-        await eventually(lambda: _backends(pg, app) == 0, timeout=10,
+        await eventually(lambda: backends(pg, app) == 0, timeout=10,
                          what="the forgotten pools' server connections close")
 
     asyncio.run(freed())

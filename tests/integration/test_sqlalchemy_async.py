@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event, exc, text
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import pgmarina
-from helpers import eventually
+from helpers import backend_pids, eventually
 from pgmarina.contrib.sqlalchemy import PgMarinaPool, PoolTimeout
 
 DRIVERS = ["asyncpg", "psycopg"]
@@ -38,16 +37,8 @@ def _run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     return run
 
 
-def _pids(server: Any, app: str) -> set[int]:
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchall()
-    return {int(r[0]) for r in rows}
-
-
 async def _gone(server: Any, app: str, pids: set[int]) -> None:
-    await eventually(lambda: not _pids(server, app) & pids, what=f"backends {pids} gone")
+    await eventually(lambda: not backend_pids(server, app) & pids, what=f"backends {pids} gone")
 
 
 @contextlib.asynccontextmanager
@@ -144,7 +135,7 @@ async def test_async_engines_keep_their_isolation_levels_and_one_record_per_conn
                 assert (await s.execute(query)).scalar_one() == "serializable"
                 assert (await s2.execute(query)).scalar_one() == "serializable"
                 assert (await p.execute(query)).scalar_one() == "read committed"
-        assert len(connects) == len(_pids(pg, app)) == 2
+        assert len(connects) == len(backend_pids(pg, app)) == 2
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -201,7 +192,7 @@ async def test_async_tasks_share_the_engine_and_cancelled_ones_leak_nothing(
         inner = engine.pool.pgmarina_pool  # type: ignore[attr-defined]
         assert inner.stats().size <= 4
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-        await eventually(lambda: len(_pids(pg, app)) == inner.stats().size)
+        await eventually(lambda: len(backend_pids(pg, app)) == inner.stats().size)
         async with engine.connect() as conn:
             await _pid(conn)
 
@@ -218,7 +209,7 @@ async def test_async_dispose_closes_idle_connections_and_the_engine_goes_on(
             idle = await _pid(conn)
         await engine.dispose()
         await _gone(pg, app, {idle})
-        assert kept in _pids(pg, app)
+        assert kept in backend_pids(pg, app)
         await held.close()
         await _gone(pg, app, {kept})
         async with engine.connect() as conn:
@@ -325,8 +316,8 @@ async def test_async_checkout_event_disconnect_moves_the_record_to_a_fresh_conne
             pid = await _pid(conn)
             assert inner.stats().in_use == 1
         await _settled(engine)
-        await eventually(lambda: len(pids - _pids(pg, app)) == 1, what="refused one closed")
-        assert pid in _pids(pg, app)
+        await eventually(lambda: len(pids - backend_pids(pg, app)) == 1, what="refused one closed")
+        assert pid in backend_pids(pg, app)
         assert inner.stats().size <= 2
 
 
@@ -407,10 +398,9 @@ async def test_async_random_mix_with_cancels_and_disposes_leaks_nothing(
         inner = engine.pool.pgmarina_pool  # type: ignore[attr-defined]
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         await eventually(
-            lambda: len(_pids(pg, app)) == inner.stats().size,
+            lambda: len(backend_pids(pg, app)) == inner.stats().size,
             what="the engine's backends are the ones its pool holds",
         )
-
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -430,7 +420,7 @@ async def test_async_dispose_without_close_closes_in_process_and_abandons_in_a_c
         engine.pool._opened_in = -1  # type: ignore[attr-defined]  # as in a forked child
         await engine.dispose(close=False)
         await old.close()  # as the collector would: neither may reach them
-        assert second <= _pids(pg, app)
+        assert second <= backend_pids(pg, app)
         for raw in conns:
             await raw.close()  # the test's own cleanup
         await _gone(pg, app, second)

@@ -13,7 +13,7 @@ import inspect
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -23,6 +23,7 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import pgmarina
+from helpers import backend_pids
 from pgmarina.contrib.sqlalchemy import PgMarinaPool, PoolTimeout
 
 DRIVERS = ["psycopg", "psycopg2"]
@@ -32,13 +33,23 @@ def _url(server: Any, driver: str) -> sa.URL:
     return sa.make_url(server.dsn).set(drivername=f"postgresql+{driver}")
 
 
-def _pids(server: Any, app: str) -> set[int]:
-    """Backends of one engine, told apart by its application_name."""
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchall()
-    return {int(r[0]) for r in rows}
+def _on_threads(work: Callable[[int], None], n: int) -> None:
+    """Run ``work(0)`` ... ``work(n - 1)`` on threads of their own, together;
+    fail with the first error one of them raised."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[0]
 
 
 @contextlib.contextmanager
@@ -63,7 +74,7 @@ def _gone(server: Any, app: str, pids: set[int], timeout: float = 5.0) -> bool:
     """Whether the backends ``pids`` end within ``timeout`` (a backend exits soon after
     its client closes, not at once)."""
     deadline = time.monotonic() + timeout
-    while _pids(server, app) & pids:
+    while backend_pids(server, app) & pids:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -231,7 +242,7 @@ def test_one_record_and_one_connect_event_per_physical_connection(pg: Any, drive
                     info = conn.connection.info
                     info.setdefault("pid", _pid(conn))
                     assert seen.setdefault(info["pid"], info) is info
-        assert len(connects) == len(seen) == len(_pids(pg, app)) == 2
+        assert len(connects) == len(seen) == len(backend_pids(pg, app)) == 2
         assert engine.pool.checkedout() == 0
 
 
@@ -354,7 +365,7 @@ def test_a_checkout_event_disconnect_moves_the_record_to_a_fresh_connection(
             pid = _pid(conn)
             assert inner.stats().in_use == 1
         _settled(inner)
-        live = _pids(pg, app)
+        live = backend_pids(pg, app)
         assert pid in live
         assert len(live) == inner.stats().size <= 2
         assert len(pids - live) == 1  # the refused connection was closed and dropped
@@ -410,7 +421,7 @@ def test_dispose_closes_idle_connections_now_and_leased_ones_on_return(
             idle = _pid(conn)
         engine.dispose()
         assert _gone(pg, app, {idle})
-        assert kept in _pids(pg, app)
+        assert kept in backend_pids(pg, app)
         assert _pid(held) == kept  # still usable
         held.close()
         assert _gone(pg, app, {kept})
@@ -430,39 +441,30 @@ def test_dispose_closes_idle_connections_now_and_leased_ones_on_return(
 def test_many_threads_share_the_engine_and_nothing_leaks(pg: Any, driver: str) -> None:
     with _engine(pg, driver, pool_size=2, max_overflow=2, pool_timeout=20) as (engine, app):
         inner = engine.pool.pgmarina_pool
-        errors: list[BaseException] = []
         holders: dict[int, set[int]] = {}
         lock = threading.Lock()
 
         def work(n: int) -> None:
-            try:
-                for i in range(30):
-                    with engine.connect() as conn:
-                        pid = _pid(conn)
-                        with lock:
-                            # one connection is never held by two threads at once
-                            assert not any(
-                                pid in pids for t, pids in holders.items() if t != n
-                            )
-                            holders.setdefault(n, set()).add(pid)
-                        if i % 7 == 0:
-                            conn.invalidate()
-                        with lock:
-                            holders[n].discard(pid)
-            except BaseException as e:  # reported below
-                errors.append(e)
+            for i in range(30):
+                with engine.connect() as conn:
+                    pid = _pid(conn)
+                    with lock:
+                        # one connection is never held by two threads at once
+                        assert not any(
+                            pid in pids for t, pids in holders.items() if t != n
+                        )
+                        holders.setdefault(n, set()).add(pid)
+                    if i % 7 == 0:
+                        conn.invalidate()
+                    with lock:
+                        holders[n].discard(pid)
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert not errors, errors[0]
+        _on_threads(work, 12)
         _settled(inner)
         s = inner.stats()
         assert s.in_use == 0 and s.size <= 4
         assert engine.pool.checkedout() == 0
-        assert len(_pids(pg, app)) == s.size
+        assert len(backend_pids(pg, app)) == s.size
 
 
 def test_a_lease_info_dict_stays_with_its_connection(pg: Any) -> None:
@@ -558,7 +560,7 @@ def test_dispose_without_close_in_a_forked_child_leaves_the_old_connections_alon
         engine.pool._opened_in = -1  # as in a child: opened by the parent
         engine.dispose(close=False)
         old.close()  # as the forgotten pool's finalizer would: neither may reach them
-        assert before <= _pids(pg, app)
+        assert before <= backend_pids(pg, app)
         with engine.connect() as conn:
             assert _pid(conn) not in before
         for raw in conns:
@@ -591,44 +593,35 @@ def test_a_random_mix_of_checkouts_invalidations_detaches_and_disposes_leaks_not
     import random
 
     with _engine(pg, driver, pool_size=2, max_overflow=2, pool_timeout=0.5) as (engine, app):
-        errors: list[BaseException] = []
         stop = time.monotonic() + 2.0
 
         def work(seed: int) -> None:
             rng = random.Random(seed)
-            try:
-                while time.monotonic() < stop:
-                    roll = rng.random()
-                    try:
-                        with engine.connect() as conn:
-                            _pid(conn)
-                            if roll < 0.1:
-                                conn.invalidate()
-                            elif roll < 0.15:
-                                conn.connection.invalidate(soft=True)
-                            elif roll < 0.2:
-                                conn.detach()  # closed when the block ends
-                            elif roll < 0.25:
-                                engine.pool.dispose()
-                            elif roll < 0.3:
-                                conn.commit()
-                    except PoolTimeout:
-                        pass
-            except BaseException as e:  # reported below
-                errors.append(e)
+            while time.monotonic() < stop:
+                roll = rng.random()
+                try:
+                    with engine.connect() as conn:
+                        _pid(conn)
+                        if roll < 0.1:
+                            conn.invalidate()
+                        elif roll < 0.15:
+                            conn.connection.invalidate(soft=True)
+                        elif roll < 0.2:
+                            conn.detach()  # closed when the block ends
+                        elif roll < 0.25:
+                            engine.pool.dispose()
+                        elif roll < 0.3:
+                            conn.commit()
+                except PoolTimeout:
+                    pass
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert not errors, errors[0]
+        _on_threads(work, 8)
         inner = engine.pool.pgmarina_pool
         _settled(inner)
         assert engine.pool.checkedout() == 0
         deadline = time.monotonic() + 5
-        while len(_pids(pg, app)) != inner.stats().size:
-            assert time.monotonic() < deadline, (_pids(pg, app), inner.stats())
+        while len(backend_pids(pg, app)) != inner.stats().size:
+            assert time.monotonic() < deadline, (backend_pids(pg, app), inner.stats())
             time.sleep(0.05)
 
 

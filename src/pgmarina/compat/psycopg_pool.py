@@ -648,6 +648,31 @@ class _FacadeBase:
 
     # -- the check loop's pace ----------------------------------------------
 
+    def _check_window(self, timeout: float | None) -> tuple[float, float | None]:
+        """When the check loop starts, and its deadline (``None``: no limit)."""
+        start = monotonic()
+        wait = self._timeout if timeout is None else timeout
+        return start, None if wait is None else start + wait
+
+    def _check_failed(self, conn: Any, exc: Exception) -> None:
+        """Note a connection that failed ``check`` (it goes back to the pool next)."""
+        conn._pool = None
+        _log.info("connection failed check: %s", exc)
+        self._tally.add("internal")
+
+    def _check_time_left(
+        self, start: float, deadline: float | None, last: Exception
+    ) -> float | None:
+        """What is left of the check loop's time after a pause; none left is a timeout.
+
+        Raises:
+            PoolTimeout: the deadline passed (``last``, the failure, is its cause).
+        """
+        left = None if deadline is None else deadline - monotonic()
+        if left is not None and left <= 0:
+            raise self._check_timed_out(start, last) from last
+        return left
+
     def _check_delay(self, failures: int, deadline: float | None) -> float:
         """Pause before checking again: none after the first failure, then the
         pool's connect backoff (doubling, jittered), never past the deadline."""
@@ -997,9 +1022,7 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
 
     def _checked(self, lease: Any, timeout: float | None) -> Any:
         """Run ``check`` on the lease's connection until one passes (see module doc)."""
-        start = monotonic()
-        wait = self._timeout if timeout is None else timeout
-        deadline = None if wait is None else start + wait
+        start, deadline = self._check_window(timeout)
         check = self._check
         assert check is not None
         failures = 0
@@ -1009,15 +1032,11 @@ class ConnectionPool(_FacadeBase, Generic[CT]):
             try:
                 check(conn)
             except Exception as exc:
-                conn._pool = None
-                _log.info("connection failed check: %s", exc)
+                self._check_failed(conn, exc)
                 failures += 1
-                self._tally.add("internal")
                 self._release(lease)
                 time.sleep(self._check_delay(failures, deadline))
-                left = None if deadline is None else deadline - monotonic()
-                if left is not None and left <= 0:
-                    raise self._check_timed_out(start, exc) from exc
+                left = self._check_time_left(start, deadline, exc)
                 try:
                     lease = self._acquire(timeout=left)
                 except _errors.PoolError as err:
@@ -1330,9 +1349,7 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
 
     async def _checked(self, lease: Any, timeout: float | None) -> Any:
         """See :meth:`ConnectionPool._checked`."""
-        start = monotonic()
-        wait = self._timeout if timeout is None else timeout
-        deadline = None if wait is None else start + wait
+        start, deadline = self._check_window(timeout)
         check = self._check
         assert check is not None
         failures = 0
@@ -1342,15 +1359,11 @@ class AsyncConnectionPool(_FacadeBase, Generic[ACT]):
             try:
                 await check(conn)
             except Exception as exc:
-                conn._pool = None
-                _log.info("connection failed check: %s", exc)
+                self._check_failed(conn, exc)
                 failures += 1
-                self._tally.add("internal")
                 await self._release(lease)
                 await asyncio.sleep(self._check_delay(failures, deadline))
-                left = None if deadline is None else deadline - monotonic()
-                if left is not None and left <= 0:
-                    raise self._check_timed_out(start, exc) from exc
+                left = self._check_time_left(start, deadline, exc)
                 try:
                     lease = await self._acquire(timeout=left)
                 except _errors.PoolError as err:

@@ -678,17 +678,17 @@ class Transaction(_Queries):
 
     async def commit(self) -> None:
         """``COMMIT``; the transaction is over."""
-        self._opened("commit")
-        try:
-            await self._command("COMMIT", exc.TransactionCommitError)
-        finally:
-            self._state = "done"
+        await self._end("COMMIT", exc.TransactionCommitError)
 
     async def rollback(self) -> None:
         """``ROLLBACK``; the transaction is over."""
-        self._opened("rollback")
+        await self._end("ROLLBACK", exc.TransactionRollbackError)
+
+    async def _end(self, sql: str, error: type[exc.Error]) -> None:
+        """``COMMIT`` or ``ROLLBACK`` a begun transaction; it is over even if that fails."""
+        self._opened(sql.lower())
         try:
-            await self._command("ROLLBACK", exc.TransactionRollbackError)
+            await self._command(sql, error)
         finally:
             self._state = "done"
 
