@@ -208,7 +208,7 @@ class _Adapter(AsyncpgAdapter):
         # A callback returning the wrong thing does so every time: fail callers at once.
         return isinstance(exc, _NotAConnection) or super().is_permanent(exc)
 
-    async def full_reset(self, conn: Any, timeout: float) -> None:
+    async def full_reset(self, conn: Any, timeout: float | None) -> None:
         if type(conn).reset is not _CONNECTION_RESET:
             await conn.reset(timeout=timeout)  # a connection_class's own: it decides
             return
@@ -218,7 +218,7 @@ class _Adapter(AsyncpgAdapter):
         # override) in one round trip, without its timeout context.
         await super().full_reset(conn, timeout)
 
-    async def rollback(self, conn: Any, timeout: float) -> None:
+    async def rollback(self, conn: Any, timeout: float | None) -> None:
         # asyncpg's own (with a custom reset): it reports a transaction left
         # open outside ``async with conn.transaction()`` to the loop's
         # exception handler, then rolls it back.
