@@ -432,6 +432,8 @@ class AsyncPool(PoolBase):
             self._check_loop()  # raises, unless the pool is not open yet
             return None
         core = self._core
+        if core.waiters:  # checkout() would say "queue": strict FIFO, no barging here
+            return None
         entry = core.checkout(monotonic())
         if entry is not None and entry.state is IN_USE and not core.pending:
             conn = entry.conn
@@ -1133,7 +1135,9 @@ class _Connection(_AsyncContext):
         pool = self._pool
         core = pool._core
         if _running_loop() is pool._loop:
-            entry = core.checkout(monotonic())
+            # While anyone waits, checkout() says "queue" (strict FIFO, no
+            # barging here): asked only when nobody does.
+            entry = None if core.waiters else core.checkout(monotonic())
         else:
             pool._check_loop()  # raises, unless the pool is not open yet
             entry = None
