@@ -189,7 +189,8 @@ class AsyncPool(PoolBase):
             ``inf``: no limit).  The thread pool hands it to libpq, which
             counts whole seconds, at least 2.
         reset_timeout: Bound on a reset, check or ping round trip (more than
-            0; ``inf``: no limit).
+            0; ``inf``: no limit); with asyncpg, on a whole reset, hook
+            included, by one timer for the pool.
         reset: ``"auto"`` (roll back only what the local status shows, and
             undo listeners and driver attributes: no round trip for a clean
             connection; session state stays, see the README), ``"full"``
