@@ -598,7 +598,10 @@ class Pool:
             return None
         if timeout is not None:
             timeout = self._pool._check_timeout(timeout)
-        return _end(connection, timeout, True)
+        # _end, inline: once per release.
+        reset = self._pool._return(connection, None, timeout, True)
+        set_con(connection, _GONE)
+        return reset  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------
     # one query on a leased connection
