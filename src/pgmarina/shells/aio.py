@@ -446,9 +446,10 @@ class AsyncPool(PoolBase):
         """The rest of an acquire whose fast path found no ready connection.
 
         ``entry`` is what the fast path's checkout returned: one to check or
-        to throw away, or ``None`` (nothing idle, or another event loop), in
-        which case the caller queues at once: checking out again could not
-        find anything, since nothing ran in between.
+        to throw away, or ``None`` (nothing idle, or callers queue already),
+        in which case the caller queues at once: checking out again could not
+        find anything, since nothing ran in between.  A caller on another
+        event loop was refused before it came here.
 
         Under contention most acquires come here, so the common steps are
         written inline (measured: each helper call cost about 1 % of a cycle
@@ -460,8 +461,6 @@ class AsyncPool(PoolBase):
         deadline = None if seconds is None else start + seconds
         if core.pending:
             self._drain()
-        # A caller on another event loop was refused before it came here
-        # (_take, _Connection.__aenter__).
         loop = self._loop
         while True:
             if entry is None:
