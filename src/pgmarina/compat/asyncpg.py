@@ -235,17 +235,22 @@ class _Adapter(AsyncpgAdapter):
         # A callback returning the wrong thing does so every time: fail callers at once.
         return isinstance(exc, _NotAConnection) or super().is_permanent(exc)
 
-    async def full_reset(self, conn: Any, timeout: float) -> None:
+    def full_reset(self, conn: Any, timeout: float | None) -> Any:
+        # A plain function returning what to await, as the adapter's own: no
+        # frame of ours on every release (the façade's default reset).
         if type(conn).reset is not _CONNECTION_RESET:
-            await conn.reset(timeout=timeout)  # a connection_class's own: it decides
-            return
+            return conn.reset(timeout=timeout)  # a connection_class's own: it decides
         if self.status(conn) == IN_TRANSACTION:
-            await self.rollback(conn, timeout)  # asyncpg's words on a transaction left open
+            return self._rollback_and_reset(conn, timeout)
         # Connection.reset()'s query (get_reset_query(), which a class may
         # override) in one round trip, without its timeout context.
+        return super().full_reset(conn, timeout)
+
+    async def _rollback_and_reset(self, conn: Any, timeout: float | None) -> None:
+        await self.rollback(conn, timeout)  # asyncpg's words on a transaction left open
         await super().full_reset(conn, timeout)
 
-    async def rollback(self, conn: Any, timeout: float) -> None:
+    async def rollback(self, conn: Any, timeout: float | None) -> None:
         # asyncpg's own (with a custom reset): it reports a transaction left
         # open outside ``async with conn.transaction()`` to the loop's
         # exception handler, then rolls it back.
@@ -621,7 +626,10 @@ class Pool:
             return None
         if timeout is not None:
             timeout = self._pool._check_timeout(timeout)
-        return _end(connection, timeout, True)
+        # _end, inline: once per release.
+        reset = self._pool._return(connection, None, timeout, True)
+        set_con(connection, _GONE)
+        return reset  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------
     # one query on a leased connection
