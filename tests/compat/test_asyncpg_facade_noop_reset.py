@@ -13,6 +13,7 @@ import asyncio
 import functools
 from typing import Any
 
+import asyncpg
 import pytest
 
 from pgmarina.compat.asyncpg import _does_nothing, create_pool
@@ -117,5 +118,32 @@ def test_a_reset_that_acts_is_still_called_on_every_release(pg: Any) -> None:
                 async with pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
             assert len(calls) == 3
+
+    asyncio.run(main())
+
+
+def test_a_waiting_async_with_acquire_raises_asyncpgs_errors(pg: Any) -> None:
+    """``async with pool.acquire()`` that has to wait (the façade's inline wait)
+    times out with ``TimeoutError`` and fails with asyncpg's ``InterfaceError``
+    when the pool closes under it, as a plain ``await pool.acquire()`` does."""
+
+    async def main() -> None:
+        pool = await create_pool(**pg.connect_kwargs(), min_size=1, max_size=1)
+        held = await pool.acquire()
+        with pytest.raises(asyncio.TimeoutError):
+            async with pool.acquire(timeout=0.05):
+                pass
+
+        async def wait() -> None:
+            async with pool.acquire():
+                pass
+
+        waiter = asyncio.ensure_future(wait())
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(pool.close())
+        with pytest.raises(asyncpg.InterfaceError, match="pool is closing"):
+            await waiter
+        await pool.release(held)
+        await closing
 
     asyncio.run(main())
