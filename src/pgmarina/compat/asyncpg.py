@@ -36,7 +36,8 @@ left, our call on the right:
 ``reset=None`` / ``reset=coroutine``   ``reset="full"`` (``Connection.reset()``'s
                                        query, or its own if a class overrides
                                        it) / ``reset=coroutine`` after the
-                                       rollback
+                                       rollback; one whose body does nothing:
+                                       ``reset="auto"`` (the rollback alone)
 ``acquire(timeout=)``                  ``acquire(timeout=)`` (``None``: no limit)
 ``release(conn, timeout=)``            the lease's end; a reset the caller waits
                                        for is bounded by ``timeout``, raises its
@@ -70,10 +71,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dis
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from time import monotonic
+from types import FunctionType
 from typing import Any
 
 import asyncpg
@@ -175,6 +178,34 @@ def _end(lease: PoolConnectionProxy, timeout: float | None = None,
     reset = lease._pool._return(lease, None, timeout, peer)
     set_con(lease, _GONE)
     return reset  # type: ignore[no-any-return]
+
+
+# What a coroutine function whose body does nothing (``pass``, ``...``, a
+# docstring, ``return None``) compiles to, past its prologue: load a constant
+# and return it (one instruction from Python 3.12 on).
+_PROLOGUE = frozenset({"RETURN_GENERATOR", "POP_TOP", "RESUME", "NOP", "CACHE"})
+_RETURN_A_CONSTANT = (("LOAD_CONST", "RETURN_VALUE"), ("RETURN_CONST",))
+
+
+def _does_nothing(hook: Any) -> bool:
+    """Whether ``hook`` is an ``async def`` taking one argument whose body does nothing.
+
+    That is asyncpg's documented way to turn its reset off (its
+    ``reset=None`` means the default reset).  Calling such a hook on every
+    release would only cost time: the pool skips it, with the same result.
+    Only a plain function is judged, by its bytecode; anything else
+    (a decorated or bound function, a callable object) is called as given.
+    """
+    if type(hook) is not FunctionType or not inspect.iscoroutinefunction(hook):
+        return False
+    try:
+        inspect.signature(hook).bind(None)
+    except TypeError:  # it cannot take the connection: let the call say so
+        return False
+    ops = tuple(
+        i.opname for i in dis.get_instructions(hook.__code__) if i.opname not in _PROLOGUE
+    )
+    return ops in _RETURN_A_CONSTANT
 
 
 class _NotAConnection(InterfaceError):  # type: ignore[misc]
@@ -376,7 +407,10 @@ class Pool:
             timeout=None,
             max_idle=max_idle,
             max_uses=max_queries,
-            reset="full" if reset is None else reset,
+            # A reset that does nothing is no reset: a clean connection goes
+            # straight back (measured: calling the hook cost 8 % of a cycle
+            # at 100 tasks on 10 connections, in instructions).
+            reset="full" if reset is None else "auto" if _does_nothing(reset) else reset,
             configure=init,
             connect_kwargs=connect_kwargs,
             **settings,
@@ -734,9 +768,18 @@ class PoolAcquireContext:
         pool = self._pool
         if pool._serving and pool._setup is None:
             # Pool._acquire, inline: once per block.
-            conn = pool._pool._take()
+            shell = pool._pool
+            conn = shell._take()
             if type(conn) is not PoolConnectionProxy:
-                conn = await pool._wait(conn, self._timeout)
+                # Pool._wait, inline too: under contention most blocks wait,
+                # and its coroutine cost 3 % of a cycle (callgrind).
+                try:
+                    conn = await shell._acquire_slow(conn, self._timeout)
+                except PoolError as exc:
+                    error = _translated(exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
         else:
             conn = await pool._acquire(self._timeout)
         self._conn = conn
