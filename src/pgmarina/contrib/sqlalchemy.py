@@ -480,7 +480,11 @@ class PgMarinaPool(sa_pool.Pool):
 
     def _do_get(self) -> Any:
         try:
-            lease = self._get_lease()
+            try:
+                # _get_lease()'s first try, inline: this runs on every checkout.
+                lease = self._acquire()
+            except errors.PoolClosed:
+                lease = self._get_lease()
         except errors.PoolTimeout as exc:
             raise PoolTimeout(str(exc)) from exc
         except errors.PoolConnectError as exc:
@@ -546,15 +550,13 @@ class PgMarinaPool(sa_pool.Pool):
             raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
         return dbapi_connection
 
-    def _return_conn(self, record: Any) -> None:
-        # Every checkin (ConnectionPoolEntry.checkin) comes this way; only a
-        # fairy's detach() calls _do_return_conn directly.
-        self._check_in(record, detached=False)
+    def _check_in(self, record: Any, detached: bool = False) -> None:
+        """Give a record's connection back to pgmarina.
 
-    def _do_return_conn(self, record: Any) -> None:
-        self._check_in(record, detached=True)
-
-    def _check_in(self, record: Any, detached: bool) -> None:
+        Every checkin (``ConnectionPoolEntry.checkin``) calls it as
+        ``_return_conn``; only a fairy's ``detach()`` comes through
+        ``_do_return_conn``, with ``detached`` set.
+        """
         lease = record.lease
         if lease is None:  # already back (a checkout that failed before its lease)
             return
@@ -577,11 +579,17 @@ class PgMarinaPool(sa_pool.Pool):
             self._drop(lease)
             return
         if self._shell is Pool:
-            lease._pool.release(lease)
+            lease._pool._return(lease, None)  # release()'s body, one call less
             return
         reset = lease._pool._return(lease)
         if reset is not None:  # only for a connection SQLAlchemy did not reset
             self._finish(lease._pool, reset)
+
+    # Called once per checkin: the method itself, not a wrapper around it.
+    _return_conn = _check_in
+
+    def _do_return_conn(self, record: Any) -> None:
+        self._check_in(record, detached=True)
 
     def _drop(self, lease: Any) -> None:
         """Give back a lease whose connection must not be used again."""
