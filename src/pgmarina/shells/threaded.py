@@ -843,12 +843,7 @@ class Pool(PoolBase):
                 with self._lock:
                     wait = core.aim(entry, monotonic())
                 if wait:
-                    stopped = self._stopping.wait(wait)
-                    with self._lock:
-                        again = not stopped and core.retry_due(entry, monotonic())
-                        if not again:
-                            core.connect_aborted(entry)
-                    if not again:
+                    if not self._wait_to_retry(entry, wait):
                         return
                     continue
             try:
@@ -866,14 +861,7 @@ class Pool(PoolBase):
                 self._log_connect_failed(exc, delay, permanent, again)
                 if tell and self._reconnect_failed is not None:
                     self._notify_reconnect_failed()
-                if delay is None:
-                    return
-                stopped = self._stopping.wait(delay)
-                with self._lock:
-                    again = not stopped and core.retry_due(entry, monotonic())
-                    if not again:
-                        core.connect_aborted(entry)
-                if not again:
+                if delay is None or not self._wait_to_retry(entry, delay):
                     return
                 continue
             with self._lock:
@@ -898,6 +886,17 @@ class Pool(PoolBase):
                 self._run(work)
             if landed:
                 return
+
+    def _wait_to_retry(self, entry: Entry, delay: float) -> bool:
+        """Wait ``delay`` before ``entry``'s next connect attempt; ``False``
+        (the connect given up) when the pool stops meanwhile or the core no
+        longer wants it."""
+        stopped = self._stopping.wait(delay)
+        with self._lock:
+            again = not stopped and self._core.retry_due(entry, monotonic())
+            if not again:
+                self._core.connect_aborted(entry)
+        return again
 
     def _open_one(self, entry: Entry) -> tuple[Any, bool | None]:
         """Connect and configure; with several hosts, also learn the server's role.
