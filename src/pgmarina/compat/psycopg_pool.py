@@ -77,7 +77,7 @@ from ..adapters.psycopg import (
     PsycopgAdapter,
     _conninfo_problem,
 )
-from ..shells._common import DEFAULT
+from ..shells._common import DEFAULT, with_defaults
 from ..shells.aio import AsyncPool
 from ..shells.threaded import Pool
 
@@ -1514,48 +1514,8 @@ class NullConnectionPool(_NullSizes, ConnectionPool[CT]):
     ``max_idle`` is ignored.
     """
 
-    def __init__(
-        self,
-        conninfo: str | Callable[[], str] = "",
-        *,
-        connection_class: type[CT] = _CONNECTION,
-        kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
-        min_size: int = 0,
-        max_size: int | None = None,
-        open: bool | None = None,
-        configure: Callable[[CT], None] | None = None,
-        check: Callable[[CT], None] | None = None,
-        reset: Callable[[CT], None] | None = None,
-        name: str | None = None,
-        close_returns: bool = False,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float = 60 * 60.0,
-        max_idle: float = 10 * 60.0,
-        reconnect_timeout: float = 5 * 60.0,
-        reconnect_failed: Callable[[ConnectionPool[Any]], None] | None = None,
-        num_workers: int = 3,
-    ) -> None:
-        super().__init__(
-            conninfo,
-            connection_class=connection_class,
-            kwargs=kwargs,
-            min_size=min_size,
-            max_size=max_size,
-            open=open,
-            configure=configure,
-            check=check,
-            reset=reset,
-            name=name,
-            close_returns=close_returns,
-            timeout=timeout,
-            max_waiting=max_waiting,
-            max_lifetime=max_lifetime,
-            max_idle=max_idle,
-            reconnect_timeout=reconnect_timeout,
-            reconnect_failed=reconnect_failed,
-            num_workers=num_workers,
-        )
+    # The same constructor, with a null pool's default: help() shows min_size=0.
+    __init__ = with_defaults(ConnectionPool.__init__, min_size=0)
 
     def _wait(self, timeout: float) -> None:
         # Nothing to fill: one connection proves the server is there.
@@ -1570,57 +1530,8 @@ class AsyncNullConnectionPool(_NullSizes, AsyncConnectionPool[ACT]):
     """An :class:`AsyncConnectionPool` that keeps no connection idle; see
     :class:`NullConnectionPool`."""
 
-    def __init__(
-        self,
-        conninfo: str | Callable[[], str] | Callable[[], Awaitable[str]] = "",
-        *,
-        connection_class: type[ACT] = _ASYNC_CONNECTION,
-        kwargs: (
-            dict[str, Any]
-            | Callable[[], dict[str, Any]]
-            | Callable[[], Awaitable[dict[str, Any]]]
-            | None
-        ) = None,
-        min_size: int = 0,
-        max_size: int | None = None,
-        open: bool | None = None,
-        configure: Callable[[ACT], Awaitable[None]] | None = None,
-        check: Callable[[ACT], Awaitable[None]] | None = None,
-        reset: Callable[[ACT], Awaitable[None]] | None = None,
-        name: str | None = None,
-        close_returns: bool = False,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float = 60 * 60.0,
-        max_idle: float = 10 * 60.0,
-        reconnect_timeout: float = 5 * 60.0,
-        reconnect_failed: (
-            Callable[[AsyncConnectionPool[Any]], None]
-            | Callable[[AsyncConnectionPool[Any]], Awaitable[None]]
-            | None
-        ) = None,
-        num_workers: int = 3,
-    ) -> None:
-        super().__init__(
-            conninfo,
-            connection_class=connection_class,
-            kwargs=kwargs,
-            min_size=min_size,
-            max_size=max_size,
-            open=open,
-            configure=configure,
-            check=check,
-            reset=reset,
-            name=name,
-            close_returns=close_returns,
-            timeout=timeout,
-            max_waiting=max_waiting,
-            max_lifetime=max_lifetime,
-            max_idle=max_idle,
-            reconnect_timeout=reconnect_timeout,
-            reconnect_failed=reconnect_failed,
-            num_workers=num_workers,
-        )
+    # The same constructor, with a null pool's default: help() shows min_size=0.
+    __init__ = with_defaults(AsyncConnectionPool.__init__, min_size=0)
 
     async def _wait(self, timeout: float) -> None:
         self._tally.add("internal")
