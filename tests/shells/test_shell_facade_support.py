@@ -42,20 +42,6 @@ def test_close_without_waiting_returns_at_once_and_closes_a_lease_when_it_comes_
     run(kind, body, min_size=2)
 
 
-@both
-def test_close_that_waits_still_terminates_a_lease_out_after_its_timeout(kind: str) -> None:
-    """The default is unchanged: wait=True."""
-
-    async def body(h: Harness) -> None:
-        await h.open()
-        lease = await h.acquire()
-        raw = unwrap(lease)
-        await h.call("close", timeout=0.2)
-        assert raw.terminated
-
-    run(kind, body)
-
-
 class _InlineSync(Pool):
     _close_inline = True
 
