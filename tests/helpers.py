@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import psycopg
 
 
@@ -41,3 +43,13 @@ def backend_pids(server: Any, app: str) -> set[int]:
 def backends(server: Any, app: str) -> int:
     """How many of ``server``'s backends have the ``application_name`` ``app``."""
     return len(backend_pids(server, app))
+
+
+@contextlib.asynccontextmanager
+async def admin_of(server: Any) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to ``server``, outside any pool, closed after the block."""
+    conn = await asyncpg.connect(**server.connect_kwargs(), timeout=10)
+    try:
+        yield conn
+    finally:
+        await conn.close()

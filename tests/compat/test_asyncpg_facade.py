@@ -25,7 +25,7 @@ import pytest
 
 import pgmarina.compat.asyncpg as facade
 from faultproxy import FaultProxy
-from helpers import eventually
+from helpers import admin_of, eventually
 from pgmarina import PoolStats
 from pgmarina.compat.asyncpg import Pool, PoolConnectionProxy, create_pool
 
@@ -48,15 +48,6 @@ async def started(server: Any, **options: Any) -> AsyncIterator[Pool]:
         yield pool
     finally:
         pool.terminate()
-
-
-@contextlib.asynccontextmanager
-async def admin_of(server: Any) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(**server.connect_kwargs(), timeout=10)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def tagged() -> dict[str, Any]:

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from faultproxy import FaultProxy
-from helpers import eventually
+from helpers import admin_of, eventually
 from pgmarina import (
     AsyncPool,
     ConnectionReleasedError,
@@ -55,15 +55,6 @@ async def open_pool(connect: dict[str, Any], **options: Any) -> AsyncIterator[As
         await pool.close(timeout=1.0)
         if pool.stats().size:
             pool.terminate()
-
-
-@contextlib.asynccontextmanager
-async def admin_of(server: Any) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(**server.connect_kwargs(), timeout=10)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def assert_nothing_leaked(pool: AsyncPool) -> None:
