@@ -18,7 +18,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from helpers import eventually
 from pgmarina.compat import psycopg_pool as facade
 
 log = logging.getLogger("compat-tests")
@@ -267,20 +267,6 @@ def each_side(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., None
         [inspect.Parameter("kind", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params]
     )
     return test
-
-
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0,
-                     what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {what or predicate}")
-        await asyncio.sleep(0.02)
 
 
 async def backend_alive(admin: psycopg.AsyncConnection[Any], pid: int) -> bool:
