@@ -651,6 +651,57 @@ async def test_a_release_cancelled_during_its_reset_finishes_it_and_keeps_the_co
         assert pool.stats().connections_closed == 0
 
 
+class _SlowResetQuery(asyncpg.Connection):  # type: ignore[misc]
+    def get_reset_query(self) -> str:
+        return "SELECT pg_sleep(0.3)"
+
+
+class _FailingResetQuery(asyncpg.Connection):  # type: ignore[misc]
+    failures = 1  # how many resets fail, from the first
+
+    def get_reset_query(self) -> str:
+        type(self).failures -= 1
+        return "SELECT 1/0" if type(self).failures >= 0 else "RESET ALL"
+
+
+@run_async
+async def test_a_block_cancelled_in_its_default_reset_keeps_the_connection(pg: Any) -> None:
+    """Under contention the block's end runs the default (full) reset itself; cancelled
+    there, it leaves the connection to a reset that starts afresh, and it is kept."""
+    async with started(pg, min_size=1, max_size=1, connection_class=_SlowResetQuery) as pool:
+        entered = asyncio.Event()
+        pid = 0
+
+        async def borrower() -> None:
+            nonlocal pid
+            async with pool.acquire() as conn:
+                pid = conn.get_server_pid()
+                entered.set()
+
+        task = asyncio.ensure_future(borrower())
+        await entered.wait()
+        await asyncio.sleep(0.1)  # in the reset
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pool.acquire(timeout=5) as again:
+            assert again.get_server_pid() == pid  # reset afresh, kept
+        assert pool.stats().connections_closed == 0
+
+
+@run_async
+async def test_a_default_reset_that_fails_at_the_block_end_raises_and_replaces(pg: Any) -> None:
+    async with started(pg, min_size=1, max_size=1, connection_class=_FailingResetQuery) as pool:
+        with pytest.raises(asyncpg.DataError, match="division by zero"):
+            async with pool.acquire() as conn:
+                pid = conn.get_server_pid()
+        async with pool.acquire(timeout=5) as conn:
+            assert conn.get_server_pid() != pid
+            assert await conn.fetchval("SELECT 1") == 1
+        s = pool.stats()
+        assert (s.connections_opened, s.connections_lost, s.resets) == (2, 0, 2)
+
+
 @run_async
 async def test_cancelling_a_task_inside_async_with_acquire_releases_its_connection(
     pg: Any,

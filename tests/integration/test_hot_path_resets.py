@@ -18,8 +18,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 
+from helpers import eventually
 from pgmarina import AsyncPool
 
 
@@ -152,3 +154,142 @@ async def test_a_reset_that_overruns_reset_timeout_is_cut_off_by_the_watch(
         assert (s.connections_lost, s.connections_opened, s.resets) == (0, 2, 2)
     lines = [r.getMessage() for r in caplog.records if "reset of connection" in r.getMessage()]
     assert lines and "timed out after 0.3s (reset_timeout)" in lines[0], lines
+
+
+# ---------------------------------------------------------------------------
+# reset="full" under contention: the releasing task runs the reset itself
+# (AsyncPool._reset_in_line), through the driver's own reset query.  A
+# connection class whose reset query sleeps or fails shows what happens when
+# that reset does not end well.
+
+
+class _ResetQuery(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection whose session reset runs ``reset_query``."""
+
+    reset_query = "SELECT 1"
+
+    def get_reset_query(self) -> str:
+        return self.reset_query
+
+
+def _with_reset(query: str) -> type[_ResetQuery]:
+    return type("WithReset", (_ResetQuery,), {"reset_query": query})
+
+
+@run_async
+async def test_a_full_reset_awaited_in_line_keeps_the_connection_and_cleans_it(pg: Any) -> None:
+    """With nothing idle the caller runs the reset itself: the next borrower finds the
+    same server session, its settings reset."""
+    async with AsyncPool(pg.dsn, min_size=1, max_size=1, reset="full") as pool:
+        me = asyncio.current_task()
+        for _ in range(5):
+            async with pool.connection() as conn:
+                pid = conn.get_server_pid()
+                await conn.execute("SET application_name = 'dirty'")
+            assert pool.stats().idle == 1  # checked in before the block's end returned
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() == pid
+            assert await conn.fetchval("SHOW application_name") == ""
+            await conn.execute("SET application_name = 'dirty'")
+        async with pool.connection() as conn:
+            assert await conn.fetchval("SHOW application_name") == ""
+        s = pool.stats()
+        assert (s.resets, s.connections_opened, s.connections_lost) == (7, 1, 0)
+        assert asyncio.current_task() is me and len(pool._tasks) <= 1  # no task per reset
+
+
+@pytest.mark.slow
+@run_async
+async def test_an_in_line_full_reset_that_overruns_reset_timeout_is_cut_off(
+    pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pgmarina")
+    slow = _with_reset("SELECT pg_sleep(30)")
+    async with AsyncPool(
+        pg.dsn, min_size=1, max_size=1, reset="full", reset_timeout=0.3, connection_class=slow
+    ) as pool:
+        t0 = time.monotonic()
+        async with pool.connection() as conn:
+            pid = conn.get_server_pid()
+        assert 0.25 <= time.monotonic() - t0 < 1.5  # the block's end waited for the watch
+        async with pool.connection() as conn:
+            assert conn.get_server_pid() != pid
+            assert await conn.fetchval("SELECT 1") == 1
+            s = pool.stats()
+            assert (s.connections_lost, s.connections_opened, s.resets) == (0, 2, 1)
+    lines = [r.getMessage() for r in caplog.records if "reset of connection" in r.getMessage()]
+    assert lines and "timed out after 0.3s (reset_timeout)" in lines[0], lines
+
+
+@run_async
+async def test_an_in_line_full_reset_that_fails_discards_the_connection_and_logs_it(
+    pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pgmarina")
+    failing = _with_reset("SELECT 1/0")
+    async with AsyncPool(
+        pg.dsn, min_size=1, max_size=1, reset="full", connection_class=failing
+    ) as pool:
+        async with pool.connection() as conn:  # no error at the block's end
+            pid = conn.get_server_pid()
+        async with pool.connection() as conn:
+            assert conn.get_server_pid() != pid
+            s = pool.stats()
+            assert (s.resets, s.connections_opened, s.connections_lost) == (1, 2, 0)
+    lines = [r.getMessage() for r in caplog.records if "reset of connection" in r.getMessage()]
+    assert lines and "division by zero" in lines[0], lines
+
+
+@run_async
+async def test_a_caller_cancelled_in_its_in_line_full_reset_loses_no_connection(pg: Any) -> None:
+    slow = _with_reset("SELECT pg_sleep(30)")
+    async with AsyncPool(
+        pg.dsn, min_size=1, max_size=1, reset="full", connection_class=slow
+    ) as pool:
+        entered = asyncio.Event()
+
+        async def borrower() -> None:
+            async with pool.connection():
+                entered.set()
+
+        task = asyncio.create_task(borrower())
+        await entered.wait()
+        await asyncio.sleep(0.1)  # now in the reset
+        assert pool.stats().in_use == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        s = pool.stats()
+        # Its state unknown, the connection is dropped and replaced: none leased, none lost.
+        assert (s.in_use, s.connections_lost) == (0, 0)
+        await eventually(lambda: pool.stats().idle == 1, what="the replacement")
+        async with pool.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        assert pool.stats().connections_opened == 2
+
+
+@run_async
+async def test_with_few_users_the_full_reset_runs_behind_the_caller_else_in_line(
+    pg: Any,
+) -> None:
+    """A release resets in a task of its own only while at most two callers use the
+    pool (its caller goes on with an idle connection); with more, the caller runs it."""
+    slow = _with_reset("SELECT pg_sleep(0.4)")
+    async with AsyncPool(
+        pg.dsn, min_size=4, max_size=4, reset="full", connection_class=slow
+    ) as pool:
+        conn = await pool.acquire()
+        t0 = time.monotonic()
+        await pool.release(conn)  # alone: behind the caller
+        async with pool.connection() as other:  # served by another, idle connection
+            assert other is not conn
+        assert time.monotonic() - t0 < 0.3
+        await eventually(lambda: pool.stats().idle == 4, what="the reset behind the caller")
+        held = [await pool.acquire() for _ in range(3)]  # three users
+        t0 = time.monotonic()
+        await pool.release(held.pop())  # the caller waits for its reset
+        assert time.monotonic() - t0 >= 0.35
+        for conn in held:
+            await pool.release(conn)
+        s = pool.stats()
+        assert (s.connections_opened, s.connections_lost) == (4, 0)

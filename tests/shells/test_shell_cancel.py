@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from fakes import Gate
@@ -193,3 +194,49 @@ def test_cancelling_a_connection_block_returns_the_connection() -> None:
         assert h.stats().in_use == 0
 
     run("async", body, max_size=1)
+
+
+def test_waiters_with_the_pool_timeout_and_their_own_each_time_out_at_their_deadline() -> None:
+    """The pool's own timeout is kept in the queue's order and the others are listed
+    (AsyncPool._on_watchdog): each waiter fails at its own deadline, in whatever order
+    they queued, and those served before it are not failed."""
+
+    async def body(h: Harness) -> None:
+        await h.open()
+        held = await h.acquire()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        failed_at: dict[str, float] = {}
+
+        async def wait(name: str, **timeout: float) -> Any:
+            try:
+                return await h.pool.acquire(**timeout)
+            except Exception as exc:
+                failed_at[name] = loop.time() - t0
+                assert "no connection available" in str(exc)
+                return None
+
+        longer = asyncio.ensure_future(wait("longer", timeout=1.0))
+        first = asyncio.ensure_future(wait("first"))  # the pool's 0.3 s
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(wait("second"))  # the pool's, 0.1 s later
+        shorter = asyncio.ensure_future(wait("shorter", timeout=0.05))
+        await eventually(lambda: h.stats().waiting == 4, what="queued")
+        await first
+        served = asyncio.ensure_future(wait("served"))  # the pool's, from 0.3 s
+        await asyncio.gather(second, shorter)
+        assert sorted(failed_at) == ["first", "second", "shorter"]
+        assert 0.13 <= failed_at["shorter"] < 0.3
+        assert 0.28 <= failed_at["first"] < 0.38
+        assert 0.38 <= failed_at["second"] < 0.5
+        await h.release(held)  # to the oldest waiter left: "longer"
+        got = await longer
+        assert got is not None and "longer" not in failed_at
+        await h.release(got)
+        got = await served  # queued after "second", still within its 0.3 s
+        assert got is not None and "served" not in failed_at
+        await h.release(got)
+        s = h.stats()
+        assert (s.timeouts, s.waiting, s.in_use, s.idle) == (3, 0, 0, 1)
+
+    run("async", body, max_size=1, timeout=0.3)

@@ -100,6 +100,7 @@ class Entry:
         "idle_since",
         "info",
         "lease",
+        "reset_by",
         "state",
         "uses",
     )
@@ -114,6 +115,9 @@ class Entry:
         self.alive_at = 0.0
         self.acquired_at = 0.0
         self.uses = 0
+        #: The deadline of a reset in flight, while the asyncio shell's reset
+        #: watch bounds it (see ``AsyncPool._unwatch_reset``); else ``None``.
+        self.reset_by: float | None = None
         self.generation = generation
         self.host = host
         self.lease: Any = None

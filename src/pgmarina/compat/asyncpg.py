@@ -788,6 +788,24 @@ class PoolAcquireContext:
     async def __aexit__(self, *exc: object) -> None:
         self._used = True
         conn, self._conn = self._conn, None
+        shell = self._pool._pool
+        raw = conn._con
+        if (
+            shell._full_inline
+            and raw is not _GONE
+            and (mine := shell._reset_in_line(conn, raw, shell._status(raw)))
+        ):
+            # The shell's own release under its default (full) reset, inline
+            # as its contexts have it: once per block.
+            set_con(conn, _GONE)
+            try:
+                await shell._adapter.full_reset(raw, None)
+            except BaseException as error:
+                if shell._reset_failed(conn._entry, raw, mine, error, True):
+                    raise
+                return
+            shell._reset_done(conn._entry, mine)
+            return
         reset = self._pool._give_back(conn, None)  # Pool.release, inline: once per block
         if reset is not None:
             await reset
