@@ -293,3 +293,20 @@ async def test_with_few_users_the_full_reset_runs_behind_the_caller_else_in_line
             await pool.release(conn)
         s = pool.stats()
         assert (s.connections_opened, s.connections_lost) == (4, 0)
+
+
+@run_async
+async def test_an_asyncpg_query_logger_still_sees_the_full_reset_and_the_rollback(pg: Any) -> None:
+    """The adapter sends asyncpg's reset query past Connection.execute's frame, except when
+    the connection has query loggers, which must see every query."""
+    seen: list[str] = []
+    async with AsyncPool(pg.dsn, min_size=1, max_size=1, reset="full") as pool:
+        async with pool.connection() as conn:
+            conn.add_query_logger(lambda record: seen.append(record.query))
+            await conn.execute("BEGIN")
+        await eventually(lambda: len(seen) >= 2, what="the loggers called")  # (call_soon)
+        assert seen[0] == "BEGIN"
+        assert seen[1].startswith("ROLLBACK;") and "RESET ALL" in seen[1], seen
+        async with pool.connection() as conn:
+            assert not conn.is_in_transaction()
+    assert pool.stats().resets == 2

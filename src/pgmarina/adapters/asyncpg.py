@@ -148,6 +148,18 @@ async def _nothing() -> None:
     pass
 
 
+def _simple_query(conn: Any, query: str, timeout: float | None) -> Any:
+    """``conn.execute(query, timeout=timeout)`` for a query without arguments.
+
+    What ``Connection.execute`` awaits, without its frame (measured: 1.4 % of
+    a full-reset cycle); through it when it has more to do: log the query
+    for its query loggers, or refuse a connection it closed.
+    """
+    if conn._query_loggers or conn._aborted:
+        return conn.execute(query, timeout=timeout)
+    return conn._protocol.query(query, timeout)
+
+
 def _status(conn: Any) -> int:
     proto = conn._protocol
     if proto is None or conn._aborted or not proto.is_connected():
@@ -232,7 +244,7 @@ class AsyncpgAdapter(AsyncAdapter):
     def rollback(self, conn: Any, timeout: float | None) -> Any:
         # The Transaction object a borrower abandoned is dead either way.
         conn._top_xact = None
-        return conn.execute("ROLLBACK", timeout=timeout)
+        return _simple_query(conn, "ROLLBACK", timeout)
 
     def full_reset(self, conn: Any, timeout: float | None) -> Any:
         # What Connection.reset() does, in one round trip: a pending ROLLBACK
@@ -248,7 +260,7 @@ class AsyncpgAdapter(AsyncAdapter):
             query = f"ROLLBACK;\n{query}"
         if not query:  # a server without any of the features reset (asyncpg asks it)
             return _nothing()
-        return conn.execute(query, timeout=timeout)
+        return _simple_query(conn, query, timeout)
 
     async def ping(self, conn: Any, timeout: float) -> None:
         await conn.execute("SELECT 1", timeout=timeout)

@@ -87,7 +87,7 @@ from .._core import PoolStats
 from .._core.config import seconds as _seconds
 from .._lease import set_con, stand_in
 from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease, without_session_settings
-from ..adapters.base import IN_TRANSACTION, bounded
+from ..adapters.base import bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolTimeout
 from ..shells.aio import AsyncPool
 
@@ -271,11 +271,11 @@ class _Adapter(AsyncpgAdapter):
         # frame of ours on every release (the façade's default reset).
         if type(conn).reset is not _CONNECTION_RESET:
             return conn.reset(timeout=timeout)  # a connection_class's own: it decides
-        if self.status(conn) == IN_TRANSACTION:
+        if conn._top_xact is not None or conn._protocol.is_in_transaction():
             return self._rollback_and_reset(conn, timeout)
         # Connection.reset()'s query (get_reset_query(), which a class may
         # override) in one round trip, without its timeout context.
-        return super().full_reset(conn, timeout)
+        return AsyncpgAdapter.full_reset(self, conn, timeout)
 
     async def _rollback_and_reset(self, conn: Any, timeout: float | None) -> None:
         await self.rollback(conn, timeout)  # asyncpg's words on a transaction left open
@@ -774,7 +774,19 @@ class PoolAcquireContext:
                 # Pool._wait, inline too: under contention most blocks wait,
                 # and its coroutine cost 3 % of a cycle (callgrind).
                 try:
-                    conn = await shell._acquire_slow(conn, self._timeout)
+                    if conn is None and self._timeout is None:
+                        # The shell's slow path's common case, inline as its
+                        # own contexts have it: queue, and be handed one.
+                        start = monotonic()
+                        fut = shell._queue_up(start, None, start, False)
+                        try:
+                            entry = await fut
+                        except BaseException:
+                            shell._waiter_left(fut)
+                            raise
+                        conn = shell._new_lease(entry.conn, entry, shell)
+                    else:
+                        conn = await shell._acquire_slow(conn, self._timeout)
                 except PoolError as exc:
                     error = _translated(exc)
                     if error is exc:
