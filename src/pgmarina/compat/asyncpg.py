@@ -802,6 +802,9 @@ class PoolAcquireContext:
         conn, self._conn = self._conn, None
         shell = self._pool._pool
         raw = conn._con
+        if raw is not _GONE and shell._check_in_clean(conn, raw):
+            set_con(conn, _GONE)  # (no reset, or a no-op one: see _does_nothing)
+            return
         if (
             shell._full_inline
             and raw is not _GONE

@@ -857,6 +857,25 @@ class AsyncPool(PoolBase):
         self._track(task)
         return None
 
+    def _check_in_clean(self, conn: Any, raw: Any) -> bool:
+        """``_return``'s common case: a clean connection, with no reset to
+        run, goes straight back.  ``False``: nothing was done; give the lease
+        back with ``_return``.
+
+        ``raw`` is the live lease's driver connection (not ``RELEASED``).
+        """
+        if not self._clean_release or conn._undo is not None or self._quick_status(raw) != CLEAN:
+            return False
+        set_con(conn, RELEASED)
+        made = conn._made
+        if made is not None:  # what lease.end() does too
+            conn._void(raw, made)
+        core = self._core
+        core.checkin(conn._entry, monotonic())
+        if core.pending or core.closing:
+            self._after_checkin()
+        return True
+
     def _reset_behind_done(self, task: asyncio.Task[None]) -> None:
         self._resets_behind -= 1
 
@@ -1496,7 +1515,7 @@ class _Connection(_AsyncContext):
         if raw is RELEASED:  # released inside the block
             pool._return(conn)  # raises ConnectionReleasedError
         if pool._clean_release and pool._quick_status(raw) == CLEAN and conn._undo is None:
-            # AsyncPool._return's common case, inline: once per ``async with``.
+            # AsyncPool._check_in_clean, inline: once per ``async with``.
             set_con(conn, RELEASED)  # live: checked above, and nothing awaited since
             made = conn._made
             if made is not None:  # what lease.end() does too
