@@ -707,29 +707,6 @@ class PoolCore(Generic[W]):
                 # ours: the connection closes and its permit goes there.
                 self._retire(entry, now)
                 return
-            if self.hosts is None and not self._barge_window:
-                # _give, inline: once per hand-off under contention.
-                waiters = self.waiters
-                queued_at = self._queued_at
-                entry.state = IN_USE
-                entry.uses += 1
-                entry.acquired_at = now
-                while waiters:
-                    waiter = waiters.popleft()
-                    since = queued_at.popleft()
-                    if self._wake(waiter, entry):
-                        self.acquires += 1
-                        waited = now - since
-                        self.wait_time_total += waited
-                        self._wait_counts[bisect_left(BUCKETS, waited)] += 1
-                        if self._on_wait is not None:
-                            self._on_wait(waited)
-                        return
-                entry.uses -= 1
-                entry.state = IDLE
-                entry.idle_since = now
-                self.idle.append(entry)
-                return
             self._give(entry, now, True)
         else:
             entry.state = IDLE
@@ -760,14 +737,7 @@ class PoolCore(Generic[W]):
         ``checkin`` or ``discard``.  ``False``: the pool would not reuse it
         (it is left as it was; the shell closes it without the round trip).
         """
-        max_uses = self._max_uses
-        if (
-            entry.expires_at <= now
-            or entry.generation != self.generation
-            or self.closing
-            or (max_uses and entry.uses >= max_uses)
-            or (self.size > self._keep_cap and (self.size > self._max_size or not self.waiters))
-        ):
+        if not self.keeps(entry, now):
             return False
         if entry.state is IN_USE:
             entry.state = RESETTING

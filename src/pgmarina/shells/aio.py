@@ -1514,16 +1514,7 @@ class _Connection(_AsyncContext):
         raw = conn._con
         if raw is RELEASED:  # released inside the block
             pool._return(conn)  # raises ConnectionReleasedError
-        if pool._clean_release and pool._quick_status(raw) == CLEAN and conn._undo is None:
-            # AsyncPool._check_in_clean, inline: once per ``async with``.
-            set_con(conn, RELEASED)  # live: checked above, and nothing awaited since
-            made = conn._made
-            if made is not None:  # what lease.end() does too
-                conn._void(raw, made)
-            core = pool._core
-            core.checkin(conn._entry, monotonic())
-            if core.pending or core.closing:
-                pool._after_checkin()
+        if pool._check_in_clean(conn, raw):  # live: checked above, and nothing awaited since
             return
         status = pool._status(raw)
         if pool._full_inline and (mine := pool._reset_in_line(conn, raw, status)):
@@ -1621,22 +1612,7 @@ class _Acquire(_AsyncContext):
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
-        pool = self._pool
-        raw = conn._con
-        if (
-            pool._full_inline
-            and raw is not RELEASED
-            and (mine := pool._reset_in_line(conn, raw, pool._status(raw)))
-        ):
-            try:  # _return and _reset_later's common case, inline (see _Connection)
-                await pool._adapter.full_reset(raw, None)
-            except BaseException as error:
-                if pool._reset_failed(conn._entry, raw, mine, error):
-                    raise
-                return
-            pool._reset_done(conn._entry, mine)
-            return
-        reset = pool._return(conn)  # a plain release, as in asyncpg
+        reset = self._pool._return(conn)  # a plain release, as in asyncpg
         if reset is not None:
             await reset
 
