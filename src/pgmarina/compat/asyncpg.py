@@ -632,12 +632,12 @@ class Pool:
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         """Give a connection back; releasing it twice does nothing.
 
-        When the caller waits for the reset (no other connection is idle),
-        ``timeout`` bounds it and what made it fail is raised, after the
-        connection is discarded; a caller cancelled meanwhile leaves the
-        connection to be reset afresh in the background, and kept.  When
-        other connections are idle the reset runs in the background at once,
-        bounded by ``reset_timeout``, and a failure is logged.
+        When the caller waits for the reset (no other connection is idle, or
+        more than two callers use the pool), ``timeout`` bounds it and what
+        made it fail is raised, after the connection is discarded; a caller
+        cancelled meanwhile leaves the connection to be reset afresh in the
+        background, and kept.  Otherwise the reset runs in the background at
+        once, bounded by ``reset_timeout``, and a failure is logged.
 
         Raises:
             asyncpg.InterfaceError: ``connection`` is not from this pool.

@@ -763,12 +763,13 @@ class AsyncPool(PoolBase):
         A clean connection (no transaction, nothing noted on the lease) goes
         back at once, without a round trip.  Otherwise it is reset per
         ``reset=``; no one else gets it until that is done.  When other
-        connections sit idle, the reset runs in a background task and the
-        caller goes on at once (its next acquire is served by another
-        connection while this one is cleaned); when none do, the caller
-        waits for the reset, which costs less than queueing for the
-        connection it just gave back.  A connection that cannot be reset, or
-        whose reset is cancelled, is discarded and replaced.
+        connections sit idle and at most two callers use the pool, the reset
+        runs in a background task and the caller goes on at once (its next
+        acquire is served by another connection while this one is cleaned);
+        otherwise the caller waits for the reset, which costs less than
+        queueing for the connection it just gave back, or than a task per
+        release on a busy CPU.  A connection that cannot be reset, or whose
+        reset is cancelled, is discarded and replaced.
 
         Raises:
             TypeError: ``conn`` is not a lease from this kind of pool.
