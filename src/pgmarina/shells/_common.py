@@ -99,6 +99,42 @@ class PoolBase:
     #: closed by the time ``putconn`` returns; its compat façade sets this.
     _close_inline: ClassVar[bool] = False
 
+    # Slots for what every acquire and release reads: past 30 attributes an
+    # instance ``__dict__`` loses part of CPython's fast attribute access (see
+    # PoolCore).  ``__dict__`` stays for subclasses and what is set lazily.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_adapter",
+        "_check",
+        "_clean_release",
+        "_closed",
+        "_config",
+        "_configure",
+        "_connect_kwargs",
+        "_connect_timeout",
+        "_core",
+        "_dsn",
+        "_hosts",
+        "_housekeeper",
+        "_is_closed",
+        "_lease_class",
+        "_new_lease",
+        "_on_leak",
+        "_opened",
+        "_quick_status",
+        "_reconnect_failed",
+        "_reset_hook",
+        "_reset_mode",
+        "_reset_timeout",
+        "_status",
+        "_target",
+        "_transactional",
+        "_views",
+        "_watchdog",
+        "name",
+    )
+
     def __init__(
         self,
         dsn: str | None = None,

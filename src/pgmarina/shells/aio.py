@@ -242,6 +242,23 @@ class AsyncPool(PoolBase):
     _default_driver = "asyncpg"
     _listener: AsyncListener | None = None  # LISTEN/NOTIFY, made on first use
 
+    __slots__ = (  # (see PoolBase)
+        "_callbacks",
+        "_connect_tasks",
+        "_cut_off",
+        "_deadlines",
+        "_drained",
+        "_filled",
+        "_full_inline",
+        "_loop",
+        "_myself",
+        "_reset_watch",
+        "_resets_behind",
+        "_tasks",
+        "_watchdog_at",
+        "_watched",
+    )
+
     def _init_shell(self) -> None:
         if self._config.barge_window:
             # Measured: with asyncio a FIFO hand-off wakes no thread, and

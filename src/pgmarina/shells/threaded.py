@@ -255,6 +255,8 @@ class Pool(PoolBase):
     _default_driver = "psycopg"
     _listener: Listener | None = None  # LISTEN/NOTIFY, made on first use
 
+    __slots__ = ("_changed", "_lock", "_stopping", "_workers")  # (see PoolBase)
+
     # The constructor, with the thread pool's own default barge window.
     __init__ = with_defaults(PoolBase.__init__, barge_window=BARGE_WINDOW)
 
