@@ -790,23 +790,6 @@ class PoolCore(Generic[W]):
             or (self.size > self._keep_cap and (self.size > self._max_size or not self.waiters))
         )
 
-    def start_reset(self, entry: Entry, now: float) -> bool:
-        """A lease came back needing a reset round trip: ``keeps`` and
-        ``begin_reset`` in one call, for the release path.
-
-        ``True``: the entry is ``RESETTING``; report the outcome with
-        ``checkin`` or ``discard``.  ``False``: the pool would not reuse it
-        (it is left as it was; the shell closes it without the round trip).
-        """
-        if not self.keeps(entry, now):
-            return False
-        if entry.state is IN_USE:
-            entry.state = RESETTING
-        else:
-            self._move(entry, RESETTING)
-        self.resets += 1
-        return True
-
     def begin_reset(self, entry: Entry) -> None:
         """A lease came back and needs a reset round trip first."""
         if entry.state is IN_USE:

@@ -860,12 +860,8 @@ class AsyncPool(PoolBase):
                 if core.pending or core.closing:
                     self._after_checkin()
                 return None
-        idle = core.idle
-        users = core.size - core.connecting - len(idle) - self._resets_behind
-        if not idle or users > _FEW_USERS:
+        if not self._resets_behind_caller():
             return self._reset_later(entry, raw, status, undo, timeout, peer, rest)
-        # Few callers use the pool (see _resets_behind): the reset runs
-        # behind this one, which goes on with an idle connection.
         reset: Coroutine[Any, Any, None] = self._reset_later(
             entry, raw, status, undo, timeout, rest=rest
         )
@@ -893,6 +889,16 @@ class AsyncPool(PoolBase):
         if core.pending or core.closing:
             self._after_checkin()
         return True
+
+    def _resets_behind_caller(self) -> bool:
+        """Whether a release resets its connection in a task of its own, and
+        its caller goes on with an idle connection: while one sits idle and
+        few callers use the pool (see ``_resets_behind``)."""
+        core = self._core
+        idle = core.idle
+        return bool(idle) and (
+            core.size - core.connecting - len(idle) - self._resets_behind <= _FEW_USERS
+        )
 
     def _reset_behind_done(self, task: asyncio.Task[None]) -> None:
         self._resets_behind -= 1
@@ -923,13 +929,14 @@ class AsyncPool(PoolBase):
         if status >= BUSY or conn._undo is not None:  # BUSY, BROKEN: _return settles or drops
             return 0.0
         core = self._core
-        idle = core.idle
-        if idle and core.size - core.connecting - len(idle) - self._resets_behind <= _FEW_USERS:
-            return 0.0  # few users: reset behind the caller (see _resets_behind)
+        # (Asked only with connections idle: under contention, no call.)
+        if core.idle and self._resets_behind_caller():
+            return 0.0
         entry = conn._entry
         now = monotonic()
-        if entry.state is not IN_USE or not core.start_reset(entry, now):
+        if entry.state is not IN_USE or not core.keeps(entry, now):
             return 0.0
+        core.begin_reset(entry)
         set_con(conn, RELEASED)
         made = conn._made
         if made is not None:  # what lease.end() does too
