@@ -333,11 +333,15 @@ async def test_a_transaction_left_open_is_reported_to_the_loop_and_rolled_back(p
     )
     async with started(pg, min_size=1, max_size=1) as pool:
         async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'undone_by_the_reset'")
             await conn.execute("BEGIN")
             await conn.execute("CREATE TEMP TABLE gone_with_the_rollback (x int)")
         assert any("active transaction" in message for message in reported)
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT to_regclass('gone_with_the_rollback')") is None
+            # The session reset ran after the rollback, and no transaction is left.
+            assert await conn.fetchval("SHOW application_name") != "undone_by_the_reset"
+            assert not conn.is_in_transaction()
 
 
 @run_async

@@ -261,11 +261,17 @@ class AsyncpgAdapter(AsyncAdapter):
         # Behind PgBouncer the session is not ours past the transaction.
         query = "" if self.pgbouncer else conn.get_reset_query()
         if conn._protocol.is_in_transaction() or conn._top_xact is not None:
-            conn._top_xact = None
-            query = f"ROLLBACK;\n{query}"
+            return self._reset_open_transaction(conn, query, timeout)
         if not query:  # a server without any of the features reset (asyncpg asks it)
             return _nothing()
         return _simple_query(conn, query, timeout)
+
+    def _reset_open_transaction(self, conn: Any, query: str, timeout: float | None) -> Any:
+        """``full_reset`` of a connection left in a transaction, after its
+        listeners are cleared: the ROLLBACK rides in the same message as the
+        reset ``query``."""
+        conn._top_xact = None
+        return _simple_query(conn, f"ROLLBACK;\n{query}", timeout)
 
     async def ping(self, conn: Any, timeout: float) -> None:
         await conn.execute("SELECT 1", timeout=timeout)

@@ -271,15 +271,16 @@ class _Adapter(AsyncpgAdapter):
         # frame of ours on every release (the façade's default reset).
         if type(conn).reset is not _CONNECTION_RESET:
             return conn.reset(timeout=timeout)  # a connection_class's own: it decides
-        if conn._top_xact is not None or conn._protocol.is_in_transaction():
-            return self._rollback_and_reset(conn, timeout)
         # Connection.reset()'s query (get_reset_query(), which a class may
         # override) in one round trip, without its timeout context.
         return AsyncpgAdapter.full_reset(self, conn, timeout)
 
-    async def _rollback_and_reset(self, conn: Any, timeout: float | None) -> None:
+    async def _reset_open_transaction(
+        self, conn: Any, query: str, timeout: float | None
+    ) -> None:
         await self.rollback(conn, timeout)  # asyncpg's words on a transaction left open
-        await super().full_reset(conn, timeout)
+        if query:
+            await conn.execute(query, timeout=timeout)
 
     async def rollback(self, conn: Any, timeout: float | None) -> None:
         # asyncpg's own (with a custom reset): it reports a transaction left
