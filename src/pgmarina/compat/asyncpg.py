@@ -803,25 +803,24 @@ class PoolAcquireContext:
         conn, self._conn = self._conn, None
         shell = self._pool._pool
         raw = conn._con
-        if raw is not _GONE and shell._check_in_clean(conn, raw):
-            set_con(conn, _GONE)  # (no reset, or a no-op one: see _does_nothing)
-            return
-        if (
-            shell._full_inline
-            and raw is not _GONE
-            and (mine := shell._reset_in_line(conn, raw, shell._status(raw)))
-        ):
-            # The shell's own release under its default (full) reset, inline
-            # as its contexts have it: once per block.
-            set_con(conn, _GONE)
-            try:
-                await shell._adapter.full_reset(raw, None)
-            except BaseException as error:
-                if shell._reset_failed(conn._entry, raw, mine, error, True):
-                    raise
+        if raw is not _GONE:  # (released in the block: _give_back does nothing)
+            if shell._check_in_clean(conn, raw):
+                set_con(conn, _GONE)  # (no reset, or a no-op one: see _does_nothing)
                 return
-            shell._reset_done(conn._entry, mine)
-            return
+            if shell._full_inline and (
+                mine := shell._reset_in_line(conn, raw, shell._status(raw))
+            ):
+                # The shell's own release under its default (full) reset,
+                # inline as its contexts have it: once per block.
+                set_con(conn, _GONE)
+                try:
+                    await shell._adapter.full_reset(raw, None)
+                except BaseException as error:
+                    if shell._reset_failed(conn._entry, raw, mine, error, True):
+                        raise
+                    return
+                shell._reset_done(conn._entry, mine)
+                return
         reset = self._pool._give_back(conn, None)  # Pool.release, inline: once per block
         if reset is not None:
             await reset
