@@ -48,6 +48,32 @@ def _names() -> dict[str, str]:
     return {pool: f"sqla_{pool}_{uuid.uuid4().hex[:8]}" for pool in ("queuepool", "marina")}
 
 
+def _engines(
+    create: Callable[..., Any], url: sa.URL, apps: dict[str, str],
+    connect_args: Callable[[str], dict[str, Any]],
+) -> dict[str, Any]:
+    """One engine per pool (SQLAlchemy's default, and pgmarina), each named by its app."""
+    return {
+        pool: create(
+            url,
+            poolclass=PgMarinaPool if pool == "marina" else None,
+            pool_size=1,
+            max_overflow=0,
+            connect_args=connect_args(app),
+        )
+        for pool, app in apps.items()
+    }
+
+
+def _sent(logging_pg: Any, start: int, apps: dict[str, str]) -> dict[str, list[str]]:
+    """What each pool's engine sent since the log held ``start`` lines; three a cycle
+    (BEGIN, SELECT, ROLLBACK) on SQLAlchemy's own pool."""
+    log = logging_pg.read_log()[start:]
+    sent = {pool: _statements(log, app) for pool, app in apps.items()}
+    assert len(sent["queuepool"]) == 3 * CYCLES, sent["queuepool"][:6]
+    return sent
+
+
 @pytest.mark.private_cluster
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_a_sync_checkout_sends_no_statement_more_than_queuepool_no_second_reset(
@@ -56,16 +82,7 @@ def test_a_sync_checkout_sends_no_statement_more_than_queuepool_no_second_reset(
     """pgmarina's release does not repeat (or add to) SQLAlchemy's rollback on return."""
     url = sa.make_url(logging_pg.dsn).set(drivername=f"postgresql+{driver}")
     apps = _names()
-    engines = {
-        pool: sa.create_engine(
-            url,
-            poolclass=PgMarinaPool if pool == "marina" else None,
-            pool_size=1,
-            max_overflow=0,
-            connect_args={"application_name": app},
-        )
-        for pool, app in apps.items()
-    }
+    engines = _engines(sa.create_engine, url, apps, lambda app: {"application_name": app})
     try:
         for engine in engines.values():
             with engine.connect() as c:  # the first connect: the dialect's own queries
@@ -78,9 +95,7 @@ def test_a_sync_checkout_sends_no_statement_more_than_queuepool_no_second_reset(
     finally:
         for engine in engines.values():
             engine.dispose()
-    log = logging_pg.read_log()[start:]
-    sent = {pool: _statements(log, app) for pool, app in apps.items()}
-    assert len(sent["queuepool"]) == 3 * CYCLES, sent["queuepool"][:6]  # BEGIN, SELECT, ROLLBACK
+    sent = _sent(logging_pg, start, apps)
     assert sent["marina"] == sent["queuepool"]
 
 
@@ -99,16 +114,7 @@ def test_an_async_checkout_sends_no_statement_more_than_queuepool_no_second_rese
         return {"application_name": app}
 
     async def run() -> int:
-        engines = {
-            pool: create_async_engine(
-                url,
-                poolclass=PgMarinaPool if pool == "marina" else None,
-                pool_size=1,
-                max_overflow=0,
-                connect_args=connect_args(app),
-            )
-            for pool, app in apps.items()
-        }
+        engines = _engines(create_async_engine, url, apps, connect_args)
         try:
             for engine in engines.values():
                 async with engine.connect() as c:
@@ -124,9 +130,7 @@ def test_an_async_checkout_sends_no_statement_more_than_queuepool_no_second_rese
                 await engine.dispose()
 
     start = asyncio.run(run())
-    log = logging_pg.read_log()[start:]
-    sent = {pool: _statements(log, app) for pool, app in apps.items()}
-    assert len(sent["queuepool"]) == 3 * CYCLES, sent["queuepool"][:6]
+    sent = _sent(logging_pg, start, apps)
     # asyncpg names its prepared statements per connection: compare the SQL only.
     plain = {pool: [s.split(": ", 1)[-1] for s in got] for pool, got in sent.items()}
     assert plain["marina"] == plain["queuepool"]
