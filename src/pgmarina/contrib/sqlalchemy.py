@@ -9,11 +9,12 @@ takes them back through ``_do_return_conn``.  Everything users know about
 SQLAlchemy's pools (rollback on return, ``pool_pre_ping``, ``pool_recycle``,
 events, invalidation) happens around those two calls, in code the pool
 subclass inherits.  :class:`PgMarinaPool` keeps all of that and replaces only
-the storage: ``_do_get`` leases a connection from a pgmarina pool, and the
+the storage: ``_do_get`` borrows a connection from a pgmarina pool, and the
 checkin (``_return_conn``) gives it back.  SQLAlchemy hands the record the
-driver's own connection (wrapped by its async shims for async engines), not
-pgmarina's lease: the engine's Connection is what borrowers hold, and it
-refuses use after its close.
+driver's own connection (wrapped by its async shims for async engines): the
+engine's Connection is what borrowers hold, and it refuses use after its
+close.  So the record itself is the lease, and no pgmarina lease is made (the
+shells' ``_lend`` and ``_take_back``).
 
 One SQLAlchemy record belongs to one physical connection for as long as that
 connection lives; it is kept in the pgmarina entry's ``info`` dict (see
@@ -80,11 +81,10 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 from .. import errors
-from .._lease import end as _end_lease
-from .._lease import info as _lease_info
+from .._core import Entry
 from .._redact import describe_target
 from ..adapters import resolve
-from ..shells._common import _POOL_KEYWORDS, DEFAULT
+from ..shells._common import _POOL_KEYWORDS
 from ..shells.aio import AsyncPool
 from ..shells.threaded import Pool
 
@@ -148,6 +148,14 @@ def _let_go(entries: set[Any], adapter: Any) -> None:
                 adapter.terminate(entry.conn)
 
 
+def _info(entry: Entry) -> dict[Any, Any]:
+    """The entry's ``info`` dict (see :func:`pgmarina._lease.info`), made on first use."""
+    found: dict[Any, Any] | None = entry.info
+    if found is None:
+        found = entry.info = {}
+    return found
+
+
 class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
     """No connection came free within ``pool_timeout``.
 
@@ -160,11 +168,13 @@ class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
 
 
 class _Record(_ConnectionRecord):
-    """SQLAlchemy's record of one physical connection, plus its current lease."""
+    """SQLAlchemy's record of one physical connection, plus, while it is
+    checked out, the pgmarina entry it borrowed and the pool it came from."""
 
-    __slots__ = ("lease",)
+    __slots__ = ("entry", "pg")
 
-    lease: Any
+    entry: Any
+    pg: Any
 
 
 class _Stash:
@@ -407,7 +417,9 @@ class PgMarinaPool(sa_pool.Pool):
         self._superseded = False
         self._pg: Any = self._new_pg()  # settings checked now, opened at the first checkout
         self._opening = threading.Lock()
-        self._acquire: Callable[[], Any] = self._first_acquire
+        #: The pgmarina pool checkouts go to: ``None`` before the first
+        #: checkout opens ``_pg``, and after ``dispose()`` closed it.
+        self._open_pg: Any = None
         #: The process that opened the pgmarina pool (a fork's child is another).
         self._opened_in = os.getpid()
 
@@ -437,54 +449,54 @@ class PgMarinaPool(sa_pool.Pool):
         """The pgmarina pool underneath (for its ``stats()``, say)."""
         return self._pg
 
-    def _first_acquire(self) -> Any:
-        """Open the pgmarina pool, then acquire; later checkouts skip this."""
-        with self._opening:
-            pg = self._pg
-            if pg.closed:  # disposed: start afresh, as QueuePool does
-                pg = self._pg = self._new_pg()
-            self._opened_in = os.getpid()
-            if self._shell is Pool:
-                pg.open()
-                self._acquire = pg.acquire
-            else:
-                pg._start()  # needs the running loop, not an await
-                self._acquire = self._acquire_async
-        return self._acquire()
-
-    def _get_lease(self) -> Any:
-        acquire = self._acquire
+    def _open_and_lend(self) -> tuple[Any, Entry]:
+        """Open the pgmarina pool (a new one after ``dispose()``), then borrow
+        from it; checkouts find it open from then on."""
         while True:
+            with self._opening:
+                pg = self._pg
+                if pg.closed:  # disposed: start afresh, as QueuePool does
+                    pg = self._pg = self._new_pg()
+                self._opened_in = os.getpid()
+                if self._shell is Pool:
+                    pg.open()
+                else:
+                    pg._start()  # needs the running loop, not an await
+                self._open_pg = pg
             try:
-                return acquire()
+                return pg, self._lend(pg)
             except errors.PoolClosed:
-                # dispose() closed the pgmarina pool under this checkout (which
-                # was waiting, or had just read _acquire): wait on the new one,
-                # as QueuePool's checkouts go on across its dispose().  Nothing
-                # else closes it: this pool itself is never closed for good.
-                acquire = self._first_acquire
+                # dispose() closed it under this checkout (which was waiting):
+                # wait on the new one, as QueuePool's checkouts go on across
+                # its dispose().  Nothing else closes it.
+                continue
 
-    def _acquire_async(self) -> Any:
-        # AsyncPool.acquire's own steps (_Acquire.__await__): its fast path
-        # takes an idle connection with no await, so only a checkout that
-        # must wait or check switches greenlets.  (Releases likewise call
-        # AsyncPool._return, release's body, which awaits only a reset.)
-        pg = self._pg
-        got = pg._take()
-        if type(got) is pg._lease_class:
+    @staticmethod
+    def _lend(pg: Any) -> Entry:
+        # The shell's _lend: an entry, or (AsyncPool) the awaitable of one.
+        # Async engines run this in a greenlet, so only a checkout that must
+        # wait or check switches greenlets.
+        got = pg._lend()
+        if type(got) is Entry:
             return got
-        return _await(pg._acquire_slow(got, DEFAULT))
+        return _await(got)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------
     # SQLAlchemy's pool interface
 
     def _do_get(self) -> Any:
+        pg = self._open_pg
         try:
-            try:
-                # _get_lease()'s first try, inline: this runs on every checkout.
-                lease = self._acquire()
-            except errors.PoolClosed:
-                lease = self._get_lease()
+            if pg is None:
+                pg, entry = self._open_and_lend()
+            else:
+                try:
+                    # _lend's fast path, inline: this runs on every checkout.
+                    entry = pg._lend()
+                    if type(entry) is not Entry:
+                        entry = _await(entry)
+                except errors.PoolClosed:
+                    pg, entry = self._open_and_lend()
         except errors.PoolTimeout as exc:
             raise PoolTimeout(str(exc)) from exc
         except errors.PoolConnectError as exc:
@@ -492,14 +504,15 @@ class PgMarinaPool(sa_pool.Pool):
             if wrapped is None:
                 raise
             raise wrapped from exc
-        found = lease._entry.info
+        found = entry.info
         rec = None if found is None else found.get(_RECORD)
         if rec is None:
             # This physical connection's first checkout: its record is made
             # now, and connects (runs the connect events) through _hand_over.
             rec = _Record(self, connect=False)
-            _lease_info(lease)[_RECORD] = rec
-        rec.lease = lease
+            _info(entry)[_RECORD] = rec
+        rec.entry = entry
+        rec.pg = pg
         return rec
 
     def _as_dbapi_error(self, exc: errors.PoolConnectError) -> BaseException | None:
@@ -527,25 +540,31 @@ class PgMarinaPool(sa_pool.Pool):
         back to pgmarina (which drops it) and the record moves to a connection
         from a new acquire.
         """
-        lease = rec.lease
-        dbapi_connection = self._adapter.take(lease._con)
+        entry, pg = rec.entry, rec.pg
+        dbapi_connection = self._adapter.take(entry.conn)
         if dbapi_connection is not None:
-            pg = lease._pool
             if pg._target is _BY_ENGINE:
-                pg._target = _where(lease._con)
+                pg._target = _where(entry.conn)
             return dbapi_connection
-        rec.lease = None
-        self._drop(lease)
-        lease = self._get_lease()
-        rec.lease = lease
-        found = _lease_info(lease)
+        rec.entry = rec.pg = None
+        self._drop(pg, entry)
+        pg = self._open_pg
+        if pg is None:
+            pg, entry = self._open_and_lend()
+        else:
+            try:
+                entry = self._lend(pg)
+            except errors.PoolClosed:
+                pg, entry = self._open_and_lend()
+        rec.entry, rec.pg = entry, pg
+        found = _info(entry)
         other = found.get(_RECORD)
         found[_RECORD] = rec
         if other is not None:
             # A connection SQLAlchemy set up before (not in use: it was idle).
             # This record takes it over, and its connect events run on it again.
             return other.dbapi_connection
-        dbapi_connection = self._adapter.take(lease._con)
+        dbapi_connection = self._adapter.take(entry.conn)
         if dbapi_connection is None:  # pragma: no cover - a bug
             raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
         return dbapi_connection
@@ -557,17 +576,18 @@ class PgMarinaPool(sa_pool.Pool):
         ``_return_conn``; only a fairy's ``detach()`` comes through
         ``_do_return_conn``, with ``detached`` set.
         """
-        lease = record.lease
-        if lease is None:  # already back (a checkout that failed before its lease)
+        entry = record.entry
+        if entry is None:  # already back (a checkout that failed before its entry)
             return
-        record.lease = None
+        pg = record.pg
+        record.entry = record.pg = None
         if record.dbapi_connection is None:
             if detached:  # its user keeps it
-                self._detach(lease)
+                self._detach(pg, entry)
             else:
                 # Invalidated: SQLAlchemy closed it, or tried to (a close that
                 # failed or was cut short still drops the connection).
-                self._drop(lease)
+                self._drop(pg, entry)
             return
         if record._soft_invalidate_time > record.starttime:
             # Soft-invalidated: no one gets it again.  Closed the SQLAlchemy
@@ -576,14 +596,11 @@ class PgMarinaPool(sa_pool.Pool):
                 record.close()
             except Exception:
                 self.logger.debug("closing a soft-invalidated connection failed", exc_info=True)
-            self._drop(lease)
+            self._drop(pg, entry)
             return
-        if self._shell is Pool:
-            lease._pool._return(lease, None)  # release()'s body, one call less
-            return
-        reset = lease._pool._return(lease)
-        if reset is not None:  # only for a connection SQLAlchemy did not reset
-            self._finish(lease._pool, reset)
+        reset = pg._take_back(entry)
+        if reset is not None:  # AsyncPool, a connection SQLAlchemy did not reset
+            self._finish(pg, reset)
 
     # Called once per checkin: the method itself, not a wrapper around it.
     _return_conn = _check_in
@@ -591,29 +608,24 @@ class PgMarinaPool(sa_pool.Pool):
     def _do_return_conn(self, record: Any) -> None:
         self._check_in(record, detached=True)
 
-    def _drop(self, lease: Any) -> None:
-        """Give back a lease whose connection must not be used again."""
-        found = lease._entry.info
+    def _drop(self, pg: Any, entry: Entry) -> None:
+        """Give back a borrowed entry whose connection must not be used again."""
+        found = entry.info
         if found is not None:
             found.pop(_RECORD, None)
-        raw = lease._con
+        raw = entry.conn
         if not self._adapter.is_closed(raw):
             self._adapter.terminate(raw)
-        pg = lease._pool
-        if self._shell is Pool:
-            pg.release(lease)
-        else:
-            reset = pg._return(lease)  # a closed connection is dropped: no reset
-            if reset is not None:  # pragma: no cover - defensive
-                self._finish(pg, reset)
+        reset = pg._take_back(entry)  # a closed connection is dropped: no reset
+        if reset is not None:  # pragma: no cover - defensive
+            self._finish(pg, reset)
 
-    def _detach(self, lease: Any) -> None:
-        """Have pgmarina forget a leased connection without closing it."""
-        found = lease._entry.info
+    def _detach(self, pg: Any, entry: Entry) -> None:
+        """Have pgmarina forget a borrowed connection without closing it."""
+        found = entry.info
         if found is not None:
             found.pop(_RECORD, None)
-        pg, entry = lease._pool, lease._entry
-        self._adapter.detach(_end_lease(lease))
+        self._adapter.detach(entry.conn)
         # The shells' own discard: the entry leaves the pool and a replacement
         # can be made; the close it leads to leaves the connection alone.
         pg._discard(entry, lost=False)
@@ -632,7 +644,7 @@ class PgMarinaPool(sa_pool.Pool):
         """Invalidate the whole pool: SQLAlchemy's, and pgmarina's idle connections."""
         super()._invalidate(connection, exception, _checkin)
         pg = self._pg
-        if pg.closed or self._acquire == self._first_acquire:
+        if pg.closed or self._open_pg is None:
             return  # closed, or not open yet: nothing idle
         if self._shell is Pool:
             pg.expire()
@@ -648,7 +660,7 @@ class PgMarinaPool(sa_pool.Pool):
         """
         with self._opening:  # not held across the close: an async close switches greenlets
             pg = self._pg
-            self._acquire = self._first_acquire
+            self._open_pg = None
         if self._shell is Pool:
             pg.close(wait=False)
         elif not pg._opened:
@@ -681,7 +693,7 @@ class PgMarinaPool(sa_pool.Pool):
         """
         self.logger.info("Pool recreating")
         self._superseded = True
-        if self._acquire != self._first_acquire and not self._pg.closed:
+        if self._open_pg is not None and not self._pg.closed:
             if os.getpid() != self._opened_in:
                 self._adapter.abandoned = True
             else:

@@ -827,6 +827,60 @@ class AsyncPool(PoolBase):
             if core.pending or core.closing:
                 self._after_checkin()
             return None
+        return self._return_rest(entry, raw, status, undo, timeout, peer)
+
+    # Integrations that keep their own record of each checkout (SQLAlchemy's
+    # pool) borrow entries rather than leases: no lease is made or ended, and
+    # the release skips the lease's checks (measured: a third of a checkout
+    # and checkin, which SQLAlchemy's own pool does in 0.5 us).
+
+    def _lend(self) -> Any:
+        """``acquire()`` for an integration: the entry, ``IN_USE``, when a
+        ready idle connection is at hand (no await); else the awaitable of
+        the rest of the acquire, which gives the entry.  It goes back
+        through ``_take_back``.
+
+        Raises:
+            PoolError: the caller runs on another event loop than the pool.
+        """
+        core = self._core
+        entry = None
+        if _running_loop() is not self._loop:
+            self._check_loop()  # raises, unless the pool is not open yet
+        elif not core.waiters:
+            entry = core.checkout(monotonic())
+            if (
+                entry is not None
+                and entry.state is IN_USE
+                and not core.pending
+                and not self._is_closed(entry.conn)
+            ):
+                return entry
+        return self._lend_slow(entry)
+
+    async def _lend_slow(self, entry: Entry | None) -> Entry:
+        lease = await self._acquire_slow(entry, DEFAULT)
+        end_lease(lease)
+        return lease._entry  # type: ignore[no-any-return]
+
+    def _take_back(self, entry: Entry) -> Awaitable[None] | None:
+        """``release()`` of an entry from ``_lend``; returns the reset to
+        await, if the caller must."""
+        raw = entry.conn
+        status = self._status(raw)
+        if status == CLEAN and self._clean_release:
+            core = self._core
+            core.checkin(entry, monotonic())
+            if core.pending or core.closing:
+                self._after_checkin()
+            return None
+        return self._return_rest(entry, raw, status, None)
+
+    def _return_rest(
+        self, entry: Entry, raw: Any, status: int, undo: list[Any] | None,
+        timeout: float | None = None, peer: bool = False,
+    ) -> Awaitable[None] | None:
+        """``_return`` past its common case, the lease ended."""
         if status == BROKEN or entry.state is not IN_USE or self._loop is None:
             self._discard(entry, lost=status == BROKEN)
             return None

@@ -723,6 +723,41 @@ class Pool(PoolBase):
 
     putconn = release
 
+    # Integrations that keep their own record of each checkout (SQLAlchemy's
+    # pool) borrow entries rather than leases: no lease is made or ended, and
+    # the release skips the lease's checks (measured: a third of an acquire
+    # and release).
+
+    def _lend(self) -> Entry:
+        """``acquire()`` for an integration: the entry, ``IN_USE``, with no
+        lease made.  It goes back through ``_take_back``."""
+        entry, waiter = self._checkout_or_enqueue()
+        if (
+            waiter is None
+            and entry is not None
+            and entry.state is IN_USE
+            and not self._is_closed(entry.conn)
+        ):
+            return entry
+        lease = self._acquire_rest(entry, waiter, DEFAULT)
+        end_lease(lease)
+        return lease._entry  # type: ignore[no-any-return]
+
+    def _take_back(self, entry: Entry) -> None:
+        """``release()`` of an entry from ``_lend``."""
+        raw = entry.conn
+        if self._clean_release and self._status(raw) == CLEAN:
+            core = self._core
+            with self._lock:
+                core.checkin(entry, monotonic())
+                if not core.pending and not core.closing:
+                    return
+                work = self._take_work()
+                self._notify_if_closing()
+            self._run(work)
+            return
+        self._release_slow(entry, raw, None)
+
     def _release_slow(self, entry: Entry, raw: Any, undo: list[Any] | None) -> None:
         status = self._status(raw)
         if status == BROKEN or entry.state is not IN_USE:
