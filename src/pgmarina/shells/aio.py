@@ -50,6 +50,7 @@ from ._common import (
     ConnectionContextBase,
     PoolBase,
 )
+from ._ticker import Tick, every
 
 __all__ = ["AsyncPool"]
 
@@ -271,7 +272,7 @@ class AsyncPool(PoolBase):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._filled: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
-        self._housekeeper: asyncio.Task[Any] | None = None
+        self._housekeeper: Tick | None = None
         self._deadlines: dict[asyncio.Future[Entry], tuple[float, float]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = _INF
@@ -335,9 +336,14 @@ class AsyncPool(PoolBase):
             self._core.open(monotonic())
             self._drain()
             self._update_filled()
-            self._housekeeper = self._loop.create_task(
-                _housekeeping(weakref.ref(self), self._config.housekeeping_interval),
-                name=f"{self.name} housekeeping",
+            # Ticked from the housekeeping clock's thread (see _ticker): no
+            # timer stands on the loop.  Holds the pool only weakly, so a
+            # forgotten pool can be collected instead of being kept alive by
+            # its own housekeeping.
+            self._housekeeper = every(
+                self._loop,
+                self._config.housekeeping_interval,
+                functools.partial(PoolBase._tick_weakly, weakref.ref(self)),
             )
 
     async def wait(self, timeout: float | None = DEFAULT) -> None:
@@ -1396,6 +1402,12 @@ class AsyncPool(PoolBase):
         self._after_checkin()
 
     def _housekeeping_tick(self) -> None:
+        if self._watchdog is not None and not self._core.waiters and not self._deadlines:
+            # Nobody waits: the watchdog is not needed until someone does,
+            # and an armed timer costs every turn of the loop (see _ticker).
+            self._watchdog.cancel()
+            self._watchdog = None
+            self._watchdog_at = _INF
         self._core.housekeeping(monotonic())
         if self._core.pending:
             self._drain()
@@ -1730,10 +1742,3 @@ def _reset_watch_fired(ref: weakref.ref[AsyncPool]) -> None:
         pool._on_reset_watch()
 
 
-async def _housekeeping(ref: weakref.ref[AsyncPool], interval: float) -> None:
-    # Holds the pool only weakly between ticks, so a forgotten pool can be
-    # collected instead of being kept alive by its own housekeeper.
-    while True:
-        await asyncio.sleep(interval)
-        if not PoolBase._tick_weakly(ref):
-            return
