@@ -28,6 +28,8 @@ NUMBERS = [
 ]
 # their checks: tests/core/test_core_fail_fast_waiters.py, tests/integration/test_pgbouncer_mode.py
 BOOLS = ["fail_fast_waiters", "pgbouncer"]
+# their checks: tests/core/test_core_idle_order.py
+CHOICES = ["idle_order"]
 NULLABLE = {
     "timeout", "max_lifetime", "max_idle", "check_window", "keepalive", "fail_fast_after",
     "leak_timeout",
@@ -106,7 +108,7 @@ def settings_for(name: str, value: Any) -> dict[str, Any]:
 def test_defaults_are_valid_and_names_lists_every_field() -> None:
     config = PoolConfig()
     assert config.min_size <= config.max_size
-    assert PoolConfig.names() == frozenset(INTS + NUMBERS + BOOLS)
+    assert PoolConfig.names() == frozenset(INTS + NUMBERS + BOOLS + CHOICES)
 
 
 def test_config_is_frozen() -> None:

@@ -66,6 +66,7 @@ class PoolMachine(RuleBasedStateMachine):
         max_idle=st.sampled_from([None, 5.0, 30.0]),
         fail_fast_after=st.sampled_from([None, 2.0, 10.0]),
         barge_window=st.sampled_from([0.0, 0.0, 1.0, 5.0]),
+        idle_order=st.sampled_from(["lifo", "fifo"]),
         rand=st.sampled_from([0.0, 0.5, 0.99]),
     )
     def setup(self, min_size: int, extra: int, rand: float, **settings: Any) -> None:

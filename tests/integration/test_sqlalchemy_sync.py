@@ -121,6 +121,31 @@ def test_the_engine_pool_arguments_set_the_pgmarina_pool(pg: Any, driver: str) -
         assert pool.size() == 5
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("lifo", [False, True], ids=["fifo", "lifo"])
+def test_pool_use_lifo_sets_the_idle_order_as_in_queuepool(
+    pg: Any, driver: str, lifo: bool
+) -> None:
+    """QueuePool hands out the connection idle longest unless pool_use_lifo=True."""
+    kw: dict[str, Any] = {"pool_use_lifo": True} if lifo else {}
+    with _engine(pg, driver, pool_size=3, max_overflow=0, **kw) as (engine, _):
+        with engine.connect():
+            pass  # opens the pool, which opens pool_size connections
+        inner = engine.pool.pgmarina_pool
+        deadline = time.monotonic() + 5
+        while inner.stats().idle < 3:
+            assert time.monotonic() < deadline, f"not filled: {inner!r}"
+            time.sleep(0.02)
+        pids = []
+        for _ in range(6):
+            with engine.connect() as c:
+                pids.append(_pid(c))
+        if lifo:
+            assert len(set(pids)) == 1, pids  # the most recently used, every time
+        else:
+            assert len(set(pids[:3])) == 3 and pids[3:] == pids[:3], pids  # in turn
+
+
 def test_bad_pool_arguments_are_refused_naming_them(pg: Any) -> None:
     url = _url(pg, "psycopg")
     with pytest.raises(ValueError, match="max_overflow"):
@@ -129,6 +154,8 @@ def test_bad_pool_arguments_are_refused_naming_them(pg: Any) -> None:
         sa.create_engine(url, poolclass=PgMarinaPool, pool_options={"max_sise": 3})
     with pytest.raises(TypeError, match="min_size"):
         sa.create_engine(url, poolclass=PgMarinaPool, pool_options={"min_size": 3})
+    with pytest.raises(TypeError, match=r"idle_order.*pool_use_lifo"):
+        sa.create_engine(url, poolclass=PgMarinaPool, pool_options={"idle_order": "lifo"})
     with pytest.raises(TypeError, match="pool_size"):
         sa.create_engine(url, poolclass=PgMarinaPool, pool_size="5")
     with pytest.raises(ValueError, match="sqlite"):

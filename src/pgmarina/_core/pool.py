@@ -301,6 +301,9 @@ class PoolCore(Generic[W]):
         self._max_uses = config.max_uses
         self._max_size = config.max_size
         self._max_waiting = config.max_waiting
+        #: Where checkouts take from the idle list, whose end is the most
+        #: recently used: -1, its end ("lifo"); 0, its start ("fifo").
+        self._take_at = -1 if config.idle_order == "lifo" else 0
         # Routed hand-offs pick their waiter by role; a nudge could not.
         self._barge_window = 0.0 if self.hosts is not None else config.barge_window
         # Connections beyond this many are not kept idle: ``max_size``, or
@@ -485,15 +488,16 @@ class PoolCore(Generic[W]):
             return None
         idle = self.idle
         if idle:
-            # The common case inline: the hot end is fresh and needs no check.
-            entry = idle[-1]
+            # The common case inline: the next out is fresh and needs no check.
+            take = self._take_at
+            entry = idle[take]
             window = self._check_window
             if (
                 entry.expires_at > now
                 and entry.generation == self.generation
                 and (window is None or now - entry.alive_at <= window)
             ):
-                idle.pop()
+                idle.pop(take)
                 entry.state = IN_USE
                 entry.uses += 1
                 entry.acquired_at = now
@@ -503,8 +507,9 @@ class PoolCore(Generic[W]):
 
     def _take_idle(self, now: float) -> Entry | None:
         idle = self.idle
+        take = self._take_at
         while idle:
-            entry = idle.pop()
+            entry = idle.pop(take)
             if entry.expires_at <= now or entry.generation != self.generation:
                 self._retire(entry, now)
                 continue
@@ -1184,7 +1189,7 @@ class PoolCore(Generic[W]):
     def checkout_for(self, want: str, now: float) -> Entry | None:
         """``checkout`` for a caller that asked for ``want`` (``READ_WRITE``, ``READ_ONLY``).
 
-        Takes the most recently used idle entry that serves ``want``,
+        Takes the first idle entry in ``idle_order`` that serves ``want``,
         passing over the others (and the queued waiters, who cannot use what
         it takes: an entry that fits a waiter is never left idle).
 
@@ -1201,7 +1206,7 @@ class PoolCore(Generic[W]):
                 f"(target_session_attrs={hosts.target!r}): none is {want}"
             )
         idle = self.idle
-        for at in range(len(idle) - 1, -1, -1):
+        for at in range(len(idle) - 1, -1, -1) if self._take_at else range(len(idle)):
             entry = idle[at]
             if self._expired(entry, now) or not self._serves(entry, want, now):
                 continue
@@ -1264,7 +1269,8 @@ class PoolCore(Generic[W]):
         """Hand idle entries to the queued waiters they serve."""
         waiters = self.waiters
         wants = self._wants
-        for entry in reversed(list(self.idle)):  # hot end first
+        idle = list(self.idle)
+        for entry in reversed(idle) if self._take_at else idle:  # in idle_order
             if not waiters:
                 break
             if self._expired(entry, now):

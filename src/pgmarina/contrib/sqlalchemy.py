@@ -36,7 +36,9 @@ What maps onto what:
 - ``pool_size`` is pgmarina's ``min_size`` (kept open), and ``pool_size +
   max_overflow`` its ``max_size``; ``pool_timeout`` its acquire ``timeout``;
   ``pool_recycle`` its ``max_lifetime`` (pgmarina replaces a connection that
-  old while it is idle, rather than at the checkout that finds it too old).
+  old while it is idle, rather than at the checkout that finds it too old);
+  ``pool_use_lifo`` its ``idle_order`` (``"fifo"`` unless it is true, as in
+  QueuePool).
   ``pool_options={...}`` passes any other pgmarina setting.
 - Invalidating a connection (``conn.invalidate()``, a disconnect error, a
   failed pre-ping) closes it and pgmarina drops it when it comes back;
@@ -118,7 +120,7 @@ _SHELLS: dict[tuple[bool, str], tuple[type[Any], str]] = {
 
 #: pgmarina settings the pool derives from SQLAlchemy's own arguments.
 _DERIVED = frozenset(
-    {"min_size", "max_size", "timeout", "max_lifetime", "driver", "connect_kwargs"}
+    {"min_size", "max_size", "timeout", "max_lifetime", "idle_order", "driver", "connect_kwargs"}
 )
 
 
@@ -307,8 +309,9 @@ class PgMarinaPool(sa_pool.Pool):
         events: ``pool_events``, as for every SQLAlchemy pool.
         dialect: The engine's dialect (``create_engine`` passes it).
         pre_ping: ``pool_pre_ping``, as for every SQLAlchemy pool.
-        use_lifo: Accepted for ``pool_use_lifo``; pgmarina always hands out
-            the most recently used idle connection.
+        use_lifo: ``pool_use_lifo``: hand out the most recently used idle
+            connection first (pgmarina's ``idle_order="lifo"``); by default,
+            as in QueuePool, the one idle longest (``"fifo"``).
         pool_options: Other pgmarina settings (``max_idle``,
             ``check_window``, ``fail_fast_after``, ``name``…), see
             :class:`~pgmarina.Pool`.  Connect arguments are not among them:
@@ -372,7 +375,7 @@ class PgMarinaPool(sa_pool.Pool):
         if clash:
             raise TypeError(
                 f"pool_options cannot set {', '.join(clash)}: give pool_size, max_overflow, "
-                "pool_timeout and pool_recycle to the engine instead"
+                "pool_timeout, pool_recycle and pool_use_lifo to the engine instead"
             )
         if isinstance(recycle, bool) or not isinstance(recycle, (int, float)):
             raise TypeError(f"recycle must be a number, not {type(recycle).__name__}")
@@ -409,6 +412,7 @@ class PgMarinaPool(sa_pool.Pool):
             "max_size": pool_size + max_overflow,
             "timeout": timeout,
             "max_lifetime": None if recycle < 0 else recycle,
+            "idle_order": "lifo" if use_lifo else "fifo",
             **options,
         }
         if logging_name and "name" not in options:

@@ -158,6 +158,7 @@ class PoolBase:
         backoff_initial: float = _D.backoff_initial,
         backoff_max: float = _D.backoff_max,
         barge_window: float = _D.barge_window,
+        idle_order: str = _D.idle_order,
         connect_timeout: float = 10.0,
         reset_timeout: float = 5.0,
         reset: str | Callable[..., Any] | None = "auto",
@@ -210,6 +211,7 @@ class PoolBase:
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
             barge_window=barge_window,
+            idle_order=idle_order,
             pgbouncer=pgbouncer,
             leak_timeout=leak_timeout,
         )

@@ -8,8 +8,11 @@ other task runs.
 
 The fast path, taken when an idle connection is there and nobody waits, is
 a list pop in ``acquire`` and a local transaction-status read plus a list
-push in ``release``: no futures, timers or tasks.  Waiting uses one future
-per waiter and, when a timeout applies, one timer handle.
+push in ``release``: no futures, timers, tasks or system calls.  Waiting uses
+one future per waiter and, while anyone waits with a timeout, one timer.  No
+timer stands on the loop otherwise (a pending timer costs every turn of the
+loop): housekeeping is ticked from the process's housekeeping clock thread
+(``_ticker``) and runs on the loop.
 
 Cancellation never loses a connection:
 
@@ -177,6 +180,9 @@ class AsyncPool(PoolBase):
         max_uses: Replace a connection after this many leases (``0``: never).
         check_window: Health-check a connection on checkout only if it sat idle
             longer than this; more recent ones are trusted.
+        idle_order: ``"lifo"`` (the most recently used idle connection goes
+            out first; the default) or ``"fifo"`` (the one idle longest; see
+            :class:`~pgmarina._core.PoolConfig`).
         keepalive: Housekeeping pings connections idle this long.
         max_connecting: Connects in parallel at most.
         reconnect_timeout: After failing to connect this long, call
@@ -187,8 +193,9 @@ class AsyncPool(PoolBase):
             raise at once from the start, until a connect succeeds.
         fail_fast_waiters: Fail the acquires already waiting too, once
             ``fail_fast_after`` has passed.
-        housekeeping_interval: Period of the housekeeping task (more than 0,
-            at most 30 days).
+        housekeeping_interval: Period of the housekeeping tick (more than 0,
+            at most 30 days); it runs on the pool's loop, posted there by one
+            clock thread that serves every AsyncPool of the process.
         lifetime_jitter: Fraction of ``max_lifetime`` shaved off at random.
         backoff_initial: First delay before retrying a failed connect.
         backoff_max: Largest reconnect delay; the delay doubles up to it.
