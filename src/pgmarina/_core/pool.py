@@ -497,7 +497,10 @@ class PoolCore(Generic[W]):
                 and entry.generation == self.generation
                 and (window is None or now - entry.alive_at <= window)
             ):
-                idle.pop(take)
+                if take:
+                    idle.pop()
+                else:
+                    del idle[0]
                 entry.state = IN_USE
                 entry.uses += 1
                 entry.acquired_at = now
