@@ -122,12 +122,12 @@ def test_the_engine_pool_arguments_set_the_pgmarina_pool(pg: Any, driver: str) -
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-@pytest.mark.parametrize("lifo", [False, True], ids=["fifo", "lifo"])
-def test_pool_use_lifo_sets_the_idle_order_as_in_queuepool(
-    pg: Any, driver: str, lifo: bool
-) -> None:
-    """QueuePool hands out the connection idle longest unless pool_use_lifo=True."""
-    kw: dict[str, Any] = {"pool_use_lifo": True} if lifo else {}
+@pytest.mark.parametrize("use_lifo", [False, True, None], ids=["fifo", "lifo", "default"])
+def test_pool_use_lifo_sets_the_idle_order(pg: Any, driver: str, use_lifo: bool | None) -> None:
+    """pool_use_lifo=False: the connection idle longest goes out first, as in QueuePool;
+    True, or left out (pgmarina's default): the most recently used."""
+    lifo = use_lifo is not False
+    kw: dict[str, Any] = {} if use_lifo is None else {"pool_use_lifo": use_lifo}
     with _engine(pg, driver, pool_size=3, max_overflow=0, **kw) as (engine, _):
         with engine.connect():
             pass  # opens the pool, which opens pool_size connections

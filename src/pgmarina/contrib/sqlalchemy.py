@@ -37,8 +37,8 @@ What maps onto what:
   max_overflow`` its ``max_size``; ``pool_timeout`` its acquire ``timeout``;
   ``pool_recycle`` its ``max_lifetime`` (pgmarina replaces a connection that
   old while it is idle, rather than at the checkout that finds it too old);
-  ``pool_use_lifo`` its ``idle_order`` (``"fifo"`` unless it is true, as in
-  QueuePool).
+  ``pool_use_lifo``, when given, its ``idle_order`` (``True``: ``"lifo"``,
+  ``False``: ``"fifo"``); left out, pgmarina's own order (LIFO).
   ``pool_options={...}`` passes any other pgmarina setting.
 - Invalidating a connection (``conn.invalidate()``, a disconnect error, a
   failed pre-ping) closes it and pgmarina drops it when it comes back;
@@ -309,9 +309,11 @@ class PgMarinaPool(sa_pool.Pool):
         events: ``pool_events``, as for every SQLAlchemy pool.
         dialect: The engine's dialect (``create_engine`` passes it).
         pre_ping: ``pool_pre_ping``, as for every SQLAlchemy pool.
-        use_lifo: ``pool_use_lifo``: hand out the most recently used idle
-            connection first (pgmarina's ``idle_order="lifo"``); by default,
-            as in QueuePool, the one idle longest (``"fifo"``).
+        use_lifo: ``pool_use_lifo``: true, hand out the most recently used
+            idle connection first (``idle_order="lifo"``); false, the one idle
+            longest (``"fifo"``, QueuePool's default).  Left out (``None``),
+            pgmarina's default, LIFO: it measured faster than FIFO for async
+            engines, slower for sync ones at one thread (see docs/sqlalchemy.md).
         pool_options: Other pgmarina settings (``max_idle``,
             ``check_window``, ``fail_fast_after``, ``name``…), see
             :class:`~pgmarina.Pool`.  Connect arguments are not among them:
@@ -336,7 +338,7 @@ class PgMarinaPool(sa_pool.Pool):
         events: Any = None,
         dialect: Any = None,
         pre_ping: bool = False,
-        use_lifo: bool = False,
+        use_lifo: bool | None = None,
         pool_options: Mapping[str, Any] | None = None,
         _dispatch: Any = None,
     ) -> None:
@@ -412,7 +414,7 @@ class PgMarinaPool(sa_pool.Pool):
             "max_size": pool_size + max_overflow,
             "timeout": timeout,
             "max_lifetime": None if recycle < 0 else recycle,
-            "idle_order": "lifo" if use_lifo else "fifo",
+            **({} if use_lifo is None else {"idle_order": "lifo" if use_lifo else "fifo"}),
             **options,
         }
         if logging_name and "name" not in options:
