@@ -31,7 +31,7 @@ __all__ = ["Tick", "every"]
 class Tick:
     """One pool's housekeeping clock; :meth:`cancel` stops it."""
 
-    __slots__ = ("callback", "cancelled", "interval", "loop", "posted")
+    __slots__ = ("callback", "cancelled", "interval", "loop")
 
     def __init__(self, loop: Any, callback: Callable[[], bool], interval: float) -> None:
         self.loop = loop
@@ -39,13 +39,11 @@ class Tick:
         self.callback = callback
         self.interval = interval
         self.cancelled = False
-        self.posted = False
 
     def cancel(self) -> None:
         self.cancelled = True
 
-    def _run(self) -> None:  # on the loop
-        self.posted = False
+    def _run(self) -> None:  # on the loop; the clock arms it again only from here
         if self.cancelled:
             return
         if not self.callback():
@@ -87,9 +85,6 @@ class _Clock:
                         break
                     self._cond.wait(wait)
                 tick = heapq.heappop(due)[2]
-            if tick.posted:  # pragma: no cover - armed again only once it ran
-                continue
-            tick.posted = True
             try:
                 tick.loop.call_soon_threadsafe(tick._run)
             except RuntimeError:  # its loop is closed: the pool is done with
