@@ -455,6 +455,17 @@ class PgMarinaPool(sa_pool.Pool):
         """The pgmarina pool underneath (for its ``stats()``, say)."""
         return self._pg
 
+    def _borrow(self) -> tuple[Any, Entry]:
+        """The pgmarina pool checkouts go to, and an entry borrowed from it,
+        opening the pool first if need be (``_do_get`` does this inline)."""
+        pg = self._open_pg
+        if pg is not None:
+            try:
+                return pg, self._lend(pg)
+            except errors.PoolClosed:
+                pass  # disposed under this checkout: on to the new one
+        return self._open_and_lend()
+
     def _open_and_lend(self) -> tuple[Any, Entry]:
         """Open the pgmarina pool (a new one after ``dispose()``), then borrow
         from it; checkouts find it open from then on."""
@@ -497,7 +508,7 @@ class PgMarinaPool(sa_pool.Pool):
                 pg, entry = self._open_and_lend()
             else:
                 try:
-                    # _lend's fast path, inline: this runs on every checkout.
+                    # _borrow and _lend, inline: this runs on every checkout.
                     entry = pg._lend()
                     if type(entry) is not Entry:
                         entry = _await(entry)
@@ -554,14 +565,7 @@ class PgMarinaPool(sa_pool.Pool):
             return dbapi_connection
         rec.entry = rec.pg = None
         self._drop(pg, entry)
-        pg = self._open_pg
-        if pg is None:
-            pg, entry = self._open_and_lend()
-        else:
-            try:
-                entry = self._lend(pg)
-            except errors.PoolClosed:
-                pg, entry = self._open_and_lend()
+        pg, entry = self._borrow()
         rec.entry, rec.pg = entry, pg
         found = _info(entry)
         other = found.get(_RECORD)

@@ -596,8 +596,11 @@ class Pool(PoolBase):
         waiter.gate.release()
 
     def _give_back(self, entry: Entry) -> None:
+        core = self._core
         with self._lock:
-            self._core.checkin(entry, monotonic())
+            core.checkin(entry, monotonic())
+            if not core.pending and not core.closing:
+                return
             work = self._take_work()
             self._notify_if_closing()
         self._run(work)
@@ -747,16 +750,9 @@ class Pool(PoolBase):
         """``release()`` of an entry from ``_lend``."""
         raw = entry.conn
         if self._clean_release and self._status(raw) == CLEAN:
-            core = self._core
-            with self._lock:
-                core.checkin(entry, monotonic())
-                if not core.pending and not core.closing:
-                    return
-                work = self._take_work()
-                self._notify_if_closing()
-            self._run(work)
-            return
-        self._release_slow(entry, raw, None)
+            self._give_back(entry)
+        else:
+            self._release_slow(entry, raw, None)
 
     def _release_slow(self, entry: Entry, raw: Any, undo: list[Any] | None) -> None:
         status = self._status(raw)
