@@ -82,6 +82,28 @@ class _Released:
 RELEASED: Any = _Released()
 
 
+class ClosedStandIn(_Released):
+    """A stand-in whose reads reach ``dead``, a connection closed for good.
+
+    For a façade whose peer leaves a handed-out object on its closed
+    connection (asyncpg, when a pool's ``setup`` fails): ``is_closed()``
+    answers, a query fails as on any closed connection, writes raise
+    ``error``, and the pool counts the lease as released.
+    """
+
+    __slots__ = ("_dead",)
+
+    def __init__(self, dead: Any, error: Callable[[str, bool], BaseException]) -> None:
+        super().__init__(error)
+        object.__setattr__(self, "_dead", dead)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dead, name)
+
+    def __repr__(self) -> str:
+        return "<closed>"
+
+
 def stand_in(error: Callable[[str, bool], BaseException]) -> Any:
     """A released-connection stand-in whose attributes raise ``error(name, setting)``.
 

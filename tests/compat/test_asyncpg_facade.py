@@ -272,15 +272,55 @@ async def test_a_failing_setup_closes_its_connection_and_the_caller_gets_its_err
         if calls == 1:
             raise SetupFailed
 
-    async with started(pg, min_size=1, max_size=1, setup=setup) as pool:
+    seen: list[Any] = []
+
+    async def setup_seen(conn: Any) -> None:
+        seen.append(conn)
+        await setup(conn)
+
+    async with started(pg, min_size=1, max_size=1, setup=setup_seen) as pool:
         first = pool.stats().connections_opened
         with pytest.raises(SetupFailed):
             await pool.acquire(timeout=5)
+        # As asyncpg's, the proxy setup had stays on its closed connection:
+        # is_closed() answers, a query fails as on any closed connection,
+        # and a release of it does nothing.
+        failed = seen[0]
+        assert failed.is_closed()
+        with pytest.raises(asyncpg.InterfaceError, match="closed"):
+            await failed.fetchval("SELECT 1")
+        await pool.release(failed)
         async with pool.acquire(timeout=5) as conn:
             assert await conn.fetchval("SELECT 1") == 1
         s = pool.stats()
         assert s.connections_opened == first + 1  # the one setup failed on was replaced
         assert s.in_use == 0
+
+
+@run_async
+async def test_a_failing_init_fails_the_acquire_it_connected_for_with_its_own_error(
+    pg: Any,
+) -> None:
+    calls = 0
+    made: list[Any] = []
+
+    class InitFailed(Exception):
+        pass
+
+    async def init(conn: Any) -> None:
+        nonlocal calls
+        calls += 1
+        made.append(conn)
+        if calls == 1:
+            raise InitFailed("init went wrong")
+
+    async with started(pg, min_size=0, max_size=1, init=init) as pool:
+        with pytest.raises(InitFailed, match="init went wrong"):
+            await pool.acquire(timeout=5)
+        assert made[0].is_closed()
+        async with pool.acquire(timeout=5) as conn:  # the next connect runs init again
+            assert await conn.fetchval("SELECT 1") == 1
+        assert calls == 2 and pool.stats().in_use == 0
 
 
 @run_async

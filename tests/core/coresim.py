@@ -92,9 +92,12 @@ class Shell:
         self.served.append((waiter, entry))
         return True
 
-    def refuse(self, waiter: Waiter, error: BaseException) -> None:
+    def refuse(self, waiter: Waiter, error: BaseException) -> bool:
+        if waiter.gone:
+            return False
         assert waiter.entry is None and waiter.error is None, f"{waiter!r} refused twice"
         waiter.error = error
+        return True
 
     # -- carrying out pending work ------------------------------------------
 
@@ -135,16 +138,19 @@ class Shell:
         return done
 
     def fail(
-        self, now: float, error: BaseException | None = None, *, permanent: bool = False
+        self, now: float, error: BaseException | None = None, *, permanent: bool = False,
+        configured: bool = True,
     ) -> float | None:
         """Fail the oldest connect in flight; returns the core's retry delay.
 
         ``permanent``: the server rejected it (wrong password and the like).
+        ``configured=False``: it connected, and the ``configure`` hook raised.
         """
         self.drain()
         entry = self.connects.pop(0)
         delay = self.core.connect_failed(
-            entry, error or ConnectError("refused"), now, permanent=permanent
+            entry, error or ConnectError("refused"), now, permanent=permanent,
+            configured=configured,
         )
         if delay is not None:
             self.backoff[entry] = now + delay

@@ -7,7 +7,7 @@
 * ``_set_connect_args``: the next connects use new arguments;
 * released-connection stand-ins (``stand_in``);
 * ``terminate()`` right after a connection was retired;
-* ``fail_fast_waiters``, on both shells.
+* ``fail_fast_waiters`` and ``configure_fails_waiter``, on both shells.
 """
 
 from __future__ import annotations
@@ -237,3 +237,40 @@ def test_with_fail_fast_waiters_an_acquire_waiting_through_an_outage_fails_with_
 
     run(kind, body, max_size=1, fail_fast_after=0.2, fail_fast_waiters=True,
         backoff_max=0.05)
+
+
+class _HookError(Exception):
+    pass
+
+
+@both
+@pytest.mark.parametrize("on", [True, False])
+def test_configure_fails_waiter_hands_a_failed_configure_to_the_oldest_acquire(
+    kind: str, on: bool
+) -> None:
+    calls = 0
+
+    def configure(conn: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise _HookError("configure went wrong")
+
+    async def configure_async(conn: Any) -> None:
+        configure(conn)
+
+    async def body(h: Harness) -> None:
+        await h.open(wait=False)
+        if on:
+            with pytest.raises(PoolConnectError) as info:
+                await h.acquire(timeout=5)
+            assert isinstance(info.value.__cause__, _HookError)
+            assert "the configure hook raised _HookError: configure went wrong" in str(info.value)
+        lease = await h.acquire(timeout=5)  # the next connect configures cleanly
+        assert calls == 2
+        await h.release(lease)
+        s = h.stats()
+        assert s.connections_failed == 1 and s.waiting == 0 and s.in_use == 0
+
+    run(kind, body, min_size=0, max_size=1, configure_fails_waiter=on,
+        configure=configure_async if kind == "async" else configure)

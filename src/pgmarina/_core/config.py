@@ -179,6 +179,12 @@ class PoolConfig:
         fail_fast_waiters: Also fail the acquires already waiting once the
             pool has failed to connect for ``fail_fast_after`` (at the next
             failed connect); by default they wait up to their own timeout.
+        configure_fails_waiter: A connect whose ``configure`` hook raises
+            also fails the caller that has waited longest, with a
+            ``PoolConnectError`` caused by the hook's error (asyncpg's pool
+            fails the acquire whose ``init`` raised; its façade sets this).
+            By default such a connect is retried with backoff while callers
+            wait, as for any failed connect (psycopg_pool's way).
         backoff_initial: First delay before retrying a failed connect.
         backoff_max: Cap of the exponentially growing retry delay.
         housekeeping_interval: Period of the housekeeping tick.
@@ -221,6 +227,7 @@ class PoolConfig:
     reconnect_timeout: float = 300.0
     fail_fast_after: float | None = 5.0
     fail_fast_waiters: bool = False
+    configure_fails_waiter: bool = False
     backoff_initial: float = 0.01
     backoff_max: float = 1.0
     housekeeping_interval: float = 1.0
@@ -255,6 +262,11 @@ class PoolConfig:
         if not isinstance(self.fail_fast_waiters, bool):
             raise TypeError(
                 f"fail_fast_waiters must be a bool, not {type(self.fail_fast_waiters).__name__}"
+            )
+        if not isinstance(self.configure_fails_waiter, bool):
+            raise TypeError(
+                "configure_fails_waiter must be a bool, not "
+                f"{type(self.configure_fails_waiter).__name__}"
             )
         self._set("backoff_initial", period("backoff_initial", self.backoff_initial))
         self._set("backoff_max", period("backoff_max", self.backoff_max))

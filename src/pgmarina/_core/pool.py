@@ -69,6 +69,14 @@ and callers are served again as soon as a connect succeeds.  The last
 attempt decides: a transient failure after a rejection (the server is
 restarting) turns the pool back to riding out an outage.
 
+*Hook failures.*  A connect whose ``configure`` hook raised (the shell says
+so with ``configured=False``) is a failed connect like any other: the entry
+backs off and retries while it is wanted.  With ``configure_fails_waiter``
+the caller that has waited longest is also refused, with the hook's error
+as the cause: the connect was made for it, and asyncpg's pool fails the
+acquire whose ``init`` raised (its façade sets this).  Callers behind it
+keep waiting for the next attempt.
+
 Several hosts
 -------------
 With a :class:`~pgmarina._core.hosts.HostBook` (``hosts``), each connect
@@ -139,11 +147,12 @@ class PoolCore(Generic[W]):
             to ``waiter``, or with ``entry=None`` asks it to come and take an
             idle one (barging; see ``checkout_nudged``); it returns ``False``
             if that waiter is gone.  It must not change the core's state.
-        refuse: ``refuse(waiter, error)`` fails a queued waiter with ``error``
-            (a ``PoolConnectError``) when the server rejects the pool's
-            connects; the waiter is already out of the queue.  It must not
-            change the core's state.  Without it, such waiters wait out their
-            own timeout.
+        refuse: ``refuse(waiter, error) -> bool`` fails a queued waiter with
+            ``error`` (a ``PoolConnectError``) when the server rejects the
+            pool's connects, or a connect's ``configure`` hook failed for it;
+            the waiter is already out of the queue.  It returns ``False`` if
+            that waiter is gone, and must not change the core's state.
+            Without it, such waiters wait out their own timeout.
         rand: Source of jitter in ``[0, 1)``; tests pass a fixed one.
         hosts: The hosts of a pool over several servers (see *Several
             hosts* below); ``None`` for one server, where none of it runs.
@@ -224,7 +233,7 @@ class PoolCore(Generic[W]):
         config: PoolConfig,
         wake: Callable[[W, Entry | None], bool],
         *,
-        refuse: Callable[[W, PoolConnectError], None] | None = None,
+        refuse: Callable[[W, PoolConnectError], bool] | None = None,
         rand: Callable[[], float] = random.random,
         hosts: HostBook | None = None,
     ) -> None:
@@ -930,7 +939,8 @@ class PoolCore(Generic[W]):
         )
 
     def connect_failed(
-        self, entry: Entry, error: BaseException, now: float, *, permanent: bool = False
+        self, entry: Entry, error: BaseException, now: float, *, permanent: bool = False,
+        configured: bool = True,
     ) -> float | None:
         """A connect failed.  Returns the delay before retrying, or ``None``.
 
@@ -939,7 +949,9 @@ class PoolCore(Generic[W]):
 
         ``permanent``: the server rejected the connect in a way that waiting
         will not mend (see *Rejections*): the queued waiters are refused now,
-        and the retry comes after ``backoff_max``.
+        and the retry comes after ``backoff_max``.  ``configured=False``: the
+        connection was made, and the ``configure`` hook raised ``error`` (see
+        *Hook failures*).
         """
         if entry.state is not CONNECTING:
             raise IllegalTransition(f"{entry!r} was not connecting")
@@ -959,6 +971,8 @@ class PoolCore(Generic[W]):
             self._refuse_waiters(self._rejected_message(), error)
         elif self.config.fail_fast_waiters and self._failing_fast(self.failing_since, now):
             self._refuse_waiters(self._fail_fast_message(now), error)
+        elif not configured and self.config.configure_fails_waiter:
+            self._refuse_oldest(f"the configure hook raised {_describe(error)}", error)
         if not self._wanted() or self.connecting > 1:
             # Another connect is already probing; keep just one.
             self._drop(entry)
@@ -983,6 +997,22 @@ class PoolCore(Generic[W]):
             error = PoolConnectError(f"{self.name}: {why}")
             error.__cause__ = cause
             refuse(waiter, error)
+
+    def _refuse_oldest(self, why: str, cause: BaseException) -> None:
+        """Fail the waiter that has waited longest (one still waiting) with ``why``."""
+        refuse = self._refuse
+        if refuse is None:
+            return
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            self._queued_at.popleft()
+            if self._wants:
+                self._wants.pop(waiter, None)
+            error = PoolConnectError(f"{self.name}: {why}")
+            error.__cause__ = cause
+            if refuse(waiter, error):
+                return
 
     def retry_due(self, entry: Entry, now: float) -> bool:
         """After the backoff delay: ``True`` to try again, ``False`` if not needed."""

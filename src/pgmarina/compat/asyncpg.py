@@ -29,7 +29,10 @@ left, our call on the right:
                                        asyncpg 0.32 does; housekeeping runs at
                                        least 4 times as often
 ``connect``                            the adapter's connect
-``init``                               ``configure``
+``init``                               ``configure``, with
+                                       ``configure_fails_waiter=True``: an
+                                       ``init`` that raises fails the acquire
+                                       that has waited longest, with its error
 ``setup``                              run on each lease before ``acquire``
                                        returns it; if it fails the connection is
                                        replaced
@@ -85,7 +88,7 @@ from asyncpg import InterfaceError
 
 from .._core import PoolStats
 from .._core.config import seconds as _seconds
-from .._lease import set_con, stand_in
+from .._lease import ClosedStandIn, set_con, stand_in
 from ..adapters.asyncpg import AsyncpgAdapter, AsyncpgLease, without_session_settings
 from ..adapters.base import bounded
 from ..errors import PoolClosed, PoolConnectError, PoolError, PoolTimeout
@@ -99,8 +102,9 @@ logger = logging.getLogger("pgmarina.compat.asyncpg")
 #: asyncpg's connect takes none of these names.  (``timeout`` stays the
 #: connect timeout it is in asyncpg.)
 PGMARINA_SETTINGS = frozenset({
-    "backoff_initial", "backoff_max", "check", "check_window", "connect_timeout",
-    "fail_fast_after", "fail_fast_waiters", "housekeeping_interval", "keepalive", "lifetime_jitter",
+    "backoff_initial", "backoff_max", "check", "check_window", "configure_fails_waiter",
+    "connect_timeout", "fail_fast_after", "fail_fast_waiters", "housekeeping_interval",
+    "keepalive", "lifetime_jitter",
     "max_connecting", "max_lifetime", "max_waiting", "name", "reconnect_failed",
     "reconnect_timeout", "reset_timeout",
     "pgbouncer",  # PgBouncer (Scale-out issue)
@@ -156,14 +160,14 @@ class PoolConnectionProxy(AsyncpgLease):
         try:
             await con.close(timeout=timeout)
         finally:
-            if self._con is con:  # not released meanwhile
+            if self._con is con and type(con) is not ClosedStandIn:  # not released meanwhile
                 _end(self)
 
     def terminate(self) -> None:
         """Cut the server connection off and give the proxy back to the pool, as asyncpg does."""
         con = self._con
         con.terminate()
-        if self._con is con:
+        if self._con is con and type(con) is not ClosedStandIn:
             _end(self)
 
     def __repr__(self) -> str:
@@ -400,6 +404,8 @@ class Pool:
         # here a waiter fails once connects have failed for fail_fast_after
         # (rather than wait for ever: asyncpg's acquire timeout is None).
         settings.setdefault("fail_fast_waiters", True)
+        # asyncpg fails the acquire whose connect ran an ``init`` that raised.
+        settings.setdefault("configure_fails_waiter", True)
         self._pool = AsyncPool(
             dsn,
             driver=_Adapter(connect, connection_class, record_class),
@@ -626,8 +632,12 @@ class Pool:
                 await bounded(self._setup(conn), max(0.0, start + timeout - monotonic()))
         except BaseException:
             if not conn.released:  # its state is unknown: close it, the pool replaces it
-                conn._con.terminate()
+                raw = conn._con
+                raw.terminate()
                 _end(conn)
+                # As asyncpg's proxy, this one stays on its closed connection
+                # (is_closed() says so), and the pool is done with it.
+                set_con(conn, ClosedStandIn(raw, _released))
             raise
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
@@ -657,7 +667,8 @@ class Pool:
                 f"Pool.release() received invalid connection: {connection!r} is not a "
                 "member of this pool"
             )
-        if connection._con is _GONE:
+        con = connection._con
+        if con is _GONE or type(con) is ClosedStandIn:  # released, or its setup failed
             return None
         if timeout is not None:
             timeout = self._pool._check_timeout(timeout)

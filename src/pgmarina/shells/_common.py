@@ -32,6 +32,7 @@ __all__ = [
     "ENTERING",
     "FULL",
     "NO_RESET",
+    "ConfigureFailed",
     "ConnectionContextBase",
     "PoolBase",
     "RoleView",
@@ -46,6 +47,16 @@ _names = itertools.count(1)
 _blank = object.__new__
 #: The settings' defaults, read by the constructor's signature: one source.
 _D = PoolConfig()
+
+
+class ConfigureFailed(Exception):
+    """Internal, between a shell's connect and its connect loop: the new
+    connection's ``configure`` hook raised ``error`` (or left the connection
+    unusable), which the core may hand to a waiter (``configure_fails_waiter``)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _Default:
@@ -153,6 +164,7 @@ class PoolBase:
         reconnect_timeout: float = _D.reconnect_timeout,
         fail_fast_after: float | None = _D.fail_fast_after,
         fail_fast_waiters: bool = _D.fail_fast_waiters,
+        configure_fails_waiter: bool = _D.configure_fails_waiter,
         housekeeping_interval: float = _D.housekeeping_interval,
         lifetime_jitter: float = _D.lifetime_jitter,
         backoff_initial: float = _D.backoff_initial,
@@ -206,6 +218,7 @@ class PoolBase:
             reconnect_timeout=reconnect_timeout,
             fail_fast_after=fail_fast_after,
             fail_fast_waiters=fail_fast_waiters,
+            configure_fails_waiter=configure_fails_waiter,
             housekeeping_interval=housekeeping_interval,
             lifetime_jitter=lifetime_jitter,
             backoff_initial=backoff_initial,
@@ -396,7 +409,7 @@ class PoolBase:
     def _wake(self, waiter: Any, entry: Entry | None) -> bool:
         raise NotImplementedError
 
-    def _refuse(self, waiter: Any, error: PoolConnectError) -> None:
+    def _refuse(self, waiter: Any, error: PoolConnectError) -> bool:
         raise NotImplementedError
 
     # ------------------------------------------------------------------

@@ -51,6 +51,7 @@ from ._common import (
     ENTERING,
     FULL,
     NO_RESET,
+    ConfigureFailed,
     ConnectionContextBase,
     PoolBase,
 )
@@ -193,6 +194,10 @@ class AsyncPool(PoolBase):
             raise at once from the start, until a connect succeeds.
         fail_fast_waiters: Fail the acquires already waiting too, once
             ``fail_fast_after`` has passed.
+        configure_fails_waiter: A connect whose ``configure`` raised also
+            fails the acquire that has waited longest, with a
+            ``PoolConnectError`` caused by the hook's error; by default the
+            connect is retried while acquires wait.
         housekeeping_interval: Period of the housekeeping tick (more than 0,
             at most 30 days); it runs on the pool's loop, posted there by one
             clock thread that serves every AsyncPool of the process.
@@ -736,9 +741,11 @@ class AsyncPool(PoolBase):
             return False
         return True
 
-    def _refuse(self, waiter: asyncio.Future[Entry], error: PoolConnectError) -> None:
-        if not waiter.done():
-            waiter.set_exception(error)
+    def _refuse(self, waiter: asyncio.Future[Entry], error: PoolConnectError) -> bool:
+        if waiter.done():  # it left: cancelled, or failed by its timeout
+            return False
+        waiter.set_exception(error)
+        return True
 
     def _give_back(self, entry: Entry) -> None:
         self._core.checkin(entry, monotonic())
@@ -1309,9 +1316,14 @@ class AsyncPool(PoolBase):
                     raise
                 except BaseException as exc:  # a hook's odd BaseException fails this connect only
                     now = monotonic()
-                    permanent = adapter.is_permanent(exc)
+                    configured = type(exc) is not ConfigureFailed
+                    if not configured:
+                        exc = exc.error  # type: ignore[attr-defined]
+                    permanent = configured and adapter.is_permanent(exc)
                     again = core.rejection is not None
-                    delay = core.connect_failed(entry, exc, now, permanent=permanent)
+                    delay = core.connect_failed(
+                        entry, exc, now, permanent=permanent, configured=configured
+                    )
                     self._log_connect_failed(exc, delay, permanent, again)
                     if core.reconnect_failed_due(now) and self._reconnect_failed is not None:
                         self._notify_reconnect_failed()
@@ -1368,8 +1380,11 @@ class AsyncPool(PoolBase):
             if self._hosts is not None:
                 standby = await adapter.in_recovery(conn)
             if self._configure is not None:
-                await _call_hook(self._configure, conn)
-                self._check_configured(conn)
+                try:
+                    await _call_hook(self._configure, conn)
+                    self._check_configured(conn)
+                except Exception as exc:  # not a cancellation: the connect timing out
+                    raise ConfigureFailed(exc) from None
         except BaseException:
             adapter.terminate(conn)
             raise

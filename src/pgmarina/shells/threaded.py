@@ -42,6 +42,7 @@ from ._common import (
     ENTERING,
     FULL,
     NO_RESET,
+    ConfigureFailed,
     ConnectionContextBase,
     PoolBase,
     logger,
@@ -590,10 +591,12 @@ class Pool(PoolBase):
         waiter.gate.release()
         return True
 
-    def _refuse(self, waiter: _Waiter, error: PoolConnectError) -> None:
-        # Called by the core with the pool lock held, like ``_wake``.
+    def _refuse(self, waiter: _Waiter, error: PoolConnectError) -> bool:
+        # Called by the core with the pool lock held, like ``_wake``; a
+        # thread that gives up leaves the queue under that lock first.
         waiter.error = error
         waiter.gate.release()
+        return True
 
     def _give_back(self, entry: Entry) -> None:
         core = self._core
@@ -886,10 +889,15 @@ class Pool(PoolBase):
                 # connect: a worker thread has no caller to hand it to, and
                 # dying would leave the entry connecting for ever.
                 now = monotonic()
-                permanent = self._adapter.is_permanent(exc)
+                configured = type(exc) is not ConfigureFailed
+                if not configured:
+                    exc = exc.error  # type: ignore[attr-defined]
+                permanent = configured and self._adapter.is_permanent(exc)
                 with self._lock:
                     again = core.rejection is not None
-                    delay = core.connect_failed(entry, exc, now, permanent=permanent)
+                    delay = core.connect_failed(
+                        entry, exc, now, permanent=permanent, configured=configured
+                    )
                     tell = core.reconnect_failed_due(now)
                 self._log_connect_failed(exc, delay, permanent, again)
                 if tell and self._reconnect_failed is not None:
@@ -950,7 +958,10 @@ class Pool(PoolBase):
                 # what is left of the same budget (0: no bound, as for libpq).
                 left = max(0.0, seconds - (monotonic() - start)) if seconds > 0 else None
                 self._configure_in_time(conn, left)
-                self._check_configured(conn)
+                try:
+                    self._check_configured(conn)
+                except Exception as exc:
+                    raise ConfigureFailed(exc) from None
         except BaseException:
             adapter.terminate(conn)
             raise
@@ -960,17 +971,18 @@ class Pool(PoolBase):
         """Run ``configure``; past ``seconds`` the watchdog cuts ``conn`` off
         under it, and the connect fails with ``_connect_timed_out``."""
         assert self._configure is not None
-        if seconds is None:
-            self._configure(conn)
-            return
-        token = self._watchdog.arm(seconds, self._adapter.interrupt, conn)
+        token = None if seconds is None else self._watchdog.arm(
+            seconds, self._adapter.interrupt, conn
+        )
         try:
             self._configure(conn)
         except BaseException as exc:
-            if self._watchdog.disarm(token):
+            if token is not None and self._watchdog.disarm(token):
                 raise self._connect_timed_out() from exc
+            if isinstance(exc, Exception):  # the hook's own failure
+                raise ConfigureFailed(exc) from None
             raise
-        if self._watchdog.disarm(token):
+        if token is not None and self._watchdog.disarm(token):
             raise self._connect_timed_out()
 
     def _notify_reconnect_failed(self) -> None:
