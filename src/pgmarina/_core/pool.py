@@ -994,9 +994,13 @@ class PoolCore(Generic[W]):
         self._queued_at.clear()
         self._wants.clear()
         for waiter in waiters:
-            error = PoolConnectError(f"{self.name}: {why}")
-            error.__cause__ = cause
-            refuse(waiter, error)
+            refuse(waiter, self._refusal(why, cause))
+
+    def _refusal(self, why: str, cause: BaseException) -> PoolConnectError:
+        """The error one refused waiter raises (each its own: raised in its own task)."""
+        error = PoolConnectError(f"{self.name}: {why}")
+        error.__cause__ = cause
+        return error
 
     def _refuse_oldest(self, why: str, cause: BaseException) -> None:
         """Fail the waiter that has waited longest (one still waiting) with ``why``."""
@@ -1009,9 +1013,7 @@ class PoolCore(Generic[W]):
             self._queued_at.popleft()
             if self._wants:
                 self._wants.pop(waiter, None)
-            error = PoolConnectError(f"{self.name}: {why}")
-            error.__cause__ = cause
-            if refuse(waiter, error):
+            if refuse(waiter, self._refusal(why, cause)):
                 return
 
     def retry_due(self, entry: Entry, now: float) -> bool:

@@ -486,6 +486,15 @@ class PoolBase:
         exc.__cause__ = core.last_connect_error
         return exc
 
+    def _failed_connect(self, exc: BaseException) -> tuple[BaseException, bool, bool]:
+        """What a connect loop tells the core of a failed connect: the error
+        itself (a hook's own, out of ``ConfigureFailed``), whether the
+        connection was configured (``False``: the hook failed) and whether
+        the server rejected it for good (only a connect can be rejected)."""
+        if isinstance(exc, ConfigureFailed):
+            return exc.error, False, False
+        return exc, True, self._adapter.is_permanent(exc)
+
     def _check_configured(self, conn: Any) -> None:
         """Refuse a connection that ``configure`` left in a transaction (or broken)."""
         status = self._status(conn)

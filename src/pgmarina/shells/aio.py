@@ -1316,10 +1316,7 @@ class AsyncPool(PoolBase):
                     raise
                 except BaseException as exc:  # a hook's odd BaseException fails this connect only
                     now = monotonic()
-                    configured = type(exc) is not ConfigureFailed
-                    if not configured:
-                        exc = exc.error  # type: ignore[attr-defined]
-                    permanent = configured and adapter.is_permanent(exc)
+                    exc, configured, permanent = self._failed_connect(exc)
                     again = core.rejection is not None
                     delay = core.connect_failed(
                         entry, exc, now, permanent=permanent, configured=configured

@@ -889,10 +889,7 @@ class Pool(PoolBase):
                 # connect: a worker thread has no caller to hand it to, and
                 # dying would leave the entry connecting for ever.
                 now = monotonic()
-                configured = type(exc) is not ConfigureFailed
-                if not configured:
-                    exc = exc.error  # type: ignore[attr-defined]
-                permanent = configured and self._adapter.is_permanent(exc)
+                exc, configured, permanent = self._failed_connect(exc)
                 with self._lock:
                     again = core.rejection is not None
                     delay = core.connect_failed(
