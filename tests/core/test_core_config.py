@@ -27,7 +27,7 @@ NUMBERS = [
     "leak_timeout",
 ]
 # their checks: tests/core/test_core_fail_fast_waiters.py, tests/integration/test_pgbouncer_mode.py
-BOOLS = ["configure_fails_waiter", "fail_fast_waiters", "pgbouncer"]
+BOOLS = ["configure_fails_waiter", "fail_fast_waiters", "pgbouncer", "prefill"]
 # their checks: tests/core/test_core_idle_order.py
 CHOICES = ["idle_order"]
 NULLABLE = {

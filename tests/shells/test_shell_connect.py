@@ -382,3 +382,27 @@ def test_max_waiting_refuses_one_caller_too_many_at_once(kind: str) -> None:
         assert h.stats().too_many_waiters == 1
 
     run(kind, body, max_size=1, max_waiting=1)
+
+
+# ---------------------------------------------------------------------------
+# prefill=False (SQLAlchemy's QueuePool way)
+
+
+@both
+def test_without_prefill_open_waits_for_nothing_and_connects_only_for_callers(
+    kind: str,
+) -> None:
+    async def body(h: Harness) -> None:
+        await h.open(wait=True)  # nothing to wait for
+        await h.call("wait", timeout=0.5)
+        assert h.fake.attempts == [] and h.stats().size == 0
+        first = await h.acquire(timeout=2)
+        second = await h.acquire(timeout=2)
+        assert len(h.fake.attempts) == 2, "one connect per caller, none ahead of them"
+        await h.release(first)
+        await h.release(second)
+        await asyncio.sleep(0.05)
+        s = h.stats()
+        assert (s.size, s.idle, s.connections_opened) == (2, 2, 2)
+
+    run(kind, body, min_size=3, prefill=False)

@@ -179,6 +179,14 @@ class PoolConfig:
         fail_fast_waiters: Also fail the acquires already waiting once the
             pool has failed to connect for ``fail_fast_after`` (at the next
             failed connect); by default they wait up to their own timeout.
+        prefill: Open ``min_size`` connections ahead of demand, at ``open()``
+            and whenever the pool falls below it (the default).  ``False``:
+            connections open only for callers that need one, and up to
+            ``min_size`` of them are then kept however long they sit idle;
+            one that closes (lifetime, broken) is not replaced until a caller
+            needs it.  That is SQLAlchemy's ``QueuePool`` and its
+            ``pool_size``: its integration sets it.  ``wait()`` and
+            ``open(wait=True)`` then have nothing to wait for.
         configure_fails_waiter: A connect whose ``configure`` hook raises
             also fails the caller that has waited longest, with a
             ``PoolConnectError`` caused by the hook's error (asyncpg's pool
@@ -228,6 +236,7 @@ class PoolConfig:
     fail_fast_after: float | None = 5.0
     fail_fast_waiters: bool = False
     configure_fails_waiter: bool = False
+    prefill: bool = True
     backoff_initial: float = 0.01
     backoff_max: float = 1.0
     housekeeping_interval: float = 1.0
@@ -268,6 +277,8 @@ class PoolConfig:
                 "configure_fails_waiter must be a bool, not "
                 f"{type(self.configure_fails_waiter).__name__}"
             )
+        if not isinstance(self.prefill, bool):
+            raise TypeError(f"prefill must be a bool, not {type(self.prefill).__name__}")
         self._set("backoff_initial", period("backoff_initial", self.backoff_initial))
         self._set("backoff_max", period("backoff_max", self.backoff_max))
         if self.backoff_max < self.backoff_initial:

@@ -318,6 +318,9 @@ class PoolCore(Generic[W]):
         # Connections beyond this many are not kept idle: ``max_size``, or
         # ``min_size`` when ``max_idle`` is 0 (none above it may sit idle).
         self._keep_cap = config.min_size if config.max_idle == 0 else config.max_size
+        #: Connections the pool opens ahead of demand: ``min_size``, or none
+        #: without ``prefill`` (then ``min_size`` only bounds what is kept).
+        self.fill_target = config.min_size if config.prefill else 0
 
     # ------------------------------------------------------------------
     # transitions
@@ -845,7 +848,7 @@ class PoolCore(Generic[W]):
         if self.closing or not self.opened:
             return
         config = self.config
-        want = max(config.min_size - self.size, len(self.waiters) - self.connecting)
+        want = max(self.fill_target - self.size, len(self.waiters) - self.connecting)
         if want <= 0:
             return
         room = min(config.max_size - self.size, config.max_connecting - self.connecting)
@@ -934,7 +937,7 @@ class PoolCore(Generic[W]):
         """
         return not self.closing and (
             len(self.waiters) >= self.connecting
-            or self.size <= self.config.min_size
+            or self.size <= self.fill_target
             or self.rejection is not None
         )
 

@@ -165,6 +165,7 @@ class PoolBase:
         fail_fast_after: float | None = _D.fail_fast_after,
         fail_fast_waiters: bool = _D.fail_fast_waiters,
         configure_fails_waiter: bool = _D.configure_fails_waiter,
+        prefill: bool = _D.prefill,
         housekeeping_interval: float = _D.housekeeping_interval,
         lifetime_jitter: float = _D.lifetime_jitter,
         backoff_initial: float = _D.backoff_initial,
@@ -219,6 +220,7 @@ class PoolBase:
             fail_fast_after=fail_fast_after,
             fail_fast_waiters=fail_fast_waiters,
             configure_fails_waiter=configure_fails_waiter,
+            prefill=prefill,
             housekeeping_interval=housekeeping_interval,
             lifetime_jitter=lifetime_jitter,
             backoff_initial=backoff_initial,
@@ -475,7 +477,7 @@ class PoolBase:
         core = self._core
         if seconds is not None and now - start >= seconds:
             exc: Exception = PoolTimeout(
-                f"{self.name}: {core.size - core.connecting} of {self.min_size} "
+                f"{self.name}: {core.size - core.connecting} of {core.fill_target} "
                 f"connections open after {seconds:.3g}s{core.connect_trouble()}"
             )
         else:

@@ -198,6 +198,10 @@ class AsyncPool(PoolBase):
             fails the acquire that has waited longest, with a
             ``PoolConnectError`` caused by the hook's error; by default the
             connect is retried while acquires wait.
+        prefill: Open ``min_size`` connections ahead of demand (the
+            default).  ``False``: open connections only for acquires that
+            need one, and keep up to ``min_size`` of them however long they
+            idle (SQLAlchemy's ``QueuePool`` and ``pool_size``).
         housekeeping_interval: Period of the housekeeping tick (more than 0,
             at most 30 days); it runs on the pool's loop, posted there by one
             clock thread that serves every AsyncPool of the process.
@@ -1409,7 +1413,7 @@ class AsyncPool(PoolBase):
 
     def _update_filled(self) -> None:
         core = self._core
-        if self._filled is not None and core.size - core.connecting >= core.config.min_size:
+        if self._filled is not None and core.size - core.connecting >= core.fill_target:
             self._filled.set()
 
     async def _close(self, entry: Entry) -> None:

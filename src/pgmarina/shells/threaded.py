@@ -318,7 +318,7 @@ class Pool(PoolBase):
         with self._lock:
             if not self._opened:
                 raise PoolNotOpen(f"{self.name} is not open")
-            while core.size - core.connecting < core.config.min_size:
+            while core.size - core.connecting < core.fill_target:
                 if self._closed:
                     raise PoolClosed(f"{self.name} is closed")
                 problem = self._fill_problem(start, seconds, monotonic())
