@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event, exc, text
@@ -288,12 +290,87 @@ async def test_an_async_rejected_connect_raises_sqlalchemys_operational_error(
         drivername=f"postgresql+{driver}", database=f"no_such_db_{uuid.uuid4().hex[:6]}"
     )
     engine = create_async_engine(url, poolclass=PgMarinaPool, pool_timeout=20)
+    seen: list[BaseException] = []
+    sa.event.listen(
+        engine.sync_engine, "handle_error", lambda ctx: seen.append(ctx.original_exception)
+    )
     try:
+        t0 = time.monotonic()
         with pytest.raises(exc.DBAPIError, match="does not exist") as caught:
             await engine.connect().start()
-        assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
+        assert time.monotonic() - t0 < 10  # no wait for pool_timeout
+        # The (async-adapted) driver error, wrapped by the engine after its
+        # handle_error event saw it, as with SQLAlchemy's own pools.
+        driver_error = caught.value.__cause__
+        assert isinstance(driver_error, engine.dialect.loaded_dbapi.Error)
+        assert seen == [driver_error]
+        assert isinstance(driver_error.__context__, pgmarina.PoolConnectError)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_async_creator_runs_once_per_connection_a_checkout_needs(
+    pg: Any, driver: str
+) -> None:
+    """``async_creator`` runs only for connections checkouts need (none ahead
+    of them, as in QueuePool)."""
+    calls: list[int] = []
+
+    async def async_creator() -> Any:
+        calls.append(1)
+        if driver == "asyncpg":
+            import asyncpg
+
+            return await asyncpg.connect(pg.dsn)
+        return await psycopg.AsyncConnection.connect(pg.dsn)
+
+    url = sa.make_url(pg.dsn).set(drivername=f"postgresql+{driver}")
+    engine = create_async_engine(
+        url, poolclass=PgMarinaPool, async_creator=async_creator, pool_size=3, max_overflow=0
+    )
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT 1")) == 1
+        await asyncio.sleep(0.1)  # room for a fill that must not come
+        assert len(calls) == 1
+        assert engine.pool.pgmarina_pool.stats().size == 1  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_async_do_connect_gets_the_record_its_connection_keeps(
+    pg: Any, driver: str
+) -> None:
+    async with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, _):
+        records: list[Any] = []
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def do_connect(dialect: Any, rec: Any, cargs: Any, cparams: Any) -> None:
+            assert rec is not None
+            records.append(rec)
+            rec.info["n"] = len(records)
+
+        async with engine.connect() as a, engine.connect() as b:
+            for conn, n in ((a, 1), (b, 2)):
+                raw = await conn.get_raw_connection()
+                assert raw._connection_record is records[n - 1] and raw.info["n"] == n
+
+
+@_run
+async def test_async_psycopg_hstore_works_on_every_connection_the_pool_opens(pg: Any) -> None:
+    from sqlalchemy.dialects.postgresql import HSTORE
+
+    async with await psycopg.AsyncConnection.connect(pg.dsn, autocommit=True) as admin:
+        await admin.execute("CREATE EXTENSION IF NOT EXISTS hstore")
+    query = sa.select(sa.cast(sa.bindparam("h", {"a": "1"}, type_=HSTORE), HSTORE))
+    async with _engine(pg, "psycopg", pool_size=3, max_overflow=0) as (engine, _):
+        async with engine.connect() as a, engine.connect() as b, engine.connect() as c:
+            for conn in (a, b, c):
+                assert (await conn.execute(query)).scalar_one() == {"a": "1"}
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -9,6 +9,7 @@ checked on the pgmarina pool and on the server's ``pg_stat_activity``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import threading
 import time
@@ -129,13 +130,9 @@ def test_pool_use_lifo_sets_the_idle_order(pg: Any, driver: str, use_lifo: bool 
     lifo = use_lifo is not False
     kw: dict[str, Any] = {} if use_lifo is None else {"pool_use_lifo": use_lifo}
     with _engine(pg, driver, pool_size=3, max_overflow=0, **kw) as (engine, _):
-        with engine.connect():
-            pass  # opens the pool, which opens pool_size connections
-        inner = engine.pool.pgmarina_pool
-        deadline = time.monotonic() + 5
-        while inner.stats().idle < 3:
-            assert time.monotonic() < deadline, f"not filled: {inner!r}"
-            time.sleep(0.02)
+        with engine.connect(), engine.connect(), engine.connect():
+            pass  # three connections, opened as needed; pool_size keeps them
+        assert engine.pool.pgmarina_pool.stats().idle == 3
         pids = []
         for _ in range(6):
             with engine.connect() as c:
@@ -313,6 +310,105 @@ def test_pool_events_fire_as_on_sqlalchemys_own_pools(pg: Any, driver: str) -> N
         assert seen[:2] == ["connect", "checkout"]
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_do_connect_gets_the_record_its_connection_keeps_and_may_change_the_arguments(
+    pg: Any, driver: str
+) -> None:
+    """The dialect's do_connect event sees the connection's record, as with
+    QueuePool: what it puts in ``info`` is there at checkout, and the connect
+    arguments it changes are the ones used."""
+    with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, _):
+        records: list[Any] = []
+
+        @event.listens_for(engine, "do_connect")
+        def do_connect(dialect: Any, rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+            assert rec is not None
+            records.append(rec)
+            rec.info["made"] = len(records)
+            cparams["application_name"] = f"rec{len(records)}"
+
+        with engine.connect() as a, engine.connect() as b:
+            for conn, n in ((a, 1), (b, 2)):
+                rec = conn.connection._connection_record
+                assert rec is records[n - 1] and conn.connection.info["made"] == n
+                name = conn.execute(text("SHOW application_name")).scalar_one()
+                assert name == f"rec{n}"
+        with engine.connect() as c:  # kept: no connect, the same record
+            assert c.connection._connection_record in records and len(records) == 2
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_connections_open_as_checkouts_need_them_and_pool_size_are_kept(
+    pg: Any, driver: str
+) -> None:
+    """As in QueuePool: no connection opens ahead of a checkout; pool_size of
+    them stay open after, those beyond go (pgmarina's max_idle)."""
+    calls: list[int] = []
+    driver_connect = importlib.import_module(driver).connect
+
+    def connect() -> Any:
+        calls.append(1)
+        return driver_connect(pg.dsn)
+
+    engine = sa.create_engine(
+        _url(pg, driver), poolclass=PgMarinaPool, creator=connect, pool_size=2, max_overflow=2,
+        pool_options={"max_idle": 0},
+    )
+    try:
+        with engine.connect():
+            pass
+        time.sleep(0.1)  # room for a fill that must not come
+        assert len(calls) == 1 and engine.pool.pgmarina_pool.stats().size == 1
+        with engine.connect(), engine.connect(), engine.connect():
+            assert len(calls) == 3
+        stats = engine.pool.pgmarina_pool.stats()
+        assert (stats.size, stats.idle) == (2, 2)  # pool_size kept, the overflow one closed
+        assert engine.pool.checkedin() == 2 and engine.pool.overflow() == 0
+    finally:
+        engine.dispose()
+
+
+def test_psycopg_hstore_works_on_every_connection_the_pool_opens(pg: Any) -> None:
+    """psycopg's dialect registers hstore for connections made after its
+    first-connect set-up; the pool opens none before that."""
+    from sqlalchemy.dialects.postgresql import HSTORE
+
+    with psycopg.connect(pg.dsn, autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS hstore")
+    query = sa.select(sa.cast(sa.bindparam("h", {"a": "1"}, type_=HSTORE), HSTORE))
+    with _engine(pg, "psycopg", pool_size=3, max_overflow=0) as (engine, _):
+        with engine.connect() as a, engine.connect() as b, engine.connect() as c:
+            for conn in (a, b, c):
+                assert conn.execute(query).scalar_one() == {"a": "1"}
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_record_reconnected_outside_a_checkout_gets_a_working_connection(
+    pg: Any, driver: str
+) -> None:
+    """SQLAlchemy reconnects a checked-in record after the pool was invalidated
+    (``get_connection()``, as its own tests do): it gets a connection of its
+    own, outside pgmarina's count, and pgmarina's pool is left sound."""
+    with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
+        a, b = engine.pool.connect(), engine.pool.connect()
+        recs = [a._connection_record, b._connection_record]
+        a.close()
+        b.close()
+        engine.pool._invalidate(None)  # what a disconnect error does
+        for rec in recs:
+            old = rec.dbapi_connection
+            fresh = rec.get_connection()
+            assert fresh is not old
+            cur = fresh.cursor()
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+            cur.close()
+            rec.close()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        _settled(engine.pool.pgmarina_pool)
+
+
 # --------------------------------------------------------------------------------------------
 # invalidation, restarts, dispose
 
@@ -436,6 +532,39 @@ def test_without_pre_ping_a_restart_costs_one_invalidated_statement(
         _settled(engine.pool.pgmarina_pool)
 
 
+@pytest.mark.slow
+@pytest.mark.private_cluster
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_while_the_server_is_down_checkouts_fail_at_once_with_the_drivers_error(
+    private_pg: Any, driver: str
+) -> None:
+    """As with QueuePool: a checkout whose connect fails raises at once (not
+    after pool_timeout), through the engine's handle_error; once the server
+    is back, checkouts connect again."""
+    with _engine(
+        private_pg, driver, pool_size=1, max_overflow=0, pool_timeout=20, pool_pre_ping=True
+    ) as (engine, _):
+        seen: list[BaseException] = []
+        event.listen(engine, "handle_error", lambda ctx: seen.append(ctx.original_exception))
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        private_pg.stop()
+        try:
+            for _ in range(3):
+                t0 = time.monotonic()
+                with pytest.raises(exc.OperationalError):
+                    engine.connect()
+                assert time.monotonic() - t0 < 5, "waited instead of failing"
+            assert seen and all(
+                isinstance(e, engine.dialect.loaded_dbapi.Error) for e in seen
+            ), seen
+        finally:
+            private_pg.start()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        _settled(engine.pool.pgmarina_pool)
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_dispose_closes_idle_connections_now_and_leased_ones_on_return(
     pg: Any, driver: str
@@ -537,12 +666,19 @@ def test_a_rejected_connect_raises_sqlalchemys_operational_error_at_once(
 ) -> None:
     url = _url(pg, driver).set(database=f"no_such_db_{uuid.uuid4().hex[:6]}")
     engine = sa.create_engine(url, poolclass=PgMarinaPool, pool_timeout=20)
+    seen: list[BaseException] = []
+    sa.event.listen(engine, "handle_error", lambda ctx: seen.append(ctx.original_exception))
     try:
         t0 = time.monotonic()
         with pytest.raises(exc.OperationalError, match="does not exist") as caught:
             engine.connect()
         assert time.monotonic() - t0 < 10  # the pool fails fast: no wait for pool_timeout
-        assert isinstance(caught.value.__cause__, pgmarina.PoolConnectError)
+        # As with SQLAlchemy's own pools: the driver's error, wrapped by the
+        # engine, which showed it to its handle_error event first.
+        driver_error = caught.value.__cause__
+        assert isinstance(driver_error, engine.dialect.loaded_dbapi.Error)
+        assert seen == [driver_error]
+        assert isinstance(driver_error.__context__, pgmarina.PoolConnectError)
     finally:
         engine.dispose()
 

@@ -33,7 +33,9 @@ its record.  pgmarina pools the driver connection underneath.
 
 What maps onto what:
 
-- ``pool_size`` is pgmarina's ``min_size`` (kept open), and ``pool_size +
+- ``pool_size`` is pgmarina's ``min_size``: up to that many are kept open
+  once a checkout needed them (as in ``QueuePool``, none opens ahead of
+  demand: ``prefill=False``), and ``pool_size +
   max_overflow`` its ``max_size``; ``pool_timeout`` its acquire ``timeout``;
   ``pool_recycle`` its ``max_lifetime`` (pgmarina replaces a connection that
   old while it is idle, rather than at the checkout that finds it too old);
@@ -124,6 +126,17 @@ _DERIVED = frozenset(
 )
 
 
+#: pgmarina settings the pool sets otherwise than pgmarina does, so that it
+#: behaves as SQLAlchemy's own pools (``pool_options`` may set them back):
+#: connections open when a checkout needs one, and ``pool_size`` of them are
+#: kept, as in ``QueuePool`` (also, the dialect's first-connect set-up runs
+#: before the pool opens a second connection, which psycopg's needs for
+#: hstore); and a connect that fails fails the checkouts waiting for it at
+#: once, with the driver's error, as the checkout's own connect would.
+_SQLALCHEMY_WAYS: dict[str, Any] = {
+    "prefill": False, "fail_fast_after": 0.0, "fail_fast_waiters": True,
+}
+
 #: The pgmarina pool's target in ``repr`` until its first connection tells where it goes.
 _BY_ENGINE = "(engine URL)"
 
@@ -163,38 +176,48 @@ class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
 
     Both pgmarina's :class:`~pgmarina.PoolTimeout` and SQLAlchemy's
     ``sqlalchemy.exc.TimeoutError``, so code written for either catches it.
-    (A connect the pool gives up on is raised as SQLAlchemy raises one, a
-    ``sqlalchemy.exc.OperationalError``, with pgmarina's
-    :class:`~pgmarina.PoolConnectError` as its ``__cause__``.)
+    (A failed connect is not a timeout: the checkout raises the driver's
+    error, which the engine shows to its ``handle_error`` event and raises
+    as ``sqlalchemy.exc.OperationalError``, as with SQLAlchemy's own pools.)
     """
 
 
 class _Record(_ConnectionRecord):
     """SQLAlchemy's record of one physical connection, plus, while it is
-    checked out, the pgmarina entry it borrowed and the pool it came from."""
+    checked out, the pgmarina entry it borrowed and the pool it came from.
 
-    __slots__ = ("entry", "pg")
+    ``made_info``: what the ``do_connect`` event put in its ``info`` when
+    pgmarina connected, until the first checkout puts it back (SQLAlchemy
+    empties ``info`` just before it asks for the connection).
+    """
+
+    __slots__ = ("entry", "made_info", "pg")
 
     entry: Any
     pg: Any
+    made_info: dict[Any, Any] | None
 
 
 class _Stash:
     """What the engine adapter adds to pgmarina's own driver adapter.
 
-    Its connect asks the engine's creator for a DBAPI connection and gives
-    pgmarina the driver connection underneath.  SQLAlchemy's connection is
-    kept here, by the driver connection's id, until the record made at its
-    first checkout takes it (:meth:`take`), or until pgmarina closes the
-    connection unused: close and terminate drop it, so nothing piles up.
-    (The stored DBAPI connection holds the driver connection, so the id
-    cannot be reused while it is stored.)
+    Its connect makes the connection's SQLAlchemy record, asks the engine's
+    creator for a DBAPI connection with it (so the ``do_connect`` event sees
+    the record, as with SQLAlchemy's own pools), and gives pgmarina the
+    driver connection underneath.  SQLAlchemy's connection and its record
+    are kept here, by the driver connection's id, until the connection's
+    first checkout takes them (:meth:`record`, then :meth:`take`), or until
+    pgmarina closes the connection unused: close and terminate drop them, so
+    nothing piles up.  (The stored DBAPI connection holds the driver
+    connection, so the id cannot be reused while it is stored.)
     """
 
-    def __init__(self, make: Callable[[], Any], driver_connection: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, make: Callable[[], tuple[Any, Any]], driver_connection: Callable[[Any], Any]
+    ) -> None:
         self._make = make
         self._driver_connection = driver_connection
-        self._made: dict[int, Any] = {}
+        self._made: dict[int, tuple[Any, Any]] = {}
         #: Set when the pool is abandoned (``engine.dispose(close=False)``, in a
         #: child process after a fork): its connections are the parent's, and
         #: pgmarina must not close them, nor send a goodbye on their sockets.
@@ -206,14 +229,20 @@ class _Stash:
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         """The engine checked its URL; pgmarina gets no connect arguments."""
 
-    def _keep(self, dbapi_connection: Any) -> Any:
-        raw = self._driver_connection(dbapi_connection)
-        self._made[id(raw)] = dbapi_connection
+    def _keep(self, made: tuple[Any, Any]) -> Any:
+        raw = self._driver_connection(made[0])
+        self._made[id(raw)] = made
         return raw
+
+    def record(self, raw: Any) -> Any:
+        """The SQLAlchemy record ``raw`` was made with (``None`` once taken)."""
+        made = self._made.get(id(raw))
+        return None if made is None else made[1]
 
     def take(self, raw: Any) -> Any:
         """SQLAlchemy's DBAPI connection for ``raw``, once; ``None`` after."""
-        return self._made.pop(id(raw), None)
+        made = self._made.pop(id(raw), None)
+        return None if made is None else made[0]
 
     def detach(self, conn: Any) -> None:
         """Have pgmarina's close and terminate leave ``conn`` open: its user owns it now."""
@@ -257,7 +286,9 @@ class _AsyncStash(_Stash):
 _adapter_classes: dict[type[Any], type[Any]] = {}
 
 
-def _engine_adapter(driver: str, sync: bool, make: Callable[[], Any], dialect: Any) -> Any:
+def _engine_adapter(
+    driver: str, sync: bool, make: Callable[[], tuple[Any, Any]], dialect: Any
+) -> Any:
     """pgmarina's adapter for ``driver``, connecting through the engine."""
     base = type(resolve(driver, sync=sync))
     cls = _adapter_classes.get(base)
@@ -277,7 +308,7 @@ class PgMarinaPool(sa_pool.Pool):
         engine = create_engine(
             "postgresql+psycopg://app@db/app",
             poolclass=PgMarinaPool,
-            pool_size=5,        # pgmarina min_size: kept open
+            pool_size=5,        # pgmarina min_size: kept open once opened
             max_overflow=10,    # max_size = pool_size + max_overflow
             pool_timeout=30,
             pool_options={"max_idle": 300, "check_window": 2.0},
@@ -293,7 +324,10 @@ class PgMarinaPool(sa_pool.Pool):
 
     Args:
         creator: The engine's connect function (``create_engine`` passes it).
-        pool_size: Connections kept open (pgmarina's ``min_size``).
+        pool_size: Connections kept open once checkouts needed them
+            (pgmarina's ``min_size``, with ``prefill=False``; give
+            ``pool_options={"prefill": True}`` to open them ahead, at the
+            first checkout).
         max_overflow: Connections allowed beyond ``pool_size``; pgmarina's
             ``max_size`` is the sum.  ``-1`` (no limit) is refused: a pool
             needs a bound.
@@ -315,9 +349,15 @@ class PgMarinaPool(sa_pool.Pool):
             pgmarina's default, LIFO: it measured faster than FIFO for async
             engines, slower for sync ones at one thread (see docs/sqlalchemy.md).
         pool_options: Other pgmarina settings (``max_idle``,
-            ``check_window``, ``fail_fast_after``, ``name``…), see
+            ``check_window``, ``name``…), see
             :class:`~pgmarina.Pool`.  Connect arguments are not among them:
-            the engine's URL and ``connect_args`` say how to connect.
+            the engine's URL and ``connect_args`` say how to connect.  Three
+            differ from pgmarina's defaults, to behave as SQLAlchemy's own
+            pools: ``prefill=False`` (see ``pool_size``), and
+            ``fail_fast_after=0`` with ``fail_fast_waiters=True`` (a failed
+            connect fails the checkouts waiting for it at once, with the
+            driver's error, and a checkout during an outage fails at once
+            while another is still trying to connect).
 
     Raises:
         TypeError: no dialect, or a ``pool_options`` key the pool derives
@@ -402,19 +442,29 @@ class PgMarinaPool(sa_pool.Pool):
         }
         shell, driver = _SHELLS[key]
         self._shell = shell
-        # pgmarina connects through the engine's creator; records get their
-        # DBAPI connection from _hand_over instead.
-        connect_via_engine: Any = self._invoke_creator
-        self._invoke_creator = self._hand_over
-        self._adapter = _engine_adapter(
-            driver, shell is Pool, lambda: connect_via_engine(None), dialect
-        )
+        # pgmarina connects through the engine's creator (see _creator);
+        # records get their DBAPI connection from _hand_over.  Held weakly:
+        # the pgmarina pool must not keep this one alive.
+        me = weakref.ref(self)
+
+        def make() -> tuple[Any, Any]:
+            pool = me()
+            if pool is None:  # pragma: no cover - the engine dropped its pool mid-connect
+                raise errors.PoolClosed("the engine's pool is gone")
+            rec = _Record(pool, connect=False)
+            rec.entry = rec.pg = None
+            dbapi_connection = pool._connect_via_engine(rec)
+            rec.made_info = dict(rec.info) or None
+            return dbapi_connection, rec
+
+        self._adapter = _engine_adapter(driver, shell is Pool, make, dialect)
         self._pg_settings: dict[str, Any] = {
             "min_size": pool_size,
             "max_size": pool_size + max_overflow,
             "timeout": timeout,
             "max_lifetime": None if recycle < 0 else recycle,
             **({} if use_lifo is None else {"idle_order": "lifo" if use_lifo else "fifo"}),
+            **_SQLALCHEMY_WAYS,
             **options,
         }
         if logging_name and "name" not in options:
@@ -428,6 +478,25 @@ class PgMarinaPool(sa_pool.Pool):
         self._open_pg: Any = None
         #: The process that opened the pgmarina pool (a fork's child is another).
         self._opened_in = os.getpid()
+
+    # The engine's connect function.  SQLAlchemy's pools call it as
+    # ``_invoke_creator(record)``; here pgmarina calls it, through the engine
+    # adapter, and records get their connection from _hand_over instead.
+    # Setting it (``pool._creator = f``, as some tests do) keeps that so.
+
+    @property
+    def _creator(self) -> Any:
+        return self._creator_arg
+
+    @_creator.setter
+    def _creator(self, creator: Any) -> None:
+        self._creator_arg = creator
+        self._connect_via_engine = self._should_wrap_creator(creator)
+        self._invoke_creator = self._hand_over
+
+    @_creator.deleter
+    def _creator(self) -> None:
+        del self._creator_arg, self._connect_via_engine, self._invoke_creator
 
     # ------------------------------------------------------------------
     # the pgmarina pool underneath
@@ -459,12 +528,35 @@ class PgMarinaPool(sa_pool.Pool):
         """The pgmarina pool checkouts go to, and an entry borrowed from it,
         opening the pool first if need be (``_do_get`` does this inline)."""
         pg = self._open_pg
-        if pg is not None:
-            try:
-                return pg, self._lend(pg)
-            except errors.PoolClosed:
-                pass  # disposed under this checkout: on to the new one
-        return self._open_and_lend()
+        try:
+            if pg is not None:
+                try:
+                    return pg, self._lend(pg)
+                except errors.PoolClosed:
+                    pass  # disposed under this checkout: on to the new one
+            return self._open_and_lend()
+        except (errors.PoolTimeout, errors.PoolConnectError) as exc:
+            raise self._translated(exc)  # noqa: B904 - see _translated
+
+    def _translated(self, exc: errors.PoolError) -> BaseException:
+        """What a checkout raises for pgmarina's ``exc``.
+
+        A timeout: :class:`PoolTimeout` (SQLAlchemy's ``TimeoutError`` too).
+        A failed connect (pgmarina fails the checkouts waiting for it, see
+        ``_SQLALCHEMY_WAYS``): the driver's error itself, as SQLAlchemy's own
+        pools raise it, so that the engine runs its ``handle_error`` event and
+        wraps it; raised where ``exc`` is handled, it has pgmarina's error as
+        its context.
+        """
+        if isinstance(exc, errors.PoolTimeout):
+            timeout = PoolTimeout(str(exc))
+            timeout.__cause__ = exc
+            return timeout
+        cause = exc.__cause__
+        dbapi = getattr(self._dialect, "loaded_dbapi", None)
+        if cause is not None and dbapi is not None and isinstance(cause, dbapi.Error):
+            return cause
+        return exc
 
     def _open_and_lend(self) -> tuple[Any, Entry]:
         """Open the pgmarina pool (a new one after ``dispose()``), then borrow
@@ -514,38 +606,22 @@ class PgMarinaPool(sa_pool.Pool):
                         entry = _await(entry)
                 except errors.PoolClosed:
                     pg, entry = self._open_and_lend()
-        except errors.PoolTimeout as exc:
-            raise PoolTimeout(str(exc)) from exc
-        except errors.PoolConnectError as exc:
-            wrapped = self._as_dbapi_error(exc)
-            if wrapped is None:
-                raise
-            raise wrapped from exc
+        except (errors.PoolTimeout, errors.PoolConnectError) as exc:
+            raise self._translated(exc)  # noqa: B904 - see _translated
         found = entry.info
         rec = None if found is None else found.get(_RECORD)
         if rec is None:
-            # This physical connection's first checkout: its record is made
-            # now, and connects (runs the connect events) through _hand_over.
-            rec = _Record(self, connect=False)
+            # This physical connection's first checkout: it takes the record
+            # its connect was made with, which connects (runs the connect
+            # events) through _hand_over.
+            rec = self._adapter.record(entry.conn)
+            if rec is None:  # pragma: no cover - a connection SQLAlchemy never saw
+                rec = _Record(self, connect=False)
+                rec.made_info = None
             _info(entry)[_RECORD] = rec
         rec.entry = entry
         rec.pg = pg
         return rec
-
-    def _as_dbapi_error(self, exc: errors.PoolConnectError) -> BaseException | None:
-        """The engine's ``OperationalError`` for a connect the pool gave up on
-        (``None``: the pool's error is not about a driver error).
-
-        SQLAlchemy's users catch a failed connect as ``sqlalchemy.exc.DBAPIError``;
-        the pgmarina error (why the pool fails fast) is its ``__cause__``.
-        """
-        cause = exc.__cause__
-        dbapi = getattr(self._dialect, "loaded_dbapi", None)
-        if dbapi is None or not isinstance(cause, dbapi.Error):
-            return None
-        return sa_exc.DBAPIError.instance(
-            None, None, cause, dbapi.Error, dialect=self._dialect  # type: ignore[arg-type]
-        )
 
     def _hand_over(self, rec: Any) -> Any:
         """The record's DBAPI connection, when SQLAlchemy asks its creator for one.
@@ -558,7 +634,13 @@ class PgMarinaPool(sa_pool.Pool):
         from a new acquire.
         """
         entry, pg = rec.entry, rec.pg
-        dbapi_connection = self._adapter.take(entry.conn)
+        if entry is None:
+            # Not checked out: SQLAlchemy reconnects a checked-in record of
+            # its own (``get_connection()`` on it, after an invalidation).
+            # No checkout will give it back, so it gets a connection of its
+            # own from the engine, outside the pool, closed with the record.
+            return self._connect_via_engine(rec)
+        dbapi_connection = self._take(rec, entry)
         if dbapi_connection is not None:
             if pg._target is _BY_ENGINE:
                 pg._target = _where(entry.conn)
@@ -574,9 +656,20 @@ class PgMarinaPool(sa_pool.Pool):
             # A connection SQLAlchemy set up before (not in use: it was idle).
             # This record takes it over, and its connect events run on it again.
             return other.dbapi_connection
-        dbapi_connection = self._adapter.take(entry.conn)
+        dbapi_connection = self._take(rec, entry)
         if dbapi_connection is None:  # pragma: no cover - a bug
             raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
+        return dbapi_connection
+
+    def _take(self, rec: Any, entry: Entry) -> Any:
+        """The DBAPI connection pgmarina made for ``entry`` (``None``: taken
+        already), with what ``do_connect`` put in its record's ``info``
+        given to ``rec``, the record that takes it."""
+        made = self._adapter.record(entry.conn)
+        dbapi_connection = self._adapter.take(entry.conn)
+        if made is not None and made.made_info:
+            rec.info.update(made.made_info)
+            made.made_info = None
         return dbapi_connection
 
     def _check_in(self, record: Any, detached: bool = False) -> None:
