@@ -367,10 +367,12 @@ async def test_async_psycopg_hstore_works_on_every_connection_the_pool_opens(pg:
     async with await psycopg.AsyncConnection.connect(pg.dsn, autocommit=True) as admin:
         await admin.execute("CREATE EXTENSION IF NOT EXISTS hstore")
     query = sa.select(sa.cast(sa.bindparam("h", {"a": "1"}, type_=HSTORE), HSTORE))
-    async with _engine(pg, "psycopg", pool_size=3, max_overflow=0) as (engine, _):
-        async with engine.connect() as a, engine.connect() as b, engine.connect() as c:
-            for conn in (a, b, c):
-                assert (await conn.execute(query)).scalar_one() == {"a": "1"}
+    async with (
+        _engine(pg, "psycopg", pool_size=3, max_overflow=0) as (engine, _),
+        engine.connect() as a, engine.connect() as b, engine.connect() as c,
+    ):
+        for conn in (a, b, c):
+            assert (await conn.execute(query)).scalar_one() == {"a": "1"}
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

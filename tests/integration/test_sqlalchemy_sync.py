@@ -122,6 +122,23 @@ def test_the_engine_pool_arguments_set_the_pgmarina_pool(pg: Any, driver: str) -
         assert pool.size() == 5
 
 
+def test_pre_ping_replaces_pgmarinas_own_check_unless_pool_options_set_it(pg: Any) -> None:
+    url = _url(pg, "psycopg")
+    settings = {
+        (pre_ping, tuple(options.items())): sa.create_engine(
+            url, poolclass=PgMarinaPool, pool_pre_ping=pre_ping, pool_options=options
+        ).pool.pgmarina_pool._config.check_window
+        for pre_ping in (False, True)
+        for options in ({}, {"check_window": 5.0})
+    }
+    assert settings == {
+        (False, ()): 2.0,  # pgmarina's default: a connection idle past 2 s is checked
+        (True, ()): None,  # SQLAlchemy pings it: no second round trip
+        (False, (("check_window", 5.0),)): 5.0,
+        (True, (("check_window", 5.0),)): 5.0,
+    }
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("use_lifo", [False, True, None], ids=["fifo", "lifo", "default"])
 def test_pool_use_lifo_sets_the_idle_order(pg: Any, driver: str, use_lifo: bool | None) -> None:
@@ -376,10 +393,12 @@ def test_psycopg_hstore_works_on_every_connection_the_pool_opens(pg: Any) -> Non
     with psycopg.connect(pg.dsn, autocommit=True) as admin:
         admin.execute("CREATE EXTENSION IF NOT EXISTS hstore")
     query = sa.select(sa.cast(sa.bindparam("h", {"a": "1"}, type_=HSTORE), HSTORE))
-    with _engine(pg, "psycopg", pool_size=3, max_overflow=0) as (engine, _):
-        with engine.connect() as a, engine.connect() as b, engine.connect() as c:
-            for conn in (a, b, c):
-                assert conn.execute(query).scalar_one() == {"a": "1"}
+    with (
+        _engine(pg, "psycopg", pool_size=3, max_overflow=0) as (engine, _),
+        engine.connect() as a, engine.connect() as b, engine.connect() as c,
+    ):
+        for conn in (a, b, c):
+            assert conn.execute(query).scalar_one() == {"a": "1"}
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -389,7 +408,7 @@ def test_a_record_reconnected_outside_a_checkout_gets_a_working_connection(
     """SQLAlchemy reconnects a checked-in record after the pool was invalidated
     (``get_connection()``, as its own tests do): it gets a connection of its
     own, outside pgmarina's count, and pgmarina's pool is left sound."""
-    with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, app):
+    with _engine(pg, driver, pool_size=2, max_overflow=0) as (engine, _):
         a, b = engine.pool.connect(), engine.pool.connect()
         recs = [a._connection_record, b._connection_record]
         a.close()

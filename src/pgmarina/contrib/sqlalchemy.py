@@ -357,7 +357,8 @@ class PgMarinaPool(sa_pool.Pool):
             ``fail_fast_after=0`` with ``fail_fast_waiters=True`` (a failed
             connect fails the checkouts waiting for it at once, with the
             driver's error, and a checkout during an outage fails at once
-            while another is still trying to connect).
+            while another is still trying to connect).  With ``pre_ping``,
+            ``check_window`` is ``None``: SQLAlchemy's ping is the check.
 
     Raises:
         TypeError: no dialect, or a ``pool_options`` key the pool derives
@@ -465,6 +466,10 @@ class PgMarinaPool(sa_pool.Pool):
             "max_lifetime": None if recycle < 0 else recycle,
             **({} if use_lifo is None else {"idle_order": "lifo" if use_lifo else "fifo"}),
             **_SQLALCHEMY_WAYS,
+            # pool_pre_ping pings every checkout of a connection used before:
+            # pgmarina's check of the connections idle past check_window
+            # would be a second round trip for the same answer.
+            **({"check_window": None} if pre_ping else {}),
             **options,
         }
         if logging_name and "name" not in options:
