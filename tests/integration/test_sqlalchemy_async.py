@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -307,6 +308,30 @@ async def test_an_async_rejected_connect_raises_sqlalchemys_operational_error(
         assert isinstance(driver_error.__context__, pgmarina.PoolConnectError)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
+async def test_an_async_engine_dropped_undisposed_closes_its_connections(
+    pg: Any, driver: str
+) -> None:
+    """Nothing holds an engine's pool from pgmarina's side: dropped without
+    ``dispose()``, it is collected and its connections are cut off."""
+    app = f"sqla_{uuid.uuid4().hex[:10]}"
+    args = (
+        {"server_settings": {"application_name": app}}
+        if driver == "asyncpg"
+        else {"application_name": app}
+    )
+    url = sa.make_url(pg.dsn).set(drivername=f"postgresql+{driver}")
+    engine = create_async_engine(url, poolclass=PgMarinaPool, pool_size=2, connect_args=args)
+    async with engine.connect() as a, engine.connect() as b:
+        await _pid(a)
+        await _pid(b)
+    assert len(backend_pids(pg, app)) == 2
+    del engine, a, b
+    gc.collect()
+    await eventually(lambda: not backend_pids(pg, app), what="the dropped engine's backends gone")
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

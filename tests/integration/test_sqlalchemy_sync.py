@@ -9,8 +9,10 @@ checked on the pgmarina pool and on the server's ``pg_stat_activity``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import inspect
+import logging
 import threading
 import time
 import uuid
@@ -582,6 +584,34 @@ def test_while_the_server_is_down_checkouts_fail_at_once_with_the_drivers_error(
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar_one() == 1
         _settled(engine.pool.pgmarina_pool)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_engine_dropped_undisposed_closes_its_connections_quietly(
+    pg: Any, driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As with QueuePool: nothing is left open, and nothing warns (an engine
+    never disposed is ordinary SQLAlchemy); the notice is at DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="pgmarina")
+    app = f"sqla_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(
+        _url(pg, driver), poolclass=PgMarinaPool, pool_size=2,
+        connect_args={"application_name": app},
+    )
+    with engine.connect() as a, engine.connect() as b:
+        a.execute(text("SELECT 1"))
+        b.execute(text("SELECT 1"))
+    name = engine.pool.pgmarina_pool.name
+    assert len(backend_pids(pg, app)) == 2
+    del engine, a, b
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while backend_pids(pg, app):
+        assert time.monotonic() < deadline, "the dropped engine's connections stayed open"
+        time.sleep(0.05)
+    told = [r for r in caplog.records if "never closed" in r.getMessage()
+            and r.getMessage().startswith(name + " ")]
+    assert told and all(r.levelno == logging.DEBUG for r in told), told
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

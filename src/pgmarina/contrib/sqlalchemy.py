@@ -17,13 +17,17 @@ close.  So the record itself is the lease, and no pgmarina lease is made (the
 shells' ``_lend`` and ``_take_back``).
 
 One SQLAlchemy record belongs to one physical connection for as long as that
-connection lives; it is kept in the pgmarina entry's ``info`` dict (see
-:func:`pgmarina._lease.info`), since asyncpg's connections take no
-attributes.  So the ``connect`` event runs once per physical connection, as
-with SQLAlchemy's own pools, and the engine's session state (isolation level,
-``SET`` in a connect event) stays with the connection it was set on.  That is
-also why each engine gets a pgmarina pool of its own: a pool shared between
-engines would hand one engine's session state to the other.
+connection lives.  The pool keeps it by the driver connection's id (asyncpg's
+connections take no attributes), made when pgmarina connects and dropped when
+pgmarina closes the connection.  It is not kept in pgmarina's entry: a record
+holds its pool, and pgmarina's finalizers hold the entries (to close their
+connections when a pool is collected unclosed), so an engine dropped without
+``dispose()`` would never be collected.  So the ``connect`` event runs once
+per physical connection, as with SQLAlchemy's own pools, and the engine's
+session state (isolation level, ``SET`` in a connect event) stays with the
+connection it was set on.  That is also why each engine gets a pgmarina
+pool of its own: a pool shared between engines would hand one engine's
+session state to the other.
 
 pgmarina makes the connections, but through the engine: its connect calls
 the engine's own ``creator`` (the URL, ``connect_args``, the ``do_connect``
@@ -109,8 +113,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     except RuntimeError:
         return None
 
-#: The key of a connection's SQLAlchemy record in its pgmarina ``info`` dict.
-_RECORD = "sqlalchemy.record"
 
 #: (async engine, dialect driver) -> (pgmarina shell, pgmarina driver)
 _SHELLS: dict[tuple[bool, str], tuple[type[Any], str]] = {
@@ -163,14 +165,6 @@ def _let_go(entries: set[Any], adapter: Any) -> None:
                 adapter.terminate(entry.conn)
 
 
-def _info(entry: Entry) -> dict[Any, Any]:
-    """The entry's ``info`` dict (see :func:`pgmarina._lease.info`), made on first use."""
-    found: dict[Any, Any] | None = entry.info
-    if found is None:
-        found = entry.info = {}
-    return found
-
-
 class PoolTimeout(errors.PoolTimeout, sa_exc.TimeoutError):
     """No connection came free within ``pool_timeout``.
 
@@ -204,20 +198,24 @@ class _Stash:
     Its connect makes the connection's SQLAlchemy record, asks the engine's
     creator for a DBAPI connection with it (so the ``do_connect`` event sees
     the record, as with SQLAlchemy's own pools), and gives pgmarina the
-    driver connection underneath.  SQLAlchemy's connection and its record
-    are kept here, by the driver connection's id, until the connection's
-    first checkout takes them (:meth:`record`, then :meth:`take`), or until
-    pgmarina closes the connection unused: close and terminate drop them, so
-    nothing piles up.  (The stored DBAPI connection holds the driver
-    connection, so the id cannot be reused while it is stored.)
+    driver connection underneath.  The record goes to the pool's
+    ``_records``, by the driver connection's id; SQLAlchemy's connection is
+    kept here until the connection's first checkout takes it (:meth:`take`).
+    Close and terminate drop both, so nothing piles up.  (The stored DBAPI
+    connection holds the driver connection, so the id cannot be reused
+    while it is stored.)  The pool is held weakly: pgmarina's finalizers
+    hold this adapter.
     """
 
-    def __init__(
-        self, make: Callable[[], tuple[Any, Any]], driver_connection: Callable[[Any], Any]
-    ) -> None:
-        self._make = make
+    #: An engine dropped without ``dispose()`` is ordinary with SQLAlchemy (its
+    #: own pools close their connections as they are collected, silently): the
+    #: thread Pool's notice of a pool collected unclosed is logged at DEBUG.
+    collected_quietly = True
+
+    def __init__(self, pool: weakref.ref[Any], driver_connection: Callable[[Any], Any]) -> None:
+        self._pool = pool
         self._driver_connection = driver_connection
-        self._made: dict[int, tuple[Any, Any]] = {}
+        self._made: dict[int, Any] = {}
         #: Set when the pool is abandoned (``engine.dispose(close=False)``, in a
         #: child process after a fork): its connections are the parent's, and
         #: pgmarina must not close them, nor send a goodbye on their sockets.
@@ -229,20 +227,38 @@ class _Stash:
     def validate(self, dsn: str | None, kwargs: Mapping[str, Any]) -> None:
         """The engine checked its URL; pgmarina gets no connect arguments."""
 
-    def _keep(self, made: tuple[Any, Any]) -> Any:
-        raw = self._driver_connection(made[0])
-        self._made[id(raw)] = made
-        return raw
+    def _make(self) -> tuple[Any, Any]:
+        """A DBAPI connection from the engine, and the record it was made with."""
+        pool = self._pool()
+        if pool is None:  # pragma: no cover - the engine dropped its pool mid-connect
+            raise errors.PoolClosed("the engine's pool is gone")
+        rec = _Record(pool, connect=False)
+        rec.entry = rec.pg = None
+        dbapi_connection = pool._connect_via_engine(rec)
+        # SQLAlchemy empties info before it asks for the connection (_hand_over).
+        rec.made_info = dict(rec.info) or None
+        return dbapi_connection, rec
 
-    def record(self, raw: Any) -> Any:
-        """The SQLAlchemy record ``raw`` was made with (``None`` once taken)."""
-        made = self._made.get(id(raw))
-        return None if made is None else made[1]
+    def _keep(self, made: tuple[Any, Any]) -> Any:
+        dbapi_connection, rec = made
+        raw = self._driver_connection(dbapi_connection)
+        key = id(raw)
+        self._made[key] = dbapi_connection
+        pool = self._pool()
+        if pool is not None:
+            pool._records[key] = rec
+        return raw
 
     def take(self, raw: Any) -> Any:
         """SQLAlchemy's DBAPI connection for ``raw``, once; ``None`` after."""
-        made = self._made.pop(id(raw), None)
-        return None if made is None else made[0]
+        return self._made.pop(id(raw), None)
+
+    def _forget(self, conn: Any) -> None:
+        key = id(conn)
+        self._made.pop(key, None)
+        pool = self._pool()
+        if pool is not None:
+            pool._records.pop(key, None)
 
     def detach(self, conn: Any) -> None:
         """Have pgmarina's close and terminate leave ``conn`` open: its user owns it now."""
@@ -251,7 +267,7 @@ class _Stash:
     def terminate(self, conn: Any) -> None:
         if self.abandoned or id(conn) in self._detached:
             return  # the close that follows forgets it
-        self._made.pop(id(conn), None)
+        self._forget(conn)
         super().terminate(conn)  # type: ignore[misc]
 
     def is_permanent(self, exc: BaseException) -> bool:
@@ -267,7 +283,7 @@ class _SyncStash(_Stash):
     def close(self, conn: Any) -> None:
         if self._detached.pop(id(conn), None) is not None or self.abandoned:
             return
-        self._made.pop(id(conn), None)
+        self._forget(conn)
         super().close(conn)  # type: ignore[misc]
 
 
@@ -279,16 +295,14 @@ class _AsyncStash(_Stash):
     async def close(self, conn: Any, timeout: float) -> None:
         if self._detached.pop(id(conn), None) is not None or self.abandoned:
             return
-        self._made.pop(id(conn), None)
+        self._forget(conn)
         await super().close(conn, timeout)  # type: ignore[misc]
 
 
 _adapter_classes: dict[type[Any], type[Any]] = {}
 
 
-def _engine_adapter(
-    driver: str, sync: bool, make: Callable[[], tuple[Any, Any]], dialect: Any
-) -> Any:
+def _engine_adapter(driver: str, sync: bool, pool: weakref.ref[Any], dialect: Any) -> Any:
     """pgmarina's adapter for ``driver``, connecting through the engine."""
     base = type(resolve(driver, sync=sync))
     cls = _adapter_classes.get(base)
@@ -296,7 +310,7 @@ def _engine_adapter(
         stash = _SyncStash if sync else _AsyncStash
         cls = type(f"Engine{base.__name__}", (stash, base), {"__module__": __name__})
         _adapter_classes[base] = cls
-    return cls(make, dialect.get_driver_connection)
+    return cls(pool, dialect.get_driver_connection)
 
 
 class PgMarinaPool(sa_pool.Pool):
@@ -443,22 +457,12 @@ class PgMarinaPool(sa_pool.Pool):
         }
         shell, driver = _SHELLS[key]
         self._shell = shell
+        #: The SQLAlchemy record of each connection, by its driver connection's
+        #: id (see the module docstring; the engine adapter keeps it).
+        self._records: dict[int, _Record] = {}
         # pgmarina connects through the engine's creator (see _creator);
-        # records get their DBAPI connection from _hand_over.  Held weakly:
-        # the pgmarina pool must not keep this one alive.
-        me = weakref.ref(self)
-
-        def make() -> tuple[Any, Any]:
-            pool = me()
-            if pool is None:  # pragma: no cover - the engine dropped its pool mid-connect
-                raise errors.PoolClosed("the engine's pool is gone")
-            rec = _Record(pool, connect=False)
-            rec.entry = rec.pg = None
-            dbapi_connection = pool._connect_via_engine(rec)
-            rec.made_info = dict(rec.info) or None
-            return dbapi_connection, rec
-
-        self._adapter = _engine_adapter(driver, shell is Pool, make, dialect)
+        # records get their DBAPI connection from _hand_over.
+        self._adapter = _engine_adapter(driver, shell is Pool, weakref.ref(self), dialect)
         self._pg_settings: dict[str, Any] = {
             "min_size": pool_size,
             "max_size": pool_size + max_overflow,
@@ -613,17 +617,12 @@ class PgMarinaPool(sa_pool.Pool):
                     pg, entry = self._open_and_lend()
         except (errors.PoolTimeout, errors.PoolConnectError) as exc:
             raise self._translated(exc)  # noqa: B904 - see _translated
-        found = entry.info
-        rec = None if found is None else found.get(_RECORD)
-        if rec is None:
-            # This physical connection's first checkout: it takes the record
-            # its connect was made with, which connects (runs the connect
-            # events) through _hand_over.
-            rec = self._adapter.record(entry.conn)
-            if rec is None:  # pragma: no cover - a connection SQLAlchemy never saw
-                rec = _Record(self, connect=False)
-                rec.made_info = None
-            _info(entry)[_RECORD] = rec
+        # Made with the connection; at its first checkout it connects (runs
+        # the connect events) through _hand_over.
+        rec = self._records.get(id(entry.conn))
+        if rec is None:  # pragma: no cover - a bug
+            self._drop(pg, entry)
+            raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
         rec.entry = entry
         rec.pg = pg
         return rec
@@ -645,8 +644,9 @@ class PgMarinaPool(sa_pool.Pool):
             # No checkout will give it back, so it gets a connection of its
             # own from the engine, outside the pool, closed with the record.
             return self._connect_via_engine(rec)
-        dbapi_connection = self._take(rec, entry)
-        if dbapi_connection is not None:
+        dbapi_connection = self._adapter.take(entry.conn)
+        if dbapi_connection is not None:  # the connection's first checkout
+            self._restore_info(rec, rec)
             if pg._target is _BY_ENGINE:
                 pg._target = _where(entry.conn)
             return dbapi_connection
@@ -654,28 +654,27 @@ class PgMarinaPool(sa_pool.Pool):
         self._drop(pg, entry)
         pg, entry = self._borrow()
         rec.entry, rec.pg = entry, pg
-        found = _info(entry)
-        other = found.get(_RECORD)
-        found[_RECORD] = rec
-        if other is not None:
+        key = id(entry.conn)
+        other = self._records.get(key)
+        self._records[key] = rec
+        dbapi_connection = self._adapter.take(entry.conn)
+        if dbapi_connection is None:
+            if other is None or other.dbapi_connection is None:  # pragma: no cover - a bug
+                raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
             # A connection SQLAlchemy set up before (not in use: it was idle).
             # This record takes it over, and its connect events run on it again.
             return other.dbapi_connection
-        dbapi_connection = self._take(rec, entry)
-        if dbapi_connection is None:  # pragma: no cover - a bug
-            raise errors.PoolError("pgmarina handed out a connection SQLAlchemy never saw")
+        if other is not None:  # the record made with it, never checked out
+            self._restore_info(rec, other)
         return dbapi_connection
 
-    def _take(self, rec: Any, entry: Entry) -> Any:
-        """The DBAPI connection pgmarina made for ``entry`` (``None``: taken
-        already), with what ``do_connect`` put in its record's ``info``
-        given to ``rec``, the record that takes it."""
-        made = self._adapter.record(entry.conn)
-        dbapi_connection = self._adapter.take(entry.conn)
-        if made is not None and made.made_info:
+    @staticmethod
+    def _restore_info(rec: Any, made: Any) -> None:
+        """Give ``rec`` what ``do_connect`` put in the ``info`` of ``made``,
+        the record its connection was made with."""
+        if made.made_info:
             rec.info.update(made.made_info)
             made.made_info = None
-        return dbapi_connection
 
     def _check_in(self, record: Any, detached: bool = False) -> None:
         """Give a record's connection back to pgmarina.
@@ -718,10 +717,8 @@ class PgMarinaPool(sa_pool.Pool):
 
     def _drop(self, pg: Any, entry: Entry) -> None:
         """Give back a borrowed entry whose connection must not be used again."""
-        found = entry.info
-        if found is not None:
-            found.pop(_RECORD, None)
         raw = entry.conn
+        self._records.pop(id(raw), None)
         if not self._adapter.is_closed(raw):
             self._adapter.terminate(raw)
         reset = pg._take_back(entry)  # a closed connection is dropped: no reset
@@ -730,9 +727,7 @@ class PgMarinaPool(sa_pool.Pool):
 
     def _detach(self, pg: Any, entry: Entry) -> None:
         """Have pgmarina forget a borrowed connection without closing it."""
-        found = entry.info
-        if found is not None:
-            found.pop(_RECORD, None)
+        self._records.pop(id(entry.conn), None)
         self._adapter.detach(entry.conn)
         # The shells' own discard: the entry leaves the pool and a replacement
         # can be made; the close it leads to leaves the connection alone.

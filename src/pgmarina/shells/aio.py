@@ -297,6 +297,9 @@ class AsyncPool(PoolBase):
         self._deadlines: dict[asyncio.Future[Entry], tuple[float, float]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = _INF
+        # The timer holds the pool weakly: a pool dropped unclosed (its user
+        # gone) is collected now, not once its last waiter's deadline passed.
+        self._watchdog_fired = functools.partial(_watchdog_fired, weakref.ref(self))
         # reconnect_failed callbacks under way: held here so they are not
         # collected mid-flight, and neither awaited by connects nor by close().
         self._callbacks: set[asyncio.Task[Any]] = set()
@@ -700,7 +703,7 @@ class AsyncPool(PoolBase):
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._watchdog_at = when
-        self._watchdog = loop.call_at(loop.time() + (when - monotonic()), self._on_watchdog)
+        self._watchdog = loop.call_at(loop.time() + (when - monotonic()), self._watchdog_fired)
 
     def _on_watchdog(self) -> None:
         self._watchdog = None
@@ -1784,6 +1787,12 @@ class _Acquire(_AsyncContext):
         run.close()
 
 
+
+
+def _watchdog_fired(ref: weakref.ref[AsyncPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool._on_watchdog()
 
 
 def _reset_watch_fired(ref: weakref.ref[AsyncPool]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -1175,8 +1176,11 @@ def _forgotten(
             dropped += 1
             with contextlib.suppress(Exception):  # best effort
                 adapter.terminate(entry.conn)
-    logger.warning(
-        "%s was never closed; its %d connection(s) were dropped when it was collected",
+    # An integration whose own objects are dropped unclosed as a matter of
+    # course (a SQLAlchemy engine never disposed) says so on its adapter.
+    level = logging.DEBUG if getattr(adapter, "collected_quietly", False) else logging.WARNING
+    logger.log(
+        level, "%s was never closed; its %d connection(s) were dropped when it was collected",
         name, dropped,
     )
 
