@@ -44,18 +44,23 @@ async def _gone(server: Any, app: str, pids: set[int]) -> None:
     await eventually(lambda: not backend_pids(server, app) & pids, what=f"backends {pids} gone")
 
 
-@contextlib.asynccontextmanager
-async def _engine(server: Any, driver: str, **kw: Any) -> AsyncIterator[tuple[AsyncEngine, str]]:
-    app = f"sqla_{uuid.uuid4().hex[:10]}"
-    kw.setdefault("pool_size", 1)
-    kw.setdefault("max_overflow", 2)
+def _new_engine(server: Any, driver: str, app: str, **kw: Any) -> AsyncEngine:
+    """An async engine on PgMarinaPool whose backends carry the application_name ``app``."""
     args = (
         {"server_settings": {"application_name": app}}
         if driver == "asyncpg"
         else {"application_name": app}
     )
     url = sa.make_url(server.dsn).set(drivername=f"postgresql+{driver}")
-    engine = create_async_engine(url, poolclass=PgMarinaPool, connect_args=args, **kw)
+    return create_async_engine(url, poolclass=PgMarinaPool, connect_args=args, **kw)
+
+
+@contextlib.asynccontextmanager
+async def _engine(server: Any, driver: str, **kw: Any) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    app = f"sqla_{uuid.uuid4().hex[:10]}"
+    kw.setdefault("pool_size", 1)
+    kw.setdefault("max_overflow", 2)
+    engine = _new_engine(server, driver, app, **kw)
     try:
         yield engine, app
     finally:
@@ -318,13 +323,7 @@ async def test_an_async_engine_dropped_undisposed_closes_its_connections(
     """Nothing holds an engine's pool from pgmarina's side: dropped without
     ``dispose()``, it is collected and its connections are cut off."""
     app = f"sqla_{uuid.uuid4().hex[:10]}"
-    args = (
-        {"server_settings": {"application_name": app}}
-        if driver == "asyncpg"
-        else {"application_name": app}
-    )
-    url = sa.make_url(pg.dsn).set(drivername=f"postgresql+{driver}")
-    engine = create_async_engine(url, poolclass=PgMarinaPool, pool_size=2, connect_args=args)
+    engine = _new_engine(pg, driver, app, pool_size=2)
     async with engine.connect() as a, engine.connect() as b:
         await _pid(a)
         await _pid(b)
