@@ -133,7 +133,7 @@ _DERIVED = frozenset(
 #: connections open when a checkout needs one, and ``pool_size`` of them are
 #: kept, as in ``QueuePool`` (also, the dialect's first-connect set-up runs
 #: before the pool opens a second connection, which psycopg's needs for
-#: hstore); and a connect that fails fails the checkouts waiting for it at
+#: hstore); and a connect that fails fails the checkouts then waiting at
 #: once, with the driver's error, as the checkout's own connect would.
 _SQLALCHEMY_WAYS: dict[str, Any] = {
     "prefill": False, "fail_fast_after": 0.0, "fail_fast_waiters": True,
@@ -369,7 +369,7 @@ class PgMarinaPool(sa_pool.Pool):
             differ from pgmarina's defaults, to behave as SQLAlchemy's own
             pools: ``prefill=False`` (see ``pool_size``), and
             ``fail_fast_after=0`` with ``fail_fast_waiters=True`` (a failed
-            connect fails the checkouts waiting for it at once, with the
+            connect fails the checkouts then waiting at once, with the
             driver's error, and a checkout during an outage fails at once
             while another is still trying to connect).  With ``pre_ping``,
             ``check_window`` is ``None``: SQLAlchemy's ping is the check.
@@ -551,7 +551,7 @@ class PgMarinaPool(sa_pool.Pool):
         """What a checkout raises for pgmarina's ``exc``.
 
         A timeout: :class:`PoolTimeout` (SQLAlchemy's ``TimeoutError`` too).
-        A failed connect (pgmarina fails the checkouts waiting for it, see
+        A failed connect (pgmarina fails the checkouts then waiting, see
         ``_SQLALCHEMY_WAYS``): the driver's error itself, as SQLAlchemy's own
         pools raise it, so that the engine runs its ``handle_error`` event and
         wraps it; raised where ``exc`` is handled, it has pgmarina's error as
