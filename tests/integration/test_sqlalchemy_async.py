@@ -176,6 +176,21 @@ async def test_async_pool_timeout_raises_both_timeout_errors(pg: Any, driver: st
 
 @pytest.mark.parametrize("driver", DRIVERS)
 @_run
+async def test_async_pool_timeout_zero_still_connects_and_refuses_only_a_full_pool(
+    pg: Any, driver: str
+) -> None:
+    async with _engine(pg, driver, pool_size=1, max_overflow=1, pool_timeout=0) as (engine, _):
+        async with engine.connect() as a, engine.connect() as b:  # both connect
+            assert await _pid(a) != await _pid(b)
+            t0 = time.monotonic()
+            with pytest.raises(PoolTimeout):
+                await engine.connect().start()
+            assert time.monotonic() - t0 < 1
+        await _settled(engine)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@_run
 async def test_async_tasks_share_the_engine_and_cancelled_ones_leak_nothing(
     pg: Any, driver: str
 ) -> None:

@@ -180,6 +180,23 @@ def test_bad_pool_arguments_are_refused_naming_them(pg: Any) -> None:
         PgMarinaPool(lambda: None)
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_pool_timeout_zero_still_connects_and_refuses_only_a_full_pool(
+    pg: Any, driver: str
+) -> None:
+    """As in QueuePool, pool_timeout bounds the wait for a connection to come
+    back, not the connect a checkout needs."""
+    with (
+        _engine(pg, driver, pool_size=1, max_overflow=1, pool_timeout=0) as (engine, _),
+        engine.connect() as a, engine.connect() as b,  # both connect
+    ):
+        assert _pid(a) != _pid(b)
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            engine.connect()
+        assert time.monotonic() - t0 < 1
+
+
 def test_the_pool_timeout_is_both_pgmarinas_and_sqlalchemys_timeout_error(pg: Any) -> None:
     with _engine(pg, "psycopg", pool_size=1, max_overflow=0, pool_timeout=0.2) as (engine, _):
         with engine.connect():

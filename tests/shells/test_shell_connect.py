@@ -406,3 +406,44 @@ def test_without_prefill_open_waits_for_nothing_and_connects_only_for_callers(
         assert (s.size, s.idle, s.connections_opened) == (2, 2, 2)
 
     run(kind, body, min_size=3, prefill=False)
+
+
+# ---------------------------------------------------------------------------
+# _lend_waits_for_connect (SQLAlchemy's pool_timeout)
+
+
+@both
+@pytest.mark.parametrize("waits_for_connect", [True, False])
+def test_an_integrations_acquire_may_outwait_the_timeout_for_its_own_connect(
+    kind: str, waits_for_connect: bool
+) -> None:
+    """With ``_lend_waits_for_connect`` (SQLAlchemy's pool sets it), a ``_lend``
+    the pool has room to connect for waits up to ``connect_timeout``, not the
+    pool's ``timeout``; one waiting for a full pool still gives up at
+    ``timeout``.  Without it, ``timeout`` bounds both."""
+
+    async def body(h: Harness) -> None:
+        h.pool._lend_waits_for_connect = waits_for_connect
+        await h.open(wait=True)
+        gate = Gate()
+        h.fake.connect_gate = gate
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, gate.set)  # the connect takes 0.3 s, the timeout is 0.05 s
+        start = time.monotonic()
+        if not waits_for_connect:
+            with pytest.raises(PoolTimeout):
+                await h.call("_lend")
+            assert time.monotonic() - start < 0.25
+            return
+        entry = await h.call("_lend")
+        assert 0.25 < time.monotonic() - start < 2
+        assert entry.conn is h.fake.connections[0]
+        start = time.monotonic()
+        with pytest.raises(PoolTimeout):  # full now: only the pool's timeout
+            await h.call("_lend")
+        assert time.monotonic() - start < 0.25
+        back = await h.call("_take_back", entry)
+        assert back is None
+        assert h.stats().in_use == 0
+
+    run(kind, body, min_size=0, max_size=1, timeout=0.05, connect_timeout=5)

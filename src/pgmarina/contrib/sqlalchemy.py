@@ -519,6 +519,9 @@ class PgMarinaPool(sa_pool.Pool):
             settings = {**settings, "min_size": 0, "max_idle": 0}
         pg = self._shell(None, driver=self._adapter, **settings)
         pg._target = _BY_ENGINE  # told by the first connection (_hand_over)
+        # pool_timeout bounds the wait for a connection to come back, not
+        # the connect a checkout needs, as in QueuePool (pool_timeout=0 too).
+        pg._lend_waits_for_connect = True
         if self._shell is AsyncPool:
             # The thread Pool drops the connections of a pool collected unclosed;
             # AsyncPool leaves that to its user, and here the user is this class.

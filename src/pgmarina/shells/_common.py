@@ -10,6 +10,7 @@ import difflib
 import inspect
 import itertools
 import logging
+import math
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, cast
@@ -103,6 +104,13 @@ class PoolBase:
     #: Where this pool logs.  A compat façade's pools log where its peer's
     #: users look (``pgmarina.compat.psycopg_pool`` bridges to ``psycopg.pool``).
     _log: ClassVar[logging.Logger | logging.LoggerAdapter[Any]] = logger
+
+    #: An integration's acquire (``_lend``) that waits while the pool has room
+    #: to connect for it waits up to ``connect_timeout`` at least, whatever
+    #: the pool's ``timeout``: SQLAlchemy's ``pool_timeout`` bounds only the
+    #: wait for a busy pool's connection to come back (its checkout connects by
+    #: itself), and ``pool_timeout=0`` must still connect.  Its pool sets this.
+    _lend_waits_for_connect = False
 
     #: Close a retired connection in the thread or task that retired it (its
     #: release, its checkout, ``close()``), not in the background.  psycopg_pool
@@ -468,6 +476,17 @@ class PoolBase:
         if timeout is None:
             return None
         return _timeout(timeout)
+
+    def _lend_timeout(self, room: bool) -> Any:
+        """The timeout of an integration's acquire that must wait: the pool's,
+        or (``_lend_waits_for_connect``, and ``room`` to connect for it) no
+        less than ``connect_timeout``."""
+        if not (room and self._lend_waits_for_connect):
+            return DEFAULT
+        timeout = self._config.timeout
+        if timeout is None or self._connect_timeout == math.inf:
+            return None
+        return max(timeout, self._connect_timeout)
 
     # ------------------------------------------------------------------
     # pieces of the shells' IO paths that are not IO themselves

@@ -907,7 +907,10 @@ class AsyncPool(PoolBase):
         return self._lend_slow(entry)
 
     async def _lend_slow(self, entry: Entry | None) -> Entry:
-        lease = await self._acquire_slow(entry, DEFAULT)
+        core = self._core
+        lease = await self._acquire_slow(
+            entry, self._lend_timeout(entry is None and core.size < core._max_size)
+        )
         end_lease(lease)
         return lease._entry  # type: ignore[no-any-return]
 

@@ -746,7 +746,10 @@ class Pool(PoolBase):
             and not self._is_closed(entry.conn)
         ):
             return entry
-        lease = self._acquire_rest(entry, waiter, DEFAULT)
+        core = self._core
+        # Queued with a connect under way for every waiter: room was made for it.
+        timeout = self._lend_timeout(waiter is not None and core.connecting >= len(core.waiters))
+        lease = self._acquire_rest(entry, waiter, timeout)
         end_lease(lease)
         return lease._entry  # type: ignore[no-any-return]
 
