@@ -55,18 +55,23 @@ def _on_threads(work: Callable[[int], None], n: int) -> None:
     assert not errors, errors[0]
 
 
+def _new_engine(server: Any, driver: str, app: str, **kw: Any) -> sa.Engine:
+    """An engine on PgMarinaPool whose backends carry the application_name ``app``."""
+    return sa.create_engine(
+        _url(server, driver),
+        poolclass=PgMarinaPool,
+        connect_args={"application_name": app},
+        **kw,
+    )
+
+
 @contextlib.contextmanager
 def _engine(server: Any, driver: str, **kw: Any) -> Iterator[tuple[sa.Engine, str]]:
     """An engine on PgMarinaPool whose backends carry an application_name of their own."""
     app = f"sqla_{uuid.uuid4().hex[:10]}"
     kw.setdefault("pool_size", 1)
     kw.setdefault("max_overflow", 2)
-    engine = sa.create_engine(
-        _url(server, driver),
-        poolclass=PgMarinaPool,
-        connect_args={"application_name": app},
-        **kw,
-    )
+    engine = _new_engine(server, driver, app, **kw)
     try:
         yield engine, app
     finally:
@@ -611,10 +616,7 @@ def test_an_engine_dropped_undisposed_closes_its_connections_quietly(
     never disposed is ordinary SQLAlchemy); the notice is at DEBUG."""
     caplog.set_level(logging.DEBUG, logger="pgmarina")
     app = f"sqla_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(
-        _url(pg, driver), poolclass=PgMarinaPool, pool_size=2,
-        connect_args={"application_name": app},
-    )
+    engine = _new_engine(pg, driver, app, pool_size=2)
     with engine.connect() as a, engine.connect() as b:
         a.execute(text("SELECT 1"))
         b.execute(text("SELECT 1"))

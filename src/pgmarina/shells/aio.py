@@ -297,9 +297,6 @@ class AsyncPool(PoolBase):
         self._deadlines: dict[asyncio.Future[Entry], tuple[float, float]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = _INF
-        # The timer holds the pool weakly: a pool dropped unclosed (its user
-        # gone) is collected now, not once its last waiter's deadline passed.
-        self._watchdog_fired = functools.partial(_watchdog_fired, weakref.ref(self))
         # reconnect_failed callbacks under way: held here so they are not
         # collected mid-flight, and neither awaited by connects nor by close().
         self._callbacks: set[asyncio.Task[Any]] = set()
@@ -703,7 +700,11 @@ class AsyncPool(PoolBase):
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._watchdog_at = when
-        self._watchdog = loop.call_at(loop.time() + (when - monotonic()), self._watchdog_fired)
+        # Holds the pool weakly, as the reset watch does: a pool dropped
+        # unclosed is collected now, not once its last waiter's deadline passed.
+        self._watchdog = loop.call_at(
+            loop.time() + (when - monotonic()), _watchdog_fired, self._myself
+        )
 
     def _on_watchdog(self) -> None:
         self._watchdog = None
