@@ -19,7 +19,11 @@ Contenders (driver asyncpg):
                API and its default (full) reset
   facade-noop  the same with a no-op ``reset`` coroutine (asyncpg's way to turn the reset off)
   raw+reset    one dedicated connection per task running SELECT 1 and then asyncpg's
-               reset query: no pool at all, the ceiling for any pool that resets fully
+               reset query: no pool at all
+  raw10+reset  ten dedicated connections driven by ten tasks, each running SELECT 1 and
+               then asyncpg's reset query, at every conc: no pool at all, so the ceiling
+               for any pool of ten that resets fully (two round trips a cycle) once conc
+               reaches ten
 
 Contenders (driver psycopg):
   raw10        ten dedicated connections driven by ten tasks (as above)
@@ -32,6 +36,7 @@ Contenders (driver psycopg):
 Usage:
   python bench/bench_async.py [--driver asyncpg|psycopg] [--dsn DSN] [--loop asyncio|uvloop]
                               [--conc 1,10,100] [--size 10] [--seconds 1] [--rounds 7]
+                              [--only NAME,NAME,...]
 
 Without --dsn a throwaway cluster is started (pgmarina.contrib.embedded).
 """
@@ -123,7 +128,7 @@ async def asyncpg_contenders(
         yield {"raw10": raw, "raw": raw, "asyncpg": peer_cycle, "marina": marina(auto),
                "marina-full": marina(full), "marina-none": marina(none),
                "facade": acquiring(facade), "facade-noop": acquiring(facade_noop),
-               "raw+reset": raw_reset}
+               "raw+reset": raw_reset, "raw10+reset": raw_reset}
     finally:
         await facade.close()
         await facade_noop.close()
@@ -209,8 +214,16 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
           f"rounds={args.rounds}")
     for conc in args.conc:
         async with make(dsn, conc, args.size) as contenders:
+            if args.only:
+                unknown = sorted(set(args.only) - set(contenders))
+                if unknown:
+                    raise SystemExit(f"--only: no contender named {', '.join(unknown)} "
+                                     f"(there are: {', '.join(contenders)})")
+                contenders = {k: v for k, v in contenders.items() if k in args.only}
             # raw10 drives ``size`` connections from as many tasks, at every conc.
-            tasks = {name: args.size if name == "raw10" else conc for name in contenders}
+            tasks = {
+                name: args.size if name.startswith("raw10") else conc for name in contenders
+            }
             results: dict[str, list[float]] = {name: [] for name in contenders}
             for name, factory in contenders.items():  # warm-up
                 await run_tasks(factory, tasks[name], 0.3)
@@ -221,8 +234,10 @@ async def bench(args: argparse.Namespace, dsn: str) -> None:
                     )
         # marina-none is what facade-noop is held to (not more than 5 % slower); with
         # psycopg, marina is what the psycopg_pool façade is held to.
-        extra = ["marina-none"] if args.driver == "asyncpg" else ["marina"]
-        report(f"conc={conc}", results, ["raw10", "raw", peer, *extra])
+        # raw10+reset is the ceiling of a fully resetting pool of ten (see above).
+        extra = ["marina-none", "raw10+reset"] if args.driver == "asyncpg" else ["marina"]
+        baselines = [b for b in ["raw10", "raw", peer, *extra] if b in results]
+        report(f"conc={conc}", results, baselines)
 
 
 async def fairness(dsn: str, driver: str, seconds: float) -> None:
@@ -251,6 +266,8 @@ def main() -> None:
     parser = parse_args(__doc__.splitlines()[0], "conc", [1, 10, 100], loop=True)
     parser.add_argument("--driver", choices=["asyncpg", "psycopg"], default="asyncpg")
     parser.add_argument("--dsn")
+    parser.add_argument("--only", type=lambda s: s.split(","), default=None,
+                        help="run only these contenders (comma-separated names)")
     args = parser.parse_args()
     use_loop(args)
     if args.dsn:

@@ -15,9 +15,10 @@ import contextlib
 import functools
 import io
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -26,7 +27,7 @@ import pytest
 import pgmarina.compat.asyncpg as facade
 from faultproxy import FaultProxy
 from helpers import admin_of, eventually
-from pgmarina import PoolStats
+from pgmarina import PoolError, PoolStats
 from pgmarina.compat.asyncpg import Pool, PoolConnectionProxy, create_pool
 
 
@@ -829,3 +830,55 @@ async def test_terminate_closes_leased_connections_and_later_calls_do_nothing(pg
 
 async def _no_backends(admin: asyncpg.Connection, options: dict[str, Any]) -> bool:
     return await backends(admin, options) == 0
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_the_pool_serves_the_loop_that_made_it_and_refuses_another_one(pg: Any, kind: str) -> None:
+    """The façade's own fast path (an idle connection at hand) and its queue
+    check the caller's loop as the shell's do: asyncio's loops by their
+    thread, other kinds by asking asyncio."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+    new_loop = asyncio.new_event_loop if kind == "asyncio" else uvloop.new_event_loop
+    home = new_loop()
+    thread = threading.Thread(target=home.run_forever, daemon=True)
+    thread.start()
+
+    def on_home(coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, home).result(30)
+
+    async def started_at_home() -> Pool:
+        return await create_pool(**pg.connect_kwargs(), min_size=1, max_size=1)
+
+    pool = on_home(started_at_home())
+    try:
+        assert (pool._pool._asyncio_loop is not None) == (kind == "asyncio")
+
+        async def use(tasks: int) -> list[int]:
+            async def one() -> int:
+                async with pool.acquire() as conn:
+                    return await conn.fetchval("SELECT 1")  # type: ignore[no-any-return]
+
+            return await asyncio.gather(*(one() for _ in range(tasks)))
+
+        assert on_home(use(1)) == [1]  # an idle connection: the fast path
+        assert on_home(use(5)) == [1] * 5  # four of them queue behind the first
+
+        async def from_elsewhere() -> None:
+            with pytest.raises(PoolError, match="event loop"):
+                async with pool.acquire():
+                    pass  # pragma: no cover - never entered
+            with pytest.raises(PoolError, match="event loop"):
+                await pool.acquire()
+
+        other = new_loop()
+        try:
+            other.run_until_complete(from_elsewhere())
+        finally:
+            other.close()
+        assert pool.get_idle_size() == 1
+        assert on_home(use(1)) == [1]
+    finally:
+        on_home(pool.close())
+        home.call_soon_threadsafe(home.stop)
+        thread.join(5)
+        home.close()
