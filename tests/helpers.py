@@ -11,6 +11,9 @@ from typing import Any
 
 import asyncpg
 import psycopg
+import pytest
+
+from pgmarina import PoolError
 
 
 async def eventually(predicate: Callable[[], Any], *, timeout: float = 5.0, what: str = "") -> None:
@@ -53,3 +56,21 @@ async def admin_of(server: Any) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+def refused_elsewhere(pool: Any, enter: Callable[[], Any], new_loop: Callable[[], Any]) -> None:
+    """On a fresh loop from ``new_loop``, ``pool`` (opened on another loop) refuses
+    ``async with enter()`` and ``await pool.acquire()`` with ``PoolError``."""
+
+    async def both() -> None:
+        with pytest.raises(PoolError, match="event loop"):
+            async with enter():
+                pass  # pragma: no cover - never entered
+        with pytest.raises(PoolError, match="event loop"):
+            await pool.acquire()
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(both())
+    finally:
+        loop.close()

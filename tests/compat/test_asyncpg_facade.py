@@ -26,8 +26,8 @@ import pytest
 
 import pgmarina.compat.asyncpg as facade
 from faultproxy import FaultProxy
-from helpers import admin_of, eventually
-from pgmarina import PoolError, PoolStats
+from helpers import admin_of, eventually, refused_elsewhere
+from pgmarina import PoolStats
 from pgmarina.compat.asyncpg import Pool, PoolConnectionProxy, create_pool
 
 
@@ -863,18 +863,7 @@ def test_the_pool_serves_the_loop_that_made_it_and_refuses_another_one(pg: Any, 
         assert on_home(use(1)) == [1]  # an idle connection: the fast path
         assert on_home(use(5)) == [1] * 5  # four of them queue behind the first
 
-        async def from_elsewhere() -> None:
-            with pytest.raises(PoolError, match="event loop"):
-                async with pool.acquire():
-                    pass  # pragma: no cover - never entered
-            with pytest.raises(PoolError, match="event loop"):
-                await pool.acquire()
-
-        other = new_loop()
-        try:
-            other.run_until_complete(from_elsewhere())
-        finally:
-            other.close()
+        refused_elsewhere(pool, pool.acquire, new_loop)
         assert pool.get_idle_size() == 1
         assert on_home(use(1)) == [1]
     finally:

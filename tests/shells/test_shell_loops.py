@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fakes import FakeAsyncAdapter
 
+from helpers import refused_elsewhere
 from pgmarina import AsyncPool, PoolError
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
@@ -53,18 +54,7 @@ def test_a_pool_serves_its_own_loop_and_refuses_one_in_another_thread(kind: str)
 
         assert _on(home, use()) == 2
 
-        async def from_elsewhere() -> None:
-            with pytest.raises(PoolError, match="event loop"):
-                async with pool.connection():
-                    pass  # pragma: no cover - never entered
-            with pytest.raises(PoolError, match="event loop"):
-                await pool.acquire()
-
-        other = new_loop()
-        try:
-            other.run_until_complete(from_elsewhere())  # an idle connection waits: fast path
-        finally:
-            other.close()
+        refused_elsewhere(pool, pool.connection, new_loop)  # an idle connection waits: fast path
         assert pool.stats().idle == 1 and pool.stats().waiting == 0
     finally:
         _on(home, pool.close())
