@@ -910,7 +910,7 @@ class AsyncPool(PoolBase):
     async def _lend_slow(self, entry: Entry | None) -> Entry:
         core = self._core
         lease = await self._acquire_slow(
-            entry, self._lend_timeout(entry is None and core.size < core._max_size)
+            entry, self._lend_timeout(entry is None and core.size < core.config.max_size)
         )
         end_lease(lease)
         return lease._entry  # type: ignore[no-any-return]
