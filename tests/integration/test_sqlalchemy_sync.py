@@ -621,13 +621,11 @@ def test_an_engine_dropped_undisposed_closes_its_connections_quietly(
         a.execute(text("SELECT 1"))
         b.execute(text("SELECT 1"))
     name = engine.pool.pgmarina_pool.name
-    assert len(backend_pids(pg, app)) == 2
+    pids = backend_pids(pg, app)
+    assert len(pids) == 2
     del engine, a, b
     gc.collect()
-    deadline = time.monotonic() + 10
-    while backend_pids(pg, app):
-        assert time.monotonic() < deadline, "the dropped engine's connections stayed open"
-        time.sleep(0.05)
+    assert _gone(pg, app, pids, timeout=10), "the dropped engine's connections stayed open"
     told = [r for r in caplog.records if "never closed" in r.getMessage()
             and r.getMessage().startswith(name + " ")]
     assert told and all(r.levelno == logging.DEBUG for r in told), told
